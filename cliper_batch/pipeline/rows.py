@@ -1,0 +1,75 @@
+"""The row contract between pipeline stages (one schema for every block).
+
+Every block that flows from the decode stage to the score stage has the same
+columns. Two kinds of rows share them:
+
+* ``row_kind == "segment"``: one (video, track, segment) to score, its crops in
+  ``crops`` (``T x S x S x 3`` uint8);
+* ``row_kind == "video"``: exactly one per input video, emitted after all its
+  segment rows, carrying the :class:`~cliper_batch.types.VideoOutcome` as JSON
+  in ``outcome`` (status, error, probe facts, ``n_segments``) and a zero
+  ``crops`` tensor. Errors travel as data next to the samples, so one bad video
+  never raises through Ray.
+
+The score stage drops ``crops`` and adds ``probs`` (``C`` float32) and
+``descriptor`` (int16); the writer regroups rows per video.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import numpy as np
+
+from ..types import VideoInfo, VideoOutcome, VideoRef
+
+SEGMENT = "segment"
+VIDEO = "video"
+
+
+def segment_rows(ref: VideoRef, segments, crops: np.ndarray, track_id: int = 0) -> dict[str, np.ndarray]:
+    n = len(segments)
+    return {
+        "row_kind": np.array([SEGMENT] * n, dtype=object),
+        "video_id": np.array([ref.video_id] * n, dtype=object),
+        "video_uri": np.array([ref.uri] * n, dtype=object),
+        "track_id": np.full(n, track_id, dtype=np.int32),
+        "segment_index": np.array([s.index for s in segments], dtype=np.int32),
+        "start_s": np.array([s.start_s for s in segments], dtype=np.float64),
+        "end_s": np.array([s.end_s for s in segments], dtype=np.float64),
+        "outcome": np.array([""] * n, dtype=object),
+        "crops": crops,
+    }
+
+
+def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    return {
+        "row_kind": np.array([VIDEO], dtype=object),
+        "video_id": np.array([outcome.ref.video_id], dtype=object),
+        "video_uri": np.array([outcome.ref.uri], dtype=object),
+        "track_id": np.zeros(1, dtype=np.int32),
+        "segment_index": np.full(1, -1, dtype=np.int32),
+        "start_s": np.zeros(1, dtype=np.float64),
+        "end_s": np.zeros(1, dtype=np.float64),
+        "outcome": np.array([encode_outcome(outcome)], dtype=object),
+        "crops": np.zeros((1, *crop_shape), dtype=np.uint8),
+    }
+
+
+def encode_outcome(outcome: VideoOutcome) -> str:
+    d = asdict(outcome)
+    return json.dumps(d, default=str)
+
+
+def decode_outcome(text: str) -> VideoOutcome:
+    d = json.loads(text)
+    info = VideoInfo(**d["info"]) if d.get("info") else None
+    return VideoOutcome(
+        ref=VideoRef(**d["ref"]),
+        status=d["status"],
+        error=d.get("error"),
+        error_type=d.get("error_type"),
+        info=info,
+        n_segments=int(d.get("n_segments", 0)),
+        extra=d.get("extra") or {},
+    )

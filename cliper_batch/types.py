@@ -1,0 +1,89 @@
+"""Dataclasses that cross module boundaries (listing -> probe -> sampling -> decode -> score -> write)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class VideoRef:
+    """One input video: a stable id and the fsspec URI it is read from."""
+
+    video_id: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a probe learns about a video stream before decoding."""
+
+    duration_s: float
+    fps: float
+    width: int
+    height: int
+    codec: str
+    rotation: int = 0  # degrees clockwise to display upright (0, 90, 180, 270)
+    n_frames: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A fixed-duration window of a video and the timestamps sampled inside it."""
+
+    index: int
+    start_s: float
+    end_s: float
+    timestamps: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class AnnotateConfig:
+    """Everything that changes what an annotation run computes (hashed into ``config_hash``)."""
+
+    segment_seconds: float = 2.0
+    frames_per_segment: int = 8
+    faces: str = "none"  # none | detect (detect arrives with face tracking)
+    decoder: str = "auto"  # auto | pyav | dali
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: str = "eager"  # eager | torch.compile | tensorrt
+    batch_size: int = 64  # segments per scoring batch (each segment is T crops)
+    decode_chunk_segments: int = 16  # segments per block emitted by the decoder
+
+    def __post_init__(self) -> None:
+        if not (self.segment_seconds > 0):
+            raise ValueError(f"segment_seconds must be > 0, got {self.segment_seconds}")
+        if self.frames_per_segment < 1:
+            raise ValueError(f"frames_per_segment must be >= 1, got {self.frames_per_segment}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.faces not in ("none", "detect"):
+            raise ValueError(f"faces must be 'none' or 'detect', got {self.faces!r}")
+        if self.decoder not in ("auto", "pyav", "dali"):
+            raise ValueError(f"decoder must be auto|pyav|dali, got {self.decoder!r}")
+        if self.compile not in ("eager", "torch.compile", "tensorrt"):
+            raise ValueError(f"compile must be eager|torch.compile|tensorrt, got {self.compile!r}")
+        if self.decode_chunk_segments < 1:
+            raise ValueError("decode_chunk_segments must be >= 1")
+
+    def semantic_dict(self) -> dict:
+        """The fields that change results (not speed): used for the config hash."""
+        return {
+            "segment_seconds": self.segment_seconds,
+            "frames_per_segment": self.frames_per_segment,
+            "faces": self.faces,
+        }
+
+
+@dataclass
+class VideoOutcome:
+    """Per-video result carried as data next to the samples (never raised through the pipeline)."""
+
+    ref: VideoRef
+    status: str  # ok | failed
+    error: str | None = None
+    error_type: str | None = None
+    info: VideoInfo | None = None
+    n_segments: int = 0
+    extra: dict = field(default_factory=dict)

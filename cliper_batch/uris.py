@@ -1,0 +1,80 @@
+"""Validation and normalisation of user-supplied paths and URLs (fsspec)."""
+from __future__ import annotations
+
+import hashlib
+import os
+from urllib.parse import urlsplit
+
+import fsspec
+
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv",
+)
+
+
+class InvalidURI(ValueError):
+    """A path or URL that cliper-batch refuses to use."""
+
+
+def protocol_of(uri: str) -> str:
+    """The URL scheme ('file' for plain paths); Windows drive letters count as local."""
+    scheme = urlsplit(uri).scheme
+    if not scheme or (len(scheme) == 1 and os.name == "nt"):
+        return "file"
+    return scheme.lower()
+
+
+def normalize_uri(uri: str) -> str:
+    """Check a user path/URL and return a canonical form.
+
+    Local paths become absolute ``file://`` URLs-free paths (plain absolute paths);
+    remote URLs keep their scheme and must name a protocol fsspec knows.
+    """
+    if not isinstance(uri, str) or not uri.strip():
+        raise InvalidURI("empty path or URL")
+    if "\x00" in uri:
+        raise InvalidURI(f"path or URL contains a NUL byte: {uri!r}")
+    proto = protocol_of(uri)
+    if proto in ("file", "local"):
+        path = uri.split("://", 1)[1] if "://" in uri else uri
+        return os.path.abspath(os.path.expanduser(path))
+    try:
+        cls = fsspec.get_filesystem_class(proto)
+    except (ValueError, ImportError) as exc:
+        raise InvalidURI(
+            f"unsupported URL scheme {proto!r} in {uri!r}: {exc}. "
+            "Install the fsspec backend for it (e.g. `pip install 'cliper-batch[cloud]'` for s3/gcs)."
+        ) from exc
+    # One spelling per object (e.g. memory://a and memory:///a), so ids are stable.
+    return f"{proto}://{cls._strip_protocol(uri)}"
+
+
+def is_local(uri: str) -> bool:
+    return protocol_of(uri) in ("file", "local")
+
+
+def video_id_for(uri: str) -> str:
+    """A stable id for a video: the first 16 hex digits of sha256(normalised URI)."""
+    return hashlib.sha256(normalize_uri(uri).encode("utf-8")).hexdigest()[:16]
+
+
+def filesystem_for(uri: str, **storage_options) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path-within-filesystem) for a normalised URI."""
+    fs, path = fsspec.core.url_to_fs(normalize_uri(uri), **storage_options)
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    base = base.rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts]])
+
+
+def is_inside(child: str, parent: str) -> bool:
+    """Whether ``child`` lies at or below ``parent`` (same protocol, path prefix on component boundaries)."""
+    c, p = normalize_uri(child), normalize_uri(parent)
+    if protocol_of(c) != protocol_of(p):
+        return False
+    if is_local(c):
+        c, p = os.path.realpath(c), os.path.realpath(p)
+    c, p = c.rstrip("/"), p.rstrip("/")
+    return c == p or c.startswith(p + "/")

@@ -1,0 +1,1 @@
+"""CLIPER fine-tuning on Ray Train (installed as ``cliper_batch.training``)."""
