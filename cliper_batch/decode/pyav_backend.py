@@ -1,0 +1,307 @@
+"""CPU frame decoding with PyAV (FFmpeg): sample by presentation time, seek over long gaps.
+
+One container is opened per ``iter_frames`` call and walked forward once.
+Frames are selected by PTS (``pts * time_base`` relative to the stream start),
+never by decode order, because B-frames reorder. Only selected frames are
+converted to RGB, scaled inside swscale (``to_ndarray(width=, height=)``) so a
+4K frame is never materialised as full-resolution RGB. When the next wanted
+timestamp is far ahead - past a keyframe that lies well beyond the current
+position (from the container index), or more than ``seek_threshold_s`` when the
+container has no usable index - the reader seeks back to the keyframe before
+it and decodes forward from there. Memory is bounded: the reader holds at most
+the current frame, one look-ahead frame and FFmpeg's internal decode queue.
+
+Damaged packets are skipped (FFmpeg conceals what it can); a decoded frame may
+stand in for missing ones only within one frame period (see ``base.choose_frame``).
+"""
+from __future__ import annotations
+
+import bisect
+import contextlib
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..probe import clockwise_rotation, open_container, rotate_upright
+from ..types import VideoInfo
+from .base import DecodeError, choose_frame, frame_period, time_eps, validate_request
+
+__all__ = ["PyAVDecoder"]
+
+# Decoder output lags packet input by the reorder depth plus one frame per
+# decode thread; errors are attributed to frames within this many periods.
+REORDER_WINDOW_FRAMES = 32
+
+
+@dataclass
+class _Decoded:
+    frame: Any  # av.VideoFrame
+    time: float  # seconds from the stream start
+    duration: float | None  # display duration in seconds, when the container says
+    rgb: np.ndarray | None = None  # converted output, made at most once
+    yielded: bool = False
+
+
+class PyAVDecoder:
+    """:class:`~cliper_batch.decode.base.FrameDecoder` backed by PyAV.
+
+    Stateless between calls (each call opens its own container), so one
+    instance may be shared by threads.
+
+    Args:
+        threads: FFmpeg decoder threads per video (0 = FFmpeg picks, one per core).
+            Lower it when many videos decode in parallel in one process/node.
+        storage_options: fsspec options for remote URIs.
+        seek_min_skip_s: seek forward only when it skips at least this much video.
+        seek_threshold_s: without a container index, seek when the next
+            timestamp is more than this far ahead.
+        interpolation: swscale interpolation used when ``size`` is given.
+    """
+
+    name = "pyav"
+
+    def __init__(
+        self,
+        threads: int = 0,
+        storage_options: dict | None = None,
+        seek_min_skip_s: float = 1.0,
+        seek_threshold_s: float = 5.0,
+        interpolation: str = "BILINEAR",
+    ):
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0, got {threads}")
+        self.threads = threads
+        self.storage_options = dict(storage_options or {})
+        self.seek_min_skip_s = float(seek_min_skip_s)
+        self.seek_threshold_s = float(seek_threshold_s)
+        self.interpolation = interpolation
+        self.last_stats: dict[str, int] = {}
+
+    def __repr__(self) -> str:
+        return f"PyAVDecoder(threads={self.threads})"
+
+    def iter_frames(
+        self,
+        uri: str,
+        info: VideoInfo,
+        timestamps: Sequence[float],
+        size: tuple[int, int] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """See :meth:`FrameDecoder.iter_frames`."""
+        import av
+
+        ts = validate_request(uri, timestamps, size)
+        if not ts:
+            return
+        with contextlib.ExitStack() as stack:
+            try:
+                container = stack.enter_context(open_container(uri, **self.storage_options))
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                raise DecodeError(uri, f"cannot open video ({type(exc).__name__}: {exc})") from exc
+            reader = _Reader(self, uri, info, container, size)
+            try:
+                for t in ts:
+                    try:
+                        frame = reader.frame_at(t)
+                    except av.FFmpegError as exc:
+                        raise DecodeError(uri, f"decoding failed near t={t:.3f}s ({type(exc).__name__}: {exc})") from exc
+                    except OSError as exc:
+                        raise DecodeError(uri, f"read failed near t={t:.3f}s ({type(exc).__name__}: {exc})") from exc
+                    yield frame
+            finally:
+                self.last_stats = dict(reader.stats)
+
+
+class _Reader:
+    """Forward-walking, seeking frame source over one opened container."""
+
+    def __init__(self, owner: PyAVDecoder, uri: str, info: VideoInfo, container, size: tuple[int, int] | None):
+        self.owner, self.uri, self.info, self.container = owner, uri, info, container
+        if not container.streams.video:
+            raise DecodeError(uri, "no video stream")
+        self.stream = stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = owner.threads
+        self.tb = stream.time_base
+        self.origin = float(stream.start_time * self.tb) if stream.start_time is not None else 0.0
+        self.size = size
+        self.period = frame_period(info)
+        self.eps = time_eps(info)
+        self.keyframes = self._keyframe_times()
+        self.errors = 0
+        self.error_times: list[float] = []  # stream time reached when each damaged packet was hit
+        self.last_error = ""
+        self.stats = {"seeks": 0, "decoded": 0, "converted": 0, "skipped_packets": 0}
+        self._restart()
+
+    # ----- stream position -------------------------------------------------
+    def _keyframe_times(self) -> list[float]:
+        """Keyframe times from the container index (mp4 sample table, mkv cues); [] when absent."""
+        try:
+            entries = self.stream.index_entries
+            times = [float(e.timestamp * self.tb) - self.origin for e in entries if e.is_keyframe]
+        except (AttributeError, TypeError):
+            return []
+        times.sort()
+        return times if len(times) >= 2 else []
+
+    def _restart(self) -> None:
+        self.packets = self.container.demux(self.stream)
+        self.pending: deque = deque()
+        self.eof = False
+        self.held: _Decoded | None = None
+        self.peek: _Decoded | None = None
+        self.last_time: float | None = None
+
+    def _position(self) -> float:
+        if self.held is not None:
+            return self.held.time
+        if self.peek is not None:
+            return self.peek.time
+        return 0.0
+
+    def _should_seek_forward(self, t: float) -> bool:
+        pos = self._position()
+        if t - pos <= self.owner.seek_min_skip_s:
+            return False
+        if self.keyframes:
+            i = bisect.bisect_right(self.keyframes, t + self.eps) - 1
+            return i >= 0 and self.keyframes[i] > pos + self.owner.seek_min_skip_s
+        return t - pos > self.owner.seek_threshold_s
+
+    def _seek(self, t: float) -> None:
+        """Position the decoder so that the first frame out is at or before ``t``.
+
+        A seek can land after the target (coarse index, open GOP); back off
+        further each time, ending at the stream start.
+        """
+        for back in (0.0, 1.0, 4.0, 16.0, math.inf):
+            target = max(t - back, 0.0)
+            offset = int(math.floor((target + self.origin) / float(self.tb)))
+            self.container.seek(offset, stream=self.stream, backward=True, any_frame=False)
+            self.stats["seeks"] += 1
+            self._restart()
+            self.peek = self._next()
+            if self.peek is None or self.peek.time <= t + self.eps or target <= 0.0:
+                return
+
+    # ----- frames ------------------------------------------------------------
+    def _decode(self, packet) -> None:
+        import av
+
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as exc:  # damaged packet: skip it, FFmpeg resyncs at the next one
+            self._record_error(exc)
+            self.stats["skipped_packets"] += 1
+            return
+        self.pending.extend(frames)
+
+    def _record_error(self, exc: Exception) -> None:
+        self.errors += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.error_times.append(self.last_time if self.last_time is not None else 0.0)
+
+    def _damaged_between(self, a: float, b: float) -> bool:
+        """Whether FFmpeg rejected packets while frames in [a, b] were being produced.
+
+        Errors surface at decode time, up to the decoder's delay (B-frame
+        reordering, frame threads) before the frames around them come out, so
+        the window starts REORDER_WINDOW_FRAMES periods before ``a``.
+        """
+        lo = a - REORDER_WINDOW_FRAMES * self.period
+        return any(lo <= e <= b for e in self.error_times)
+
+    def _next(self) -> _Decoded | None:
+        import av
+
+        while not self.pending and not self.eof:
+            try:
+                packet = next(self.packets)
+            except StopIteration:
+                self.eof = True
+                break
+            except av.FFmpegError as exc:  # unreadable container data (e.g. truncated): drain and stop
+                self._record_error(exc)
+                self.eof = True
+                try:
+                    self.pending.extend(self.stream.codec_context.decode(None))
+                except av.FFmpegError:
+                    pass
+                break
+            self._decode(packet)
+        if not self.pending:
+            return None
+        frame = self.pending.popleft()
+        self.stats["decoded"] += 1
+        if frame.pts is not None:
+            t = float(frame.pts * self.tb) - self.origin
+        else:  # no timestamps at all (rare raw streams): count frames
+            t = 0.0 if self.last_time is None else self.last_time + self.period
+        self.last_time = t
+        dur = float(frame.duration * self.tb) if frame.duration else None
+        return _Decoded(frame, t, dur)
+
+    def frame_at(self, t: float) -> np.ndarray:
+        """RGB array of the frame displayed at ``t`` (rules: module docstring, ``base.choose_frame``)."""
+        if self.held is not None and self.held.time > t + self.eps:
+            self._seek(t)  # going backwards
+        elif self._should_seek_forward(t):
+            self._seek(t)
+        while True:
+            if self.peek is None and not self.eof:
+                self.peek = self._next()
+            if self.peek is not None and self.peek.time <= t + self.eps:
+                self.held, self.peek = self.peek, None
+                continue
+            break
+        held, nxt = self.held, self.peek
+        pick = choose_frame(
+            t,
+            held.time if held else None,
+            held.duration if held else None,
+            nxt.time if nxt else None,
+            self.info,
+            damaged=held is not None and nxt is not None and self._damaged_between(held.time, nxt.time),
+        )
+        if pick is None:
+            raise DecodeError(self.uri, self._missing_reason(t))
+        # 'next' is served without advancing, so a later timestamp before it needs no seek.
+        return self._rgb(held if pick == "prev" else nxt)
+
+    def _missing_reason(self, t: float) -> str:
+        held, nxt = self.held, self.peek
+        if held is None and nxt is None:
+            msg = f"no decodable frame at or after t={t:.3f}s"
+        elif held is None:
+            msg = f"no frame at t={t:.3f}s: first decodable frame is at {nxt.time:.3f}s"
+        else:
+            after = "the stream ends there" if nxt is None else f"the next one is at {nxt.time:.3f}s"
+            msg = f"no frame at t={t:.3f}s: last decodable frame before it is at {held.time:.3f}s and {after}"
+        if self.errors:
+            msg += f" ({self.errors} damaged packet(s); last error: {self.last_error})"
+        elif held is not None and (nxt is None or nxt.time > held.time):
+            msg += " (frames missing: truncated or damaged file?)"
+        return msg
+
+    def _rgb(self, dec: _Decoded) -> np.ndarray:
+        if dec.rgb is None:
+            frame = dec.frame
+            rotation = clockwise_rotation(frame.rotation)
+            kwargs: dict[str, Any] = {"format": "rgb24"}
+            if self.size is not None:
+                w, h = int(self.size[0]), int(self.size[1])
+                if rotation in (90, 270):
+                    w, h = h, w
+                if (w, h) != (frame.width, frame.height):
+                    kwargs.update(width=w, height=h, interpolation=self.owner.interpolation)
+            dec.rgb = rotate_upright(frame.to_ndarray(**kwargs), rotation)
+            self.stats["converted"] += 1
+        if dec.yielded:  # same frame again (dense sampling): give the caller its own copy
+            return dec.rgb.copy()
+        dec.yielded = True
+        return dec.rgb
