@@ -1,0 +1,408 @@
+"""Device/precision selection and compiled frame encoders (eager | torch.compile | tensorrt) with fallbacks.
+
+Only the image tower is compiled: ``images [N,3,S,S] -> L2-normalised features
+[N,D]``.  Pooling over time and the descriptor product stay in eager float32
+(:func:`cliper_batch.model.score_clips`), they are tiny.
+
+Fallback chain (each step logs a WARNING with the reason, recorded in
+:attr:`CompiledEncoder.reason`):
+
+- ``tensorrt``: needs CUDA and the optional ``torch-tensorrt`` package
+  (``pip install 'cliper-batch[tensorrt]'``).  Compiled ahead of time through the
+  dynamo IR with a dynamic batch dimension
+  (``Input(min_shape=1, opt_shape=example_batch, max_shape=max_batch)``) in the
+  requested precision (default fp16).  If the import, compilation or the
+  check against eager fails it falls back to ``torch.compile``, then eager.
+  On a CPU-only host it goes straight to eager (reason ``no CUDA device``):
+  torch.compile costs 30-50 s per worker there for little or no gain.
+- ``torch.compile``: compiled with a dynamic batch dimension, warmed up and
+  checked against eager inside :func:`compile_encoder`; a failure then, or a
+  compiler error on a later call (e.g. recompiling for a new shape), switches
+  to eager for good.
+- ``eager``: the model as is, under ``torch.autocast`` for fp16/bf16.
+
+With ``cache_dir`` the TensorRT engine is saved (``torch_tensorrt.save``, an
+ExportedProgram) under a key made of the model id, precision, shapes, GPU and
+library versions, and reloaded by later workers; a cached engine is checked
+against eager before use.  The cache holds serialized programs: point it only
+at a directory this job controls.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .model.cliper import CLIPER, autocast_for
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "torch.compile", "tensorrt")
+# Compiled output must match eager to this cosine similarity (per frame), else fall back.
+MIN_COSINE_VS_EAGER = 0.99
+
+_DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+class DeviceError(ValueError):
+    """A device or precision request this host cannot honour."""
+
+
+def select_device(pref: str | torch.device = "auto") -> torch.device:
+    """``'auto'`` -> the current CUDA device if available, else CPU; ``'cpu'``, ``'cuda'``, ``'cuda:N'`` validated."""
+    if isinstance(pref, torch.device):
+        pref = str(pref)
+    text = (pref or "auto").strip().lower()
+    if text == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if not m:
+        raise DeviceError(f"unknown device {pref!r}: use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device {pref!r} requested but CUDA is not available on this host (torch.cuda.is_available() is False)")
+    count = torch.cuda.device_count()
+    index = int(m.group(1)) if m.group(1) is not None else torch.cuda.current_device()
+    if index >= count:
+        raise DeviceError(f"device {pref!r} requested but only {count} CUDA device(s) are visible")
+    return torch.device("cuda", index)
+
+
+def select_dtype(device: torch.device | str, requested: str | torch.dtype | None = None) -> torch.dtype:
+    """Compute precision: default fp16 (autocast) on CUDA, fp32 on CPU; ``'fp32'|'fp16'|'bf16'`` (or dtypes) accepted."""
+    device = torch.device(device)
+    if requested is None or (isinstance(requested, str) and requested.strip().lower() in ("", "auto")):
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(requested, torch.dtype):
+        dtype = requested
+    else:
+        try:
+            dtype = _DTYPE_NAMES[requested.strip().lower()]
+        except KeyError:
+            raise DeviceError(f"unknown precision {requested!r}: use auto, fp32, fp16 or bf16") from None
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise DeviceError(f"unsupported precision {dtype}: use fp32, fp16 or bf16")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise DeviceError("fp16 on CPU is not supported (slow, incomplete kernels): use fp32 or bf16")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise DeviceError(f"bf16 requested but {torch.cuda.get_device_name(device)} does not support it")
+    return dtype
+
+
+class _FrameEncoder(nn.Module):
+    """The graph handed to torch.compile / TensorRT: image tower + L2 normalisation."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, images: Tensor) -> Tensor:
+        return F.normalize(self.visual(images), dim=-1)
+
+
+@dataclass
+class CompiledEncoder:
+    """A frame encoder ``images [N,3,S,S] -> float32 L2-normalised [N,D]`` and how it was obtained.
+
+    ``backend`` is what actually runs, ``requested`` what was asked for, and
+    ``reason`` why they differ (or how the backend was set up).  Calls are split
+    into chunks of at most ``max_batch`` frames (TensorRT's engine limit).
+    """
+
+    fn: Callable[[Tensor], Tensor]
+    backend: str
+    requested: str
+    reason: str
+    device: torch.device
+    dtype: torch.dtype
+    max_batch: int = 1024
+
+    def __call__(self, images: Tensor) -> Tensor:
+        with torch.inference_mode():
+            if images.shape[0] <= self.max_batch:
+                return F.normalize(self.fn(images).float(), dim=-1)
+            parts = [self.fn(chunk).float() for chunk in images.split(self.max_batch)]
+            return F.normalize(torch.cat(parts), dim=-1)
+
+    def _fall_back(self, backend: str, fn: Callable[[Tensor], Tensor], why: str) -> None:
+        log.warning("frame encoder: %s failed, falling back to %s: %s", self.backend, backend, why)
+        self.reason = f"{self.reason}; then {self.backend} failed at run time ({why}), using {backend}"
+        self.backend = backend
+        self.fn = fn
+
+
+def _eager_fn(model: CLIPER, device: torch.device, dtype: torch.dtype) -> Callable[[Tensor], Tensor]:
+    def run(images: Tensor) -> Tensor:
+        with autocast_for(device, dtype):
+            return model.encode_frames(images)
+
+    return run
+
+
+def _pad_single(fn: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """Run a batch of 1 as a batch of 2: compilers specialise size 1, which would force a recompile."""
+
+    def run(images: Tensor) -> Tensor:
+        if images.shape[0] == 1:
+            return fn(images.expand(2, *images.shape[1:]).contiguous())[:1]
+        return fn(images)
+
+    return run
+
+
+def _summary(exc: BaseException, limit: int = 300) -> str:
+    """One line naming an exception and its cause (compiler errors wrap the real one)."""
+    inner = getattr(exc, "inner_exception", None)
+    text = " ".join(str(exc).split())
+    if inner is not None and str(inner) not in text:
+        text += f" ({type(inner).__name__}: {' '.join(str(inner).split())})"
+    line = f"{type(exc).__name__}: {text}"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _first(out: Any) -> Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _check_against_eager(
+    fn: Callable[[Tensor], Tensor], eager: Callable[[Tensor], Tensor], batches: list[Tensor]
+) -> str | None:
+    """None if ``fn`` matches eager on every batch (cosine >= MIN_COSINE_VS_EAGER), else what went wrong."""
+    with torch.inference_mode():
+        for x in batches:
+            got = _first(fn(x)).float()
+            ref = eager(x).float()
+            if got.shape != ref.shape:
+                return f"output shape {tuple(got.shape)} != eager {tuple(ref.shape)} at batch {x.shape[0]}"
+            cos = F.cosine_similarity(got, ref, dim=-1).min().item()
+            if not cos >= MIN_COSINE_VS_EAGER:
+                return f"outputs differ from eager (min cosine {cos:.4f} < {MIN_COSINE_VS_EAGER}) at batch {x.shape[0]}"
+    return None
+
+
+def _example_batches(model: CLIPER, device: torch.device, sizes: list[int]) -> list[Tensor]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    s = model.image_size
+    with torch.inference_mode():  # like the inputs score_clips produces
+        return [torch.randn(n, 3, s, s, generator=gen).to(device) for n in sizes]
+
+
+def _try_torch_compile(
+    model: CLIPER, device: torch.device, dtype: torch.dtype, example_batch: int, options: dict[str, Any]
+) -> tuple[Callable[[Tensor], Tensor] | None, str]:
+    """(fn, note) on success, (None, why) on failure."""
+    eager = _eager_fn(model, device, dtype)
+    try:
+        compiled = torch.compile(_FrameEncoder(model.visual), **options)
+    except Exception as exc:  # noqa: BLE001 - any failure means: not available
+        return None, f"torch.compile setup failed: {_summary(exc)}"
+
+    def run(images: Tensor) -> Tensor:
+        if not images.is_inference():  # one graph for all inputs: normal tensors would trigger a recompile
+            images = images.clone()
+        with autocast_for(device, dtype):
+            return compiled(images)
+
+    fn = _pad_single(run)
+    warm = max(2, min(example_batch, 8))
+    batches = _example_batches(model, device, [warm, 1, warm + 3])
+    torch._dynamo.mark_dynamic(batches[0], 0)
+    try:
+        problem = _check_against_eager(fn, eager, batches)
+    except Exception as exc:  # noqa: BLE001 - compiler errors come in many types
+        return None, f"torch.compile failed at first call: {_summary(exc)}"
+    if problem:
+        return None, f"torch.compile {problem}"
+    return fn, "torch.compile (dynamic batch), warmed up and checked against eager"
+
+
+def _gpu_tag(device: torch.device) -> str:
+    props = torch.cuda.get_device_properties(device)
+    return re.sub(r"[^A-Za-z0-9]+", "_", f"{props.name}-sm{props.major}{props.minor}")
+
+
+def _try_tensorrt(
+    model: CLIPER,
+    device: torch.device,
+    dtype: torch.dtype,
+    example_batch: int,
+    max_batch: int,
+    cache_dir: str | None,
+    model_id: str | None,
+) -> tuple[Callable[[Tensor], Tensor] | None, str]:
+    """(fn, note) on success, (None, why) on failure.  Compiles (or loads) a dynamic-batch TensorRT engine."""
+    try:
+        import torch_tensorrt  # optional extra; TensorRT libraries come from pypi.nvidia.com
+    except Exception as exc:  # noqa: BLE001 - ImportError, or OSError for missing TensorRT libraries
+        return None, f"torch_tensorrt not importable ({_summary(exc)}); install cliper-batch[tensorrt]"
+
+    s = model.image_size
+    opt = max(1, min(example_batch, max_batch))
+    spec = torch_tensorrt.Input(
+        min_shape=(1, 3, s, s), opt_shape=(opt, 3, s, s), max_shape=(max_batch, 3, s, s), dtype=dtype
+    )
+    eager = _eager_fn(model, device, dtype)
+    checks = _example_batches(model, device, sorted({1, opt, min(max_batch, opt + 3)}))
+
+    cache_path = None
+    if cache_dir:
+        from .model.checkpoint import model_id_of
+
+        key = "-".join([
+            model_id or model_id_of(model), str(dtype).replace("torch.", ""), f"s{s}", f"b{opt}-{max_batch}",
+            f"trt{torch_tensorrt.__version__}", f"torch{torch.__version__}", _gpu_tag(device),
+        ])
+        cache_path = os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), re.sub(r"[^A-Za-z0-9.+_-]", "_", key) + ".ep")
+
+    def wrap(module: Callable[..., Any]) -> Callable[[Tensor], Tensor]:
+        def run(images: Tensor) -> Tensor:
+            return _first(module(images.to(dtype))).float()
+        return run
+
+    if cache_path and os.path.isfile(cache_path):
+        try:
+            loaded = torch.export.load(cache_path).module()
+            fn = wrap(loaded)
+            problem = _check_against_eager(fn, eager, checks)
+            if problem is None:
+                return fn, f"tensorrt engine loaded from cache {cache_path}"
+            log.warning("cached TensorRT engine %s rejected (%s); recompiling", cache_path, problem)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("cannot load cached TensorRT engine %s (%s); recompiling", cache_path, exc)
+        try:
+            os.unlink(cache_path)
+        except OSError:
+            pass
+
+    try:
+        # The engine runs in `dtype` end to end: weights cast here, inputs cast in `run`.
+        encoder = _FrameEncoder(copy.deepcopy(model.visual)).eval().to(device=device, dtype=dtype)
+        kwargs: dict[str, Any] = {}
+        # Older torch-tensorrt releases type weakly (kernel precision chosen from enabled_precisions);
+        # newer ones default to explicit typing, where the graph's dtypes decide and enabled_precisions
+        # other than fp32 is refused.  The graph is already in `dtype`, so both give a `dtype` engine.
+        defaults = getattr(getattr(torch_tensorrt, "dynamo", None), "_defaults", None)
+        if not getattr(defaults, "USE_EXPLICIT_TYPING", False):
+            kwargs["enabled_precisions"] = {dtype}
+        with torch.no_grad():  # export traces parameters; inference tensors are not allowed there
+            trt_module = torch_tensorrt.compile(encoder, ir="dynamo", inputs=[spec], **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        return None, f"tensorrt compilation failed: {_summary(exc)}"
+    fn = wrap(trt_module)
+    problem = _check_against_eager(fn, eager, checks)
+    if problem:
+        return None, f"tensorrt {problem}"
+
+    note = f"tensorrt engine compiled (dynamic batch 1..{max_batch}, opt {opt}, {dtype})"
+    if cache_path:
+        os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+        tmp = f"{cache_path}.tmp-{os.getpid()}.ep"
+        try:
+            try:
+                torch_tensorrt.save(trt_module, tmp, output_format="exported_program", inputs=[spec])
+            except (TypeError, ValueError, AssertionError) as exc:  # older API: example tensors, no retrace
+                log.info("torch_tensorrt.save with Input specs failed (%s); retrying with an example tensor", exc)
+                example = torch.randn(opt, 3, s, s, device=device, dtype=dtype)
+                torch_tensorrt.save(trt_module, tmp, output_format="exported_program", inputs=[example],
+                                    retrace=False)
+            os.replace(tmp, cache_path)
+            note += f", saved to cache {cache_path}"
+        except Exception as exc:  # noqa: BLE001 - caching is an optimisation only
+            log.warning("could not save TensorRT engine to %s: %s", cache_path, exc)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return fn, note
+
+
+def compile_encoder(
+    model: CLIPER,
+    backend: str,
+    device: torch.device | str,
+    *,
+    dtype: torch.dtype | None = None,
+    example_batch: int = 8,
+    max_batch: int = 1024,
+    cache_dir: str | None = None,
+    model_id: str | None = None,
+    compile_options: dict[str, Any] | None = None,
+) -> CompiledEncoder:
+    """Build the frame encoder for ``backend``, falling back (with a WARNING and a recorded reason) when needed.
+
+    ``example_batch`` is the usual number of frames per call (segments x frames
+    per segment): TensorRT's opt shape.  ``max_batch`` caps frames per engine
+    call (larger calls are chunked).  ``dtype`` defaults to :func:`select_dtype`.
+    ``model_id`` (optional) keys the TensorRT cache without re-hashing the weights;
+    ``compile_options`` go to ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown compile backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if example_batch < 1 or max_batch < 1:
+        raise ValueError("example_batch and max_batch must be >= 1")
+    device = torch.device(device)
+    dtype = select_dtype(device, dtype)
+    model = model.to(device).eval()
+    eager = _eager_fn(model, device, dtype)
+    reasons: list[str] = []
+
+    def done(fn: Callable[[Tensor], Tensor], used: str, note: str) -> CompiledEncoder:
+        reason = "; ".join([*reasons, note])
+        if used != backend:
+            log.warning("frame encoder: requested %s, using %s: %s", backend, used, reason)
+        else:
+            log.info("frame encoder: %s (%s)", used, reason)
+        enc = CompiledEncoder(fn, used, backend, reason, device, dtype, max_batch)
+        if used == "torch.compile":
+            enc.fn = _runtime_guard(enc, fn, eager)
+        return enc
+
+    if backend == "tensorrt":
+        if device.type != "cuda":
+            reasons.append("no CUDA device (tensorrt needs CUDA)")
+            return done(eager, "eager", "using eager")
+        fn, note = _try_tensorrt(model, device, dtype, example_batch, max_batch, cache_dir, model_id)
+        if fn is not None:
+            return done(fn, "tensorrt", note)
+        reasons.append(note)
+    if backend in ("tensorrt", "torch.compile"):
+        fn, note = _try_torch_compile(model, device, dtype, example_batch, dict(compile_options or {}))
+        if fn is not None:
+            return done(fn, "torch.compile", note)
+        reasons.append(note)
+        return done(eager, "eager", "using eager")
+    return done(eager, "eager", "eager as requested")
+
+
+def _runtime_guard(
+    owner: CompiledEncoder, compiled: Callable[[Tensor], Tensor], eager: Callable[[Tensor], Tensor]
+) -> Callable[[Tensor], Tensor]:
+    """Switch ``owner`` to eager for good if the compiler fails on a later call (e.g. a recompile)."""
+
+    failed = False
+
+    def run(images: Tensor) -> Tensor:
+        nonlocal failed
+        if failed:  # callers holding this function (not the CompiledEncoder) also stay on eager
+            return eager(images)
+        try:
+            return compiled(images)
+        except torch._dynamo.exc.TorchDynamoException as exc:
+            failed = True
+            owner._fall_back("eager", eager, _summary(exc))
+            return eager(images)
+
+    return run

@@ -1,0 +1,192 @@
+"""Device/precision selection and frame-encoder backends (eager, torch.compile, tensorrt + fallbacks)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("open_clip")
+
+from cliper_batch.compile import (  # noqa: E402
+    CompiledEncoder,
+    DeviceError,
+    compile_encoder,
+    select_device,
+    select_dtype,
+)
+from cliper_batch.model import Scorer, score_clips  # noqa: E402
+from cliper_batch.model.factory import TINY_ARCH, load_model  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model(f"openclip:{TINY_ARCH}").model
+
+
+def _images(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def test_select_device():
+    expected = "cuda" if HAS_CUDA else "cpu"
+    assert select_device("auto").type == expected
+    assert select_device("CPU") == torch.device("cpu")
+    for bad in ("tpu", "cuda:x", "gpu0"):
+        with pytest.raises(DeviceError, match="unknown device"):
+            select_device(bad)
+    if HAS_CUDA:
+        assert select_device("cuda:0") == torch.device("cuda", 0)
+        with pytest.raises(DeviceError, match="CUDA device"):
+            select_device(f"cuda:{torch.cuda.device_count()}")
+    else:
+        for want in ("cuda", "cuda:0"):
+            with pytest.raises(DeviceError, match="CUDA is not available"):
+                select_device(want)
+
+
+def test_select_dtype():
+    cpu = torch.device("cpu")
+    assert select_dtype(cpu) == torch.float32
+    assert select_dtype(cpu, "auto") == torch.float32
+    assert select_dtype("cuda", None) == torch.float16
+    assert select_dtype(cpu, "bf16") == torch.bfloat16
+    assert select_dtype(cpu, torch.float32) == torch.float32
+    with pytest.raises(DeviceError, match="fp16 on CPU"):
+        select_dtype(cpu, "fp16")
+    with pytest.raises(DeviceError, match="unknown precision"):
+        select_dtype(cpu, "int8")
+    with pytest.raises(DeviceError, match="unsupported precision"):
+        select_dtype(cpu, torch.float64)
+
+
+def test_eager_encoder_and_chunking(tiny):
+    enc = compile_encoder(tiny, "eager", "cpu", max_batch=4)
+    assert isinstance(enc, CompiledEncoder)
+    assert (enc.backend, enc.requested, enc.dtype) == ("eager", "eager", torch.float32)
+    x = _images(10)
+    with torch.no_grad():
+        ref = tiny.encode_frames(x)
+    torch.testing.assert_close(enc(x), ref, atol=1e-6, rtol=1e-6)  # 10 frames in chunks of 4
+
+
+def test_torch_compile_matches_eager(tiny):
+    enc = compile_encoder(tiny, "torch.compile", "cpu", example_batch=8)
+    assert enc.backend == "torch.compile", enc.reason
+    assert "checked against eager" in enc.reason
+    with torch.no_grad():
+        for n in (1, 5, 16):  # dynamic batch, including the padded single frame
+            x = _images(n, seed=n)
+            torch.testing.assert_close(enc(x), tiny.encode_frames(x), atol=1e-4, rtol=1e-4)
+    assert enc.backend == "torch.compile"  # no runtime fallback happened
+
+    crops = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+    compiled_scores = Scorer(tiny, enc)(crops)
+    eager_scores = score_clips(tiny, crops)
+    torch.testing.assert_close(compiled_scores.probs, eager_scores.probs, atol=1e-4, rtol=1e-4)
+
+
+def test_tensorrt_on_cpu_falls_back_to_eager(tiny, caplog):
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+        enc = compile_encoder(tiny, "tensorrt", "cpu")
+    assert (enc.backend, enc.requested) == ("eager", "tensorrt")
+    assert "no CUDA device" in enc.reason
+    assert any("requested tensorrt, using eager" in r.getMessage() for r in caplog.records)
+    x = _images(3)
+    torch.testing.assert_close(enc(x), tiny.encode_frames(x))
+
+
+def test_torch_compile_failure_falls_back_to_eager(tiny, caplog):
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("compiler exploded")
+
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+        enc = compile_encoder(tiny, "torch.compile", "cpu", compile_options={"backend": broken_backend})
+    assert (enc.backend, enc.requested) == ("eager", "torch.compile")
+    assert "torch.compile failed at first call" in enc.reason and "compiler exploded" in enc.reason
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    x = _images(2)
+    torch.testing.assert_close(enc(x), tiny.encode_frames(x))
+
+
+def test_compiler_error_on_a_later_call_switches_to_eager(tiny, caplog):
+    compiles = []
+
+    def backend_failing_on_recompile(gm, example_inputs):
+        compiles.append(len(example_inputs))
+        if len(compiles) > 1:
+            raise RuntimeError("recompile exploded")
+        return gm.forward
+
+    enc = compile_encoder(tiny, "torch.compile", "cpu", compile_options={"backend": backend_failing_on_recompile})
+    assert enc.backend == "torch.compile", enc.reason
+    held_fn = enc.fn
+    x = _images(4).to(memory_format=torch.channels_last)  # new strides -> dynamo recompiles
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+        out = enc(x)
+    assert len(compiles) == 2
+    assert enc.backend == "eager" and "recompile exploded" in enc.reason
+    torch.testing.assert_close(out, tiny.encode_frames(x), atol=1e-5, rtol=1e-5)
+    with torch.inference_mode():
+        torch.testing.assert_close(held_fn(x), tiny.encode_frames(x), atol=1e-5, rtol=1e-5)
+    assert len(compiles) == 2  # the old function reference stays on eager too
+
+
+def test_bad_arguments(tiny):
+    with pytest.raises(ValueError, match="unknown compile backend"):
+        compile_encoder(tiny, "onnx", "cpu")
+    with pytest.raises(ValueError, match="max_batch"):
+        compile_encoder(tiny, "eager", "cpu", max_batch=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cuda_fp16_backends_match_fp32_eager(tiny):
+    device = select_device("cuda")
+    model = load_model(f"openclip:{TINY_ARCH}", device).model
+    x = _images(33).to(device)
+    with torch.no_grad():
+        ref = model.encode_frames(x)
+    for backend in ("eager", "torch.compile"):
+        enc = compile_encoder(model, backend, device, example_batch=32)
+        assert enc.backend == backend and enc.dtype == torch.float16, enc.reason
+        assert F.cosine_similarity(enc(x), ref).min() > 0.999
+    try:
+        import torch_tensorrt  # noqa: F401
+    except Exception:  # noqa: BLE001 - absent or broken install: the fallback path is what we test
+        enc = compile_encoder(model, "tensorrt", device, example_batch=32)
+        assert (enc.backend, enc.requested) == ("torch.compile", "tensorrt"), enc.reason
+        assert "torch_tensorrt not importable" in enc.reason
+        assert F.cosine_similarity(enc(x), ref).min() > 0.999
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_tensorrt_save_load_run_mixed_batches(tmp_path):
+    pytest.importorskip(
+        "torch_tensorrt", reason="torch-tensorrt not installable here (TensorRT libs come from pypi.nvidia.com)"
+    )
+    device = select_device("cuda")
+    loaded = load_model(f"openclip:{TINY_ARCH}", device)
+    model = loaded.model
+    cache = tmp_path / "trt-cache"
+    first = compile_encoder(model, "tensorrt", device, example_batch=16, max_batch=64, cache_dir=str(cache),
+                            model_id=loaded.model_id)
+    assert first.backend == "tensorrt", first.reason
+    assert "saved to cache" in first.reason, first.reason
+    assert len(list(cache.glob("*.ep"))) == 1
+
+    second = compile_encoder(model, "tensorrt", device, example_batch=16, max_batch=64, cache_dir=str(cache),
+                             model_id=loaded.model_id)
+    assert second.backend == "tensorrt" and "loaded from cache" in second.reason, second.reason
+    with torch.no_grad():
+        for n in (1, 7, 16, 64, 100):  # 100 > max_batch: chunked
+            x = _images(n, seed=n).to(device)
+            ref = model.encode_frames(x)
+            for enc in (first, second):
+                out = enc(x)
+                assert out.shape == ref.shape and out.dtype == torch.float32
+                assert F.cosine_similarity(out, ref).min() > 0.99
