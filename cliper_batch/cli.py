@@ -1,0 +1,111 @@
+"""Command line of the annotate job (``jobs/annotate.py`` and ``cliper-annotate``)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .types import AnnotateConfig
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="annotate",
+        description="Annotate a video corpus with per-segment facial-expression timelines (Parquet).",
+        epilog=(
+            "Model specs: a CLIPER checkpoint (path or fsspec URL to .safetensors), or "
+            "'openclip:ARCH[@PRETRAINED]' for zero-shot descriptors (PRETRAINED = open_clip tag or weights file). "
+            "Runs on an embedded local Ray unless RAY_ADDRESS is set (as under `ray job submit`) or --ray-address is given."
+        ),
+    )
+    p.add_argument("--input", required=True, help="directory, glob, or .txt/.parquet manifest of video URIs (local or fsspec URL)")
+    p.add_argument("--output", required=True, help="output folder (local or fsspec URL); must not lie inside --input")
+    p.add_argument("--model", required=True, help="model spec (see below)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
+    p.add_argument("--faces", default="none", choices=["none"], help="none: clips are face-centred (face detection: later)")
+    p.add_argument("--segment-seconds", type=float, default=2.0, help="segment length in seconds (default 2.0)")
+    p.add_argument("--frames-per-segment", type=int, default=8, help="frames sampled per segment (default 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")
+    p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "dali"], help="frame decoder (default: auto per device and codec)")
+    p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
+    p.add_argument("--decode-workers", type=int, default=None, help="decode actors (default: CPUs left after scoring)")
+    p.add_argument("--score-workers", type=int, default=None, help="scoring actors (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
+    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    return p
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
+    # Quieter progress output for batch logs.
+    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("cliper_batch.annotate")
+
+    from .compile import select_device
+    from .listing import CorpusNotFound, list_videos
+    from .model.checkpoint import CheckpointError
+    from .model.factory import ModelSpecError
+    from .pipeline.run import annotate, check_locations, describe_model
+    from .uris import InvalidURI
+
+    try:
+        device = select_device(args.device)
+        batch_size = args.batch_size or (128 if device.type == "cuda" else 8)
+        config = AnnotateConfig(
+            segment_seconds=args.segment_seconds,
+            frames_per_segment=args.frames_per_segment,
+            faces=args.faces,
+            decoder=args.decoder,
+            device=args.device,
+            compile=args.compile,
+            batch_size=batch_size,
+        )
+        # Fail fast, before starting Ray: corpus, output location, model spec.
+        list_videos(args.input)
+        check_locations(args.input, args.output)
+        model_info = describe_model(args.model)
+    except (ValueError, CorpusNotFound, InvalidURI, ModelSpecError, CheckpointError, RuntimeError) as exc:
+        print(f"annotate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    _init_ray(args.ray_address)
+    try:
+        summary = annotate(
+            args.input,
+            args.output,
+            args.model,
+            config,
+            decode_workers=args.decode_workers,
+            score_workers=args.score_workers,
+            model_info=model_info,
+        )
+    except (CorpusNotFound, InvalidURI) as exc:
+        print(f"annotate: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception:
+        log.exception("annotation run failed")
+        return EXIT_FAILED
+    print(summary.line(), flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

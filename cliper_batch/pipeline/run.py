@@ -1,0 +1,220 @@
+"""Wire the stages into one Ray Data streaming job and drive the writer."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import asdict, dataclass
+
+import ray
+
+from ..listing import list_videos
+from ..types import AnnotateConfig
+from ..uris import InvalidURI, is_inside, normalize_uri
+from ..writer import OutputWriter
+from .decode_stage import DecodeStage
+from .score_stage import ScoreStage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    output: str
+    model_id: str
+    videos_total: int
+    videos_ok: int
+    videos_failed: int
+    segments: int
+    crops: int
+    video_seconds: float
+    wall_s: float
+    score_backend: str
+    decode_workers: int
+    score_workers: int
+
+    @property
+    def crops_per_s(self) -> float:
+        return self.crops / self.wall_s if self.wall_s > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"run {self.run_id}: videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total}; "
+            f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
+            f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
+            f"segments={self.segments}; output={self.output}"
+        )
+
+
+def new_run_id() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def config_hash(config: AnnotateConfig) -> str:
+    return hashlib.sha256(json.dumps(config.semantic_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the driver needs to know about the model (the actors load the weights themselves)."""
+
+    model_id: str
+    classes: tuple[str, ...]
+    image_size: int
+
+
+def describe_model(model_spec: str, storage_options: dict | None = None) -> ModelInfo:
+    """Fail fast on a bad spec and learn the model's id, classes and input size.
+
+    A checkpoint's header says all of it (no weights read); a zero-shot spec's id
+    depends on its encoded descriptors, so that one is built once on CPU here.
+    """
+    from ..model.factory import inspect_model, load_model
+
+    info = inspect_model(model_spec, **(storage_options or {}))
+    if info.model_id is not None:
+        return ModelInfo(info.model_id, tuple(info.classes), int(info.image_size))
+    loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
+    return ModelInfo(loaded.model_id, tuple(loaded.classes), int(loaded.image_size))
+
+
+def check_locations(input_uri: str, output_uri: str) -> str:
+    """Validate --output (normalised) against --input: never inside the corpus."""
+    output_uri = normalize_uri(output_uri)
+    if is_inside(output_uri, input_uri):
+        raise InvalidURI(f"output {output_uri!r} lies inside the input corpus {input_uri!r}; choose another folder")
+    return output_uri
+
+
+@dataclass(frozen=True)
+class Resources:
+    """How many actors of each stage to run, and what each one holds."""
+
+    decode_workers: int
+    score_workers: int
+    score_num_gpus: float
+    score_num_cpus: float
+    score_threads: int
+    device: str
+
+
+def plan_resources(device_pref: str, decode_workers: int | None, score_workers: int | None) -> Resources:
+    """Size the two actor pools from the cluster's resources.
+
+    GPU cluster: one scoring actor per GPU, decoders on the remaining CPUs.
+    CPU only (a laptop): one scoring actor whose torch threads use the cores,
+    and decoders on the logical CPUs left (at least one), so neither stage starves.
+    """
+    res = ray.cluster_resources()
+    cpus = int(res.get("CPU", 1))
+    gpus = int(res.get("GPU", 0))
+    use_gpu = device_pref.startswith("cuda") or (device_pref == "auto" and gpus > 0)
+    if use_gpu and gpus == 0:
+        raise RuntimeError(f"--device {device_pref} asked for CUDA but the Ray cluster has no GPUs")
+    if use_gpu:
+        n_score = score_workers or gpus
+        n_decode = decode_workers or max(1, cpus - n_score)
+        return Resources(n_decode, n_score, 1.0, 1.0, 1, "cuda")
+    n_score = score_workers or 1
+    n_decode = decode_workers or max(1, cpus - n_score)
+    threads = max(1, (os.cpu_count() or cpus) // n_score)
+    return Resources(n_decode, n_score, 0.0, 1.0, threads, "cpu")
+
+
+def annotate(
+    input_uri: str,
+    output_uri: str,
+    model_spec: str,
+    config: AnnotateConfig,
+    *,
+    decode_workers: int | None = None,
+    score_workers: int | None = None,
+    storage_options: dict | None = None,
+    run_id: str | None = None,
+    model_info: ModelInfo | None = None,
+) -> RunSummary:
+    """Annotate every video under ``input_uri`` into ``output_uri``. Ray must be initialised."""
+    t0 = time.perf_counter()
+    started = _dt.datetime.now(_dt.timezone.utc)
+    output_uri = check_locations(input_uri, output_uri)
+    refs = list_videos(input_uri, **(storage_options or {}))
+    info = model_info or describe_model(model_spec, storage_options)
+    model_id, classes, image_size = info.model_id, info.classes, info.image_size
+    run_id = run_id or new_run_id()
+    chash = config_hash(config)
+    res = plan_resources(config.device, decode_workers, score_workers)
+    log.info("run %s: %d videos, model %s, %s", run_id, len(refs), model_id, res)
+
+    items = [{"video_id": r.video_id, "uri": r.uri} for r in refs]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    ds = ds.map_batches(
+        DecodeStage,
+        fn_constructor_kwargs=dict(
+            config=config,
+            image_size=image_size,
+            device=res.device,
+            storage_options=storage_options,
+            decode_threads=1 if res.decode_workers > 1 else 0,
+        ),
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=res.decode_workers),
+        num_cpus=1,
+    )
+    ds = ds.map_batches(
+        ScoreStage,
+        fn_constructor_kwargs=dict(
+            model_spec=model_spec,
+            device=res.device,
+            compile_backend=config.compile,
+            example_batch=config.batch_size * config.frames_per_segment,
+            num_threads=res.score_threads,
+            storage_options=storage_options,
+        ),
+        batch_size=config.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=res.score_workers, max_tasks_in_flight_per_actor=2),
+        num_cpus=res.score_num_cpus,
+        num_gpus=res.score_num_gpus,
+    )
+    writer = OutputWriter(output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash, storage_options=storage_options)
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        writer.add_batch(batch)
+    stats = writer.close()  # videos still incomplete become failed rows here
+    wall = time.perf_counter() - t0
+    summary = RunSummary(
+        run_id=run_id,
+        output=output_uri,
+        model_id=model_id,
+        videos_total=len(refs),
+        videos_ok=stats.videos_ok,
+        videos_failed=stats.videos_failed,
+        segments=stats.segments,
+        crops=stats.segments * config.frames_per_segment,
+        video_seconds=stats.video_seconds,
+        wall_s=wall,
+        score_backend=config.compile,
+        decode_workers=res.decode_workers,
+        score_workers=res.score_workers,
+    )
+    writer.write_run_record(
+        {
+            "run_id": run_id,
+            "started_at": started.isoformat(),
+            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "input": input_uri,
+            "output": output_uri,
+            "model_spec": model_spec,
+            "model_id": model_id,
+            "config": asdict(config),
+            "config_hash": chash,
+            "resources": asdict(res),
+            "summary": asdict(summary),
+            "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
+            "crops_per_s": summary.crops_per_s,
+        }
+    )
+    return summary

@@ -1,0 +1,137 @@
+"""A real local Ray head for tests: loopback only, its own temp dir, free ports, stopped by PID.
+
+``ray start --head --block`` runs in the foreground as our child, in a new
+session; we stop it with SIGTERM (it tears down the processes it started)
+and, if anything of that session is left, SIGKILL that process group only.
+Never ``ray stop`` (which would stop every Ray on the machine).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import closing
+
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_range(n: int) -> int:
+    """Start of ``n`` consecutive ports that are free right now."""
+    for _ in range(200):
+        start = free_port()
+        if start + n > 65000:
+            continue
+        ok = True
+        for p in range(start, start + n):
+            with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return start
+    raise RuntimeError("no free port range")
+
+
+class LocalRayHead:
+    def __init__(self, num_cpus: int = 2, env: dict | None = None):
+        self.num_cpus = num_cpus
+        self.extra_env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(
+            PATH=VENV_BIN + os.pathsep + env.get("PATH", ""),  # `python` in a job entrypoint = this venv
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_ADDRESS="",
+            # A throwaway loopback cluster: no token auth, whatever ~/.ray/auth_token holds.
+            RAY_AUTH_MODE="disabled",
+        )
+        env.pop("RAY_ADDRESS")
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 120.0) -> "LocalRayHead":
+        worker_lo = free_port_range(40)
+        cmd = [
+            os.path.join(VENV_BIN, "ray"), "start", "--head", "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.port}",
+            f"--num-cpus={self.num_cpus}", "--num-gpus=0",
+            "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 39}",
+            f"--temp-dir={self.temp_dir}",
+            "--object-store-memory=500000000",
+            "--disable-usage-stats",
+        ]
+        self.log = open(os.path.join(self.temp_dir, "ray-start.log"), "w")
+        self.proc = subprocess.Popen(cmd, env=self.env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                with urllib.request.urlopen(self.dashboard_url + "/api/version", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(1.0)
+        self.stop()
+        raise RuntimeError(f"Ray head did not come up in {timeout:.0f} s: {self.read_log()}")
+
+    def read_log(self) -> str:
+        try:
+            with open(os.path.join(self.temp_dir, "ray-start.log")) as f:
+                return f.read()[-4000:]
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 60.0) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid  # start_new_session=True: the group id is the child's pid
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(pgid, signal.SIGKILL)  # only what our own `ray start` session left behind
+        except ProcessLookupError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=10)
+        self.log.close()
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,56 @@
+"""`ray job submit` against a real local Ray head (loopback, own temp dir, free ports, stopped by PID)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cliper_batch import query
+from cliper_batch.model.checkpoint import save_checkpoint
+from cliper_batch.model.factory import load_model
+from cliper_batch.testvideos import VideoSpec, write_video
+
+from raycluster import VENV_BIN, LocalRayHead
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def head():
+    with LocalRayHead(num_cpus=2) as h:
+        yield h
+
+
+def test_job_submit_annotates_corpus(head, tmp_path):
+    corpus = tmp_path / "videos"
+    corpus.mkdir()
+    write_video(str(corpus / "one.mp4"), VideoSpec(codec="h264", duration_s=2.0, width=64, height=64, seed=5))
+    write_video(str(corpus / "two.webm"), VideoSpec(codec="vp9", duration_s=3.0, width=64, height=48, seed=6))
+    (corpus / "bad.mp4").write_bytes(b"definitely not a video")
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(load_model("openclip:Tiny-ViT-T-16").model, str(tmp_path / "tiny.safetensors"))
+    out = tmp_path / "annotations"
+    runtime_env = {"excludes": [".venv", ".git", "*.egg-info", "__pycache__", "bench/results", "demo", "annotations"]}
+    cmd = [
+        os.path.join(VENV_BIN, "ray"), "job", "submit",
+        "--address", head.dashboard_url,
+        "--working-dir", REPO,
+        "--runtime-env-json", json.dumps(runtime_env),
+        "--submission-id", f"test-{os.getpid()}",
+        "--",
+        "python", "jobs/annotate.py", "--input", str(corpus), "--output", str(out), "--model", ckpt,
+        "--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4",
+    ]
+    proc = subprocess.run(cmd, env=head.env(), capture_output=True, text=True, timeout=600)
+    log = proc.stdout[-6000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, log
+    assert "succeeded" in log.lower(), log
+    assert "videos ok=2 failed=1 of 3" in log, log
+
+    videos = query.scan_videos(str(out)).sort("video_uri").collect()
+    assert videos["status"].to_list() == ["failed", "ok", "ok"]
+    tl = query.scan_timelines(str(out)).collect()
+    counts = dict(tl.group_by("video_uri").len().iter_rows())
+    assert counts == {str(corpus / "one.mp4"): 2, str(corpus / "two.webm"): 3}
