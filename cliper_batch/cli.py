@@ -33,9 +33,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
     p.add_argument("--decode-workers", type=int, default=None, help="decode actors (default: CPUs left after scoring)")
     p.add_argument("--score-workers", type=int, default=None, help="scoring actors (default: one per GPU, or 1 on CPU)")
+    p.add_argument("--video-timeout", type=float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
+    p.add_argument("--force", action="store_true", help="re-annotate videos already done with this model and config")
+    p.add_argument("--since", type=_parse_since, default=None, help="only videos modified at/after this time (ISO date/time, or POSIX seconds)")
+    p.add_argument("--limit", type=int, default=None, help="annotate at most N videos this run (the rest next time)")
+    p.add_argument("--commit-every", type=int, default=2000, help="commit output every N finished videos (default 2000; also every 120 s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
+
+
+def _parse_since(text: str) -> float:
+    import datetime as dt
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--since wants an ISO date/time or POSIX seconds, got {text!r}") from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
 
 
 def _init_ray(address: str | None) -> None:
@@ -63,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     from .listing import CorpusNotFound, list_videos
     from .model.checkpoint import CheckpointError
     from .model.factory import ModelSpecError
-    from .pipeline.run import annotate, check_locations, describe_model
+    from .pipeline.run import RunOptions, annotate, check_locations, describe_model
+    from .writer import OutputBusy
     from .uris import InvalidURI
 
     try:
@@ -77,8 +99,14 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             compile=args.compile,
             batch_size=batch_size,
+            video_timeout_s=args.video_timeout,
         )
         # Fail fast, before starting Ray: corpus, output location, model spec.
+        if args.limit is not None and args.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        if args.commit_every < 1:
+            raise ValueError("--commit-every must be >= 1")
+        options = RunOptions(force=args.force, since=args.since, limit=args.limit, videos_per_part=args.commit_every)
         list_videos(args.input)
         check_locations(args.input, args.output)
         model_info = describe_model(args.model)
@@ -96,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             decode_workers=args.decode_workers,
             score_workers=args.score_workers,
             model_info=model_info,
+            options=options,
         )
-    except (CorpusNotFound, InvalidURI) as exc:
+    except (CorpusNotFound, InvalidURI, OutputBusy) as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except Exception:

@@ -1,7 +1,10 @@
 """List a corpus: an fsspec directory, glob, or text/Parquet manifest -> sorted, de-duplicated ``VideoRef``s."""
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import posixpath
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow.parquet as pq
 
@@ -20,6 +23,43 @@ def _unstrip(fs, uri: str, path: str) -> str:
     if is_local(uri):
         return path
     return fs.unstrip_protocol(path)
+
+
+def fingerprint_of(info: dict) -> tuple[int | None, float | None, str | None]:
+    """(size, mtime, fingerprint) from an fsspec ``info`` dict: size plus the best change marker it has."""
+    size = info.get("size")
+    mtime = info.get("mtime")
+    if mtime is None:
+        for key in ("LastModified", "last_modified", "updated", "mtime", "created"):
+            v = info.get(key)
+            if v is None:
+                continue
+            if isinstance(v, _dt.datetime):
+                mtime = v.timestamp()
+            elif isinstance(v, (int, float)):
+                mtime = float(v)
+            else:
+                try:
+                    mtime = _dt.datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    continue
+            break
+    marker = info.get("ETag") or info.get("etag") or info.get("md5Hash") or (f"{mtime:.6f}" if mtime is not None else "")
+    fp = f"{size}:{str(marker).strip(chr(34))}" if size is not None else None
+    return (int(size) if size is not None else None), mtime, fp
+
+
+def _infos(fs, paths: list[str], workers: int = 32) -> dict[str, dict]:
+    """fsspec ``info`` for many paths (threads: one HEAD each on object stores); a failure gives ``{}``."""
+
+    def one(p):
+        try:
+            return fs.info(p)
+        except (OSError, ValueError):
+            return {}
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        return dict(zip(paths, ex.map(one, paths)))
 
 
 def _is_video(path: str) -> bool:
@@ -58,12 +98,15 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     """
     uri = normalize_uri(input_uri)
     fs, path = filesystem_for(uri, **storage_options)
+    infos: dict[str, dict] = {}  # normalised URI -> fsspec info
     if any(ch in path for ch in "*?["):
-        found = [p for p in fs.glob(path) if _is_video(p) and fs.isfile(p)]
-        uris = [_unstrip(fs, uri, p) for p in found]
+        found = {p: i for p, i in fs.glob(path, detail=True).items() if _is_video(p) and i.get("type") == "file"}
+        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
+        uris = list(infos)
     elif fs.isdir(path):
-        found = [p for p in fs.find(path) if _is_video(p)]
-        uris = [_unstrip(fs, uri, p) for p in found]
+        found = {p: i for p, i in fs.find(path, detail=True).items() if _is_video(p)}
+        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
+        uris = list(infos)
     elif fs.isfile(path):
         if path.lower().endswith((".txt", ".lst", ".parquet")):
             uris = _read_manifest(fs, path, uri)
@@ -71,10 +114,31 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
             uris = [uri]
     else:
         raise CorpusNotFound(f"input {input_uri!r} does not exist")
+    # A manifest entry that is not a usable URI (unknown scheme, NUL byte) still becomes a
+    # video, one that will fail with that reason in the manifest: never a failed listing.
+    normalised, unusable = [], []
+    for u in dict.fromkeys(uris):
+        try:
+            normalised.append(normalize_uri(u))
+        except InvalidURI:
+            unusable.append(u)
+    normalised = list(dict.fromkeys(normalised))
+    missing = [u for u in normalised if u not in infos]
+    if missing:  # manifest entries: one info call each, in threads, grouped by filesystem
+        by_fs: dict[int, list] = {}
+        for u in missing:
+            mfs, mpath = filesystem_for(u, **storage_options)
+            by_fs.setdefault(id(mfs), []).append((mfs, mpath, u))
+        for group in by_fs.values():
+            mfs = group[0][0]
+            got = _infos(mfs, [mp for _, mp, _ in group])
+            infos.update({u: got.get(mp, {}) for _, mp, u in group})
     refs: dict[str, VideoRef] = {}
-    for u in uris:
-        n = normalize_uri(u)
-        refs.setdefault(n, VideoRef(video_id=video_id_for(n), uri=n))
+    for n in normalised:
+        size, mtime, fp = fingerprint_of(infos.get(n, {}))
+        refs[n] = VideoRef(video_id=video_id_for(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
+    for u in unusable:
+        refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:
         raise CorpusNotFound(f"input {input_uri!r} lists no videos (extensions: {', '.join(VIDEO_EXTENSIONS)})")
     return sorted(refs.values(), key=lambda r: r.uri)

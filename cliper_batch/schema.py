@@ -56,6 +56,8 @@ def video_schema() -> pa.Schema:
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("video_uri", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64()),  # from the listing
+        pa.field("fingerprint", pa.string()),  # size + mtime/ETag: decides whether an incremental run redoes it
         pa.field("status", pa.string(), nullable=False),  # ok | failed
         pa.field("error_type", pa.string()),
         pa.field("error", pa.string()),

@@ -6,10 +6,17 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass(frozen=True)
 class VideoRef:
-    """One input video: a stable id and the fsspec URI it is read from."""
+    """One input video: a stable id, the fsspec URI it is read from, and what identifies its content.
+
+    ``fingerprint`` (size plus mtime or ETag, from the listing) tells an
+    incremental run whether a video changed since it was last annotated.
+    """
 
     video_id: str
     uri: str
+    size_bytes: int | None = None
+    mtime: float | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class AnnotateConfig:
     compile: str = "eager"  # eager | torch.compile | tensorrt
     batch_size: int = 64  # segments per scoring batch (each segment is T crops)
     decode_chunk_segments: int = 16  # segments per block emitted by the decoder
+    video_timeout_s: float = 1800.0  # a video still decoding after this long is recorded as failed
 
     def __post_init__(self) -> None:
         if not (self.segment_seconds > 0):
@@ -64,6 +72,8 @@ class AnnotateConfig:
             raise ValueError(f"decoder must be auto|pyav|dali, got {self.decoder!r}")
         if self.compile not in ("eager", "torch.compile", "tensorrt"):
             raise ValueError(f"compile must be eager|torch.compile|tensorrt, got {self.compile!r}")
+        if not (self.video_timeout_s > 0):
+            raise ValueError(f"video_timeout_s must be > 0, got {self.video_timeout_s}")
         if self.decode_chunk_segments < 1:
             raise ValueError("decode_chunk_segments must be >= 1")
 

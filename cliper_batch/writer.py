@@ -138,6 +138,8 @@ class OutputWriter:
         return {
             "video_id": o.ref.video_id,
             "video_uri": o.ref.uri,
+            "size_bytes": o.ref.size_bytes,
+            "fingerprint": o.ref.fingerprint,
             "status": o.status,
             "error_type": o.error_type,
             "error": o.error,
@@ -222,3 +224,124 @@ class OutputWriter:
             json.dump(record, f, indent=2, sort_keys=True, default=str)
         self.fs.mv(tmp, path)
         return path
+
+
+class OutputBusy(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+class OutputLock:
+    """``<output>/_lock.json``: one annotate run per output folder at a time.
+
+    A lock left by a run that died (its PID is gone on this host, or it is older
+    than ``stale_after_s`` when held from another host) is taken over; the
+    caller then runs :func:`recover_output` before writing.
+    """
+
+    def __init__(self, output_uri: str, run_id: str, *, stale_after_s: float = 24 * 3600, storage_options: dict | None = None):
+        self.fs, self.root = filesystem_for(output_uri, **(storage_options or {}))
+        self.path = join(self.root, "_lock.json")
+        self.run_id = run_id
+        self.stale_after_s = stale_after_s
+        self.previous: dict | None = None
+
+    def acquire(self) -> "OutputLock":
+        import os
+        import socket
+
+        if self.fs.exists(self.path):
+            try:
+                with self.fs.open(self.path, "r") as f:
+                    held = json.load(f)
+            except (OSError, ValueError):
+                held = {}
+            if self._alive(held):
+                raise OutputBusy(
+                    f"output is in use by run {held.get('run_id')} (host {held.get('host')}, pid {held.get('pid')}, "
+                    f"since {held.get('started_at')}); wait for it, or delete {self.path} if that run is gone"
+                )
+            log.warning("taking over the lock of run %s, which did not finish", held.get("run_id"))
+            self.previous = held
+        self.fs.makedirs(self.root, exist_ok=True)
+        with self.fs.open(self.path, "w") as f:
+            json.dump(
+                {"run_id": self.run_id, "host": socket.gethostname(), "pid": os.getpid(), "started_at": time.time()}, f
+            )
+        return self
+
+    def _alive(self, held: dict) -> bool:
+        import os
+        import socket
+
+        if not held:
+            return False
+        if held.get("host") == socket.gethostname():
+            try:
+                os.kill(int(held.get("pid", -1)), 0)
+            except (ProcessLookupError, ValueError, TypeError):
+                return False
+            except PermissionError:
+                return True
+            return True
+        return time.time() - float(held.get("started_at", 0)) < self.stale_after_s
+
+    def release(self) -> None:
+        try:
+            with self.fs.open(self.path, "r") as f:
+                held = json.load(f)
+            if held.get("run_id") == self.run_id:
+                self.fs.rm(self.path)
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+@dataclass
+class Recovery:
+    orphan_parts_removed: list[str] = field(default_factory=list)
+    staging_removed: list[str] = field(default_factory=list)
+    interrupted_runs: list[str] = field(default_factory=list)
+
+
+def recover_output(output_uri: str, *, current_run_id: str, storage_options: dict | None = None) -> Recovery:
+    """Make an output folder consistent after a killed run (call while holding the lock).
+
+    * a ``timelines`` part without its ``videos`` part (killed between the two
+      moves) is removed: its videos have no manifest row, so they are redone;
+    * staging folders of other runs are removed;
+    * a run with committed parts but no run record gets one with
+      ``status: interrupted``.
+    """
+    fs, root = filesystem_for(output_uri, **(storage_options or {}))
+    rec = Recovery()
+    if not fs.exists(root):
+        return rec
+    video_parts = set()
+    for p in fs.glob(join(root, schema.VIDEOS, "*", "*.parquet")):
+        video_parts.add(p.split("/")[-2] + "/" + p.split("/")[-1])
+    for p in fs.glob(join(root, schema.TIMELINES, "*", "*.parquet")):
+        key = p.split("/")[-2] + "/" + p.split("/")[-1]
+        if key not in video_parts:
+            fs.rm(p)
+            rec.orphan_parts_removed.append(p)
+    for d in fs.glob(join(root, "_staging", "*")):
+        name = d.rstrip("/").split("/")[-1]
+        if name != current_run_id and not name.startswith(current_run_id):
+            fs.rm(d, recursive=fs.isdir(d))
+            rec.staging_removed.append(d)
+    runs = {k.split("/")[0] for k in video_parts}
+    for run in sorted(runs):
+        record = join(root, "runs", f"{run}.json")
+        if run != current_run_id and not fs.exists(record):
+            fs.makedirs(join(root, "runs"), exist_ok=True)
+            with fs.open(record, "w") as f:
+                json.dump({"run_id": run, "status": "interrupted", "recovered_by": current_run_id}, f, indent=2)
+            rec.interrupted_runs.append(run)
+    if rec.orphan_parts_removed or rec.staging_removed or rec.interrupted_runs:
+        log.warning("recovered output %s: %s", output_uri, rec)
+    return rec

@@ -223,3 +223,28 @@ def audio_only_video(video_dir):
             for packet in stream.encode():
                 container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_runtime():
+    """One embedded local Ray for the whole session: 2 CPUs, its own short temp dir, no dashboard."""
+    import ray
+
+    tmp = os.path.join("/tmp", f"rt{os.getpid()}")
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback runtime; ignore any ~/.ray/auth_token
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, object_store_memory=400_000_000, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A random-weight Tiny-ViT-T-16 CLIPER checkpoint written by the tests (no download)."""
+    import torch
+
+    from cliper_batch.model.checkpoint import save_checkpoint
+    from cliper_batch.model.factory import load_model
+
+    torch.manual_seed(0)
+    model = load_model("openclip:Tiny-ViT-T-16").model
+    return save_checkpoint(model, str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"))

@@ -8,14 +8,12 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import ray
 import torch
 
 from cliper_batch import query, schema
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.model.cliper import score_clips
-from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline.decode_stage import center_crop_plan
 from cliper_batch.probe import probe
@@ -23,21 +21,6 @@ from cliper_batch.sampling import plan_segments
 from cliper_batch.testvideos import VideoSpec, write_video
 
 SEG, T = 1.0, 4
-
-
-@pytest.fixture(scope="module")
-def ray_runtime():
-    tmp = os.path.join("/tmp", f"rt{os.getpid()}")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tmp, object_store_memory=400_000_000, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    m = load_model("openclip:Tiny-ViT-T-16").model
-    return save_checkpoint(m, str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"))
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,10 @@ from . import rows
 log = logging.getLogger(__name__)
 
 
+class VideoTimeout(TimeoutError):
+    """A video exceeded the per-video time limit (``--video-timeout``)."""
+
+
 def center_crop_plan(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """Decode size (short side -> ``size``) and the top-left of the centred ``size`` square in it."""
     if width <= 0 or height <= 0:
@@ -57,8 +61,8 @@ class DecodeStage:
         return (self.config.frames_per_segment, self.size, self.size, 3)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        for video_id, uri in zip(batch["video_id"], batch["uri"]):
-            yield from self.process(VideoRef(video_id=str(video_id), uri=str(uri)))
+        for ref_json in batch["ref"]:
+            yield from self.process(rows.decode_ref(str(ref_json)))
 
     def process(self, ref: VideoRef) -> Iterator[dict[str, np.ndarray]]:
         """All rows for one video; never raises for a bad video."""
@@ -79,8 +83,14 @@ class DecodeStage:
             buf = np.empty((chunk, T, S, S, 3), dtype=np.uint8)
             pending: list = []
             frames = decoder.iter_frames(ref.uri, info, timestamps, size=(out_w, out_h))
+            deadline = t0 + self.config.video_timeout_s
             for k, frame in enumerate(frames):
                 seg_i, t_i = divmod(k, T)
+                if time.perf_counter() > deadline:
+                    raise VideoTimeout(
+                        f"{ref.uri}: still decoding after {self.config.video_timeout_s:.0f} s "
+                        f"({seg_i} of {len(segments)} segments done)"
+                    )
                 if frame.shape[0] != out_h or frame.shape[1] != out_w:
                     raise DecodeError(f"{ref.uri}: decoder returned {frame.shape}, expected {(out_h, out_w, 3)}")
                 buf[len(pending), t_i] = frame[y0 : y0 + S, x0 : x0 + S]

@@ -56,6 +56,14 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str,
     }
 
 
+def encode_ref(ref: VideoRef) -> str:
+    return json.dumps(asdict(ref))
+
+
+def decode_ref(text: str) -> VideoRef:
+    return VideoRef(**json.loads(text))
+
+
 def encode_outcome(outcome: VideoOutcome) -> str:
     d = asdict(outcome)
     return json.dumps(d, default=str)

@@ -12,10 +12,12 @@ from dataclasses import asdict, dataclass
 
 import ray
 
+from ..incremental import annotated_videos, plan_work
 from ..listing import list_videos
 from ..types import AnnotateConfig
 from ..uris import InvalidURI, is_inside, normalize_uri
-from ..writer import OutputWriter
+from ..writer import OutputLock, OutputWriter, recover_output
+from . import rows
 from .decode_stage import DecodeStage
 from .score_stage import ScoreStage
 
@@ -37,6 +39,7 @@ class RunSummary:
     score_backend: str
     decode_workers: int
     score_workers: int
+    videos_skipped: int = 0
 
     @property
     def crops_per_s(self) -> float:
@@ -44,7 +47,8 @@ class RunSummary:
 
     def line(self) -> str:
         return (
-            f"run {self.run_id}: videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total}; "
+            f"run {self.run_id}: videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total} "
+            f"(skipped {self.videos_skipped}); "
             f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
             f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
             f"segments={self.segments}; output={self.output}"
@@ -126,19 +130,32 @@ def plan_resources(device_pref: str, decode_workers: int | None, score_workers: 
     return Resources(n_decode, n_score, 0.0, 1.0, threads, "cpu")
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run does beyond the semantic config: incremental selection and commit cadence."""
+
+    force: bool = False  # re-annotate videos already done with this model and config
+    since: float | None = None  # only videos modified at/after this POSIX time
+    limit: int | None = None  # at most this many videos this run
+    videos_per_part: int = 2_000  # commit a part every N finished videos
+    seconds_per_part: float = 120.0  # ... or every N seconds
+
+
 def annotate(
     input_uri: str,
     output_uri: str,
     model_spec: str,
     config: AnnotateConfig,
     *,
+    options: RunOptions | None = None,
     decode_workers: int | None = None,
     score_workers: int | None = None,
     storage_options: dict | None = None,
     run_id: str | None = None,
     model_info: ModelInfo | None = None,
 ) -> RunSummary:
-    """Annotate every video under ``input_uri`` into ``output_uri``. Ray must be initialised."""
+    """Annotate the videos under ``input_uri`` that still need it into ``output_uri``. Ray must be initialised."""
+    options = options or RunOptions()
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
     output_uri = check_locations(input_uri, output_uri)
@@ -147,10 +164,69 @@ def annotate(
     model_id, classes, image_size = info.model_id, info.classes, info.image_size
     run_id = run_id or new_run_id()
     chash = config_hash(config)
-    res = plan_resources(config.device, decode_workers, score_workers)
-    log.info("run %s: %d videos, model %s, %s", run_id, len(refs), model_id, res)
+    with OutputLock(output_uri, run_id, storage_options=storage_options):
+        recovery = recover_output(output_uri, current_run_id=run_id, storage_options=storage_options)
+        done = {} if options.force else annotated_videos(output_uri, model_id, chash, storage_options)
+        plan = plan_work(refs, done, force=options.force, since=options.since, limit=options.limit)
+        log.info(
+            "run %s: %d listed, %d to do (%d changed), %d already done, %d older than --since, %d deferred by --limit",
+            run_id, len(refs), len(plan.todo), plan.changed, plan.skipped_done, plan.skipped_since, plan.deferred_limit,
+        )
+        writer = OutputWriter(
+            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
+            videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
+            storage_options=storage_options,
+        )
+        res = plan_resources(config.device, decode_workers, score_workers)
+        if plan.todo:
+            for batch in _stream(plan.todo, model_spec, config, image_size, res, storage_options):
+                writer.add_batch(batch)
+        stats = writer.close()  # videos still incomplete become failed rows here
+        wall = time.perf_counter() - t0
+        summary = RunSummary(
+            run_id=run_id,
+            output=output_uri,
+            model_id=model_id,
+            videos_total=len(plan.todo),
+            videos_ok=stats.videos_ok,
+            videos_failed=stats.videos_failed,
+            segments=stats.segments,
+            crops=stats.segments * config.frames_per_segment,
+            video_seconds=stats.video_seconds,
+            wall_s=wall,
+            score_backend=config.compile,
+            decode_workers=res.decode_workers,
+            score_workers=res.score_workers,
+            videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit,
+        )
+        writer.write_run_record(
+            {
+                "run_id": run_id,
+                "status": "finished",
+                "started_at": started.isoformat(),
+                "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "input": input_uri,
+                "output": output_uri,
+                "model_spec": model_spec,
+                "model_id": model_id,
+                "config": asdict(config),
+                "config_hash": chash,
+                "options": asdict(options),
+                "resources": asdict(res),
+                "listed": len(refs),
+                "plan": {k: v for k, v in asdict(plan).items() if k != "todo"},
+                "recovery": asdict(recovery),
+                "summary": asdict(summary),
+                "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
+                "crops_per_s": summary.crops_per_s,
+            }
+        )
+    return summary
 
-    items = [{"video_id": r.video_id, "uri": r.uri} for r in refs]
+
+def _stream(refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options):
+    """The Ray Data pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
+    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
     ds = ds.map_batches(
         DecodeStage,
@@ -164,6 +240,8 @@ def annotate(
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=res.decode_workers),
         num_cpus=1,
+        max_restarts=2,  # a decoder that crashes (e.g. a native fault on one file) is restarted
+        max_task_retries=2,
     )
     ds = ds.map_batches(
         ScoreStage,
@@ -179,42 +257,7 @@ def annotate(
         compute=ray.data.ActorPoolStrategy(size=res.score_workers, max_tasks_in_flight_per_actor=2),
         num_cpus=res.score_num_cpus,
         num_gpus=res.score_num_gpus,
+        max_restarts=2,
+        max_task_retries=2,
     )
-    writer = OutputWriter(output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash, storage_options=storage_options)
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        writer.add_batch(batch)
-    stats = writer.close()  # videos still incomplete become failed rows here
-    wall = time.perf_counter() - t0
-    summary = RunSummary(
-        run_id=run_id,
-        output=output_uri,
-        model_id=model_id,
-        videos_total=len(refs),
-        videos_ok=stats.videos_ok,
-        videos_failed=stats.videos_failed,
-        segments=stats.segments,
-        crops=stats.segments * config.frames_per_segment,
-        video_seconds=stats.video_seconds,
-        wall_s=wall,
-        score_backend=config.compile,
-        decode_workers=res.decode_workers,
-        score_workers=res.score_workers,
-    )
-    writer.write_run_record(
-        {
-            "run_id": run_id,
-            "started_at": started.isoformat(),
-            "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-            "input": input_uri,
-            "output": output_uri,
-            "model_spec": model_spec,
-            "model_id": model_id,
-            "config": asdict(config),
-            "config_hash": chash,
-            "resources": asdict(res),
-            "summary": asdict(summary),
-            "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
-            "crops_per_s": summary.crops_per_s,
-        }
-    )
-    return summary
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")

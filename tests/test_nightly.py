@@ -1,0 +1,190 @@
+"""Nightly operations: the bad-input zoo, incremental runs, and kill-and-resume without loss or duplicates."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cliper_batch import query
+from cliper_batch.cli import main as annotate_main
+from cliper_batch.testvideos import VideoSpec, write_video
+
+from conftest import write_rotated_video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4"]
+
+
+def run(input_, output, ckpt, *extra):
+    return annotate_main(["--input", str(input_), "--output", str(output), "--model", ckpt, *FAST, *extra])
+
+
+def manifest_by_name(out, root):
+    v = query.scan_videos(str(out)).sort("run_id").collect()
+    return {os.path.relpath(u, root) if u.startswith(str(root)) else u: row
+            for u, row in zip(v["video_uri"], v.iter_rows(named=True))}
+
+
+# -- the bad-input zoo ------------------------------------------------------------------
+
+
+def test_bad_input_zoo_in_one_run(ray_runtime, tiny_checkpoint, tmp_path, video_dir, corrupt_video, damaged_video,
+                                  truncated_vp9_video, empty_video, random_bytes_video, text_video, audio_only_video,
+                                  vfr_video, h264_video):
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    for src in (empty_video, corrupt_video[0], random_bytes_video, text_video, audio_only_video, damaged_video[0],
+                truncated_vp9_video[0], vfr_video[0]):
+        shutil.copy(src, zoo / os.path.basename(src))
+    write_video(str(zoo / "uhd.mp4"), VideoSpec(codec="h264", width=3840, height=2160, fps=5, duration_s=1.0))
+    write_video(str(zoo / "tiny.mp4"), VideoSpec(codec="h264", width=16, height=16, fps=25, duration_s=1.0))
+    write_rotated_video(str(zoo / "rotated.mp4"), VideoSpec(codec="h264", width=96, height=64, duration_s=1.0), 90)
+    (zoo / "sp ace ñandú").mkdir()
+    shutil.copy(h264_video[0], zoo / "sp ace ñandú" / "é clip.mp4")
+    os.symlink("/nonexistent/target.mp4", zoo / "dangling.mp4")
+    os.symlink(str(zoo), zoo / "loop")  # a directory symlink loop must not hang the listing
+    unreadable = os.geteuid() != 0  # root reads a mode-000 file anyway
+    if unreadable:
+        shutil.copy(h264_video[0], zoo / "locked.mp4")
+        os.chmod(zoo / "locked.mp4", 0)
+
+    out = tmp_path / "out"
+    assert run(zoo, out, tiny_checkpoint) == 0
+    got = manifest_by_name(out, zoo)
+    expected = {
+        "empty.mp4": ("failed", "ProbeError"),
+        "corrupt_truncated.mp4": ("failed", "ProbeError"),
+        "random.mp4": ("failed", "ProbeError"),
+        "notes.mp4": ("failed", "ProbeError"),
+        "audio_only.mp4": ("failed", "ProbeError"),
+        "dangling.mp4": ("failed", "ProbeError"),
+        "truncated.webm": ("failed", "DecodeError"),
+        "damaged.mp4": ("ok", None),
+        "vfr_vp9.webm": ("ok", None),
+        "uhd.mp4": ("ok", None),
+        "tiny.mp4": ("ok", None),
+        "rotated.mp4": ("ok", None),
+        "sp ace ñandú/é clip.mp4": ("ok", None),
+    }
+    if unreadable:
+        expected["locked.mp4"] = ("failed", "ProbeError")
+    assert {k: (r["status"], r["error_type"]) for k, r in got.items()} == expected
+    for name, (status, _) in expected.items():
+        row = got[name]
+        if status == "failed":
+            assert row["error"] and row["n_segments"] == 0, name
+        else:
+            assert row["n_segments"] >= 1, name
+    assert (got["rotated.mp4"]["rotation"], got["rotated.mp4"]["width"], got["rotated.mp4"]["height"]) == (270, 64, 96)
+    assert (got["uhd.mp4"]["width"], got["uhd.mp4"]["height"]) == (3840, 2160)
+    tl = query.scan_timelines(str(out)).collect()
+    assert set(tl["video_uri"].unique()) == {str(zoo / k) for k, (s, _) in expected.items() if s == "ok"}
+
+
+def test_unknown_scheme_and_missing_file_in_a_manifest(ray_runtime, tiny_checkpoint, tmp_path, h264_video):
+    good = tmp_path / "good.mp4"
+    shutil.copy(h264_video[0], good)
+    man = tmp_path / "list.txt"
+    man.write_text(f"{good}\nnosuchscheme://bucket/a.mp4\n{tmp_path / 'missing.mp4'}\n")
+    out = tmp_path / "out"
+    assert run(man, out, tiny_checkpoint) == 0
+    v = query.scan_videos(str(out)).collect()
+    status = dict(zip(v["video_uri"], v["status"]))
+    assert status == {str(good): "ok", "nosuchscheme://bucket/a.mp4": "failed", str(tmp_path / "missing.mp4"): "failed"}
+    err = dict(zip(v["video_uri"], v["error"]))["nosuchscheme://bucket/a.mp4"]
+    assert "nosuchscheme" in err
+
+
+# -- incremental runs -------------------------------------------------------------------------
+
+
+def _write(path, seed, duration=2.0):
+    write_video(str(path), VideoSpec(codec="h264" if str(path).endswith(".mp4") else "vp9", duration_s=duration,
+                                     width=64, height=48, seed=seed))
+
+
+def test_incremental_runs_do_only_new_and_changed_videos(ray_runtime, tiny_checkpoint, tmp_path):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    for i in range(3):
+        _write(corpus / f"v{i}.mp4", seed=i)
+    assert run(corpus, out, tiny_checkpoint) == 0
+    first = query.scan_videos(str(out)).collect()
+    assert first.height == 3 and first["run_id"].n_unique() == 1
+
+    _write(corpus / "v3.webm", seed=3)  # new
+    time.sleep(0.05)
+    _write(corpus / "v1.mp4", seed=11, duration=3.0)  # changed content, size and mtime
+    assert run(corpus, out, tiny_checkpoint) == 0
+    videos = query.scan_videos(str(out)).collect()
+    runs = sorted(videos["run_id"].unique().to_list())
+    second = videos.filter(pl.col("run_id") == runs[1])
+    assert sorted(os.path.basename(u) for u in second["video_uri"]) == ["v1.mp4", "v3.webm"]
+
+    tl = query.scan_timelines(str(out)).collect()
+    per_video = dict(tl.group_by("video_uri").len().iter_rows())
+    assert per_video == {str(corpus / "v0.mp4"): 2, str(corpus / "v1.mp4"): 3, str(corpus / "v2.mp4"): 2,
+                         str(corpus / "v3.webm"): 2}
+    assert tl.select("video_id", "track_id", "segment_index").is_duplicated().sum() == 0
+    # nothing to do: a third run annotates nothing, --force redoes everything
+    assert run(corpus, out, tiny_checkpoint) == 0
+    assert query.scan_videos(str(out)).collect()["run_id"].n_unique() == 2
+    assert run(corpus, out, tiny_checkpoint, "--force", "--limit", "2") == 0
+    videos = query.scan_videos(str(out)).collect()
+    assert videos.filter(pl.col("run_id") == videos["run_id"].max()).height == 2
+
+
+# -- kill and resume --------------------------------------------------------------------------
+
+
+def current_rows(out):
+    tl = query.scan_timelines(str(out)).collect()
+    p_cols = [c for c in tl.columns if c.startswith("p_")]
+    return tl.select("video_id", "track_id", "segment_index", "start_s", "end_s", "label", *p_cols).sort(
+        "video_id", "track_id", "segment_index")
+
+
+def test_sigkill_mid_run_then_rerun_equals_a_clean_run(ray_runtime, tiny_checkpoint, tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(10):
+        _write(corpus / f"k{i:02d}.mp4", seed=100 + i, duration=3.0)
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert run(corpus, clean, tiny_checkpoint) == 0
+
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "annotate.py"), "--input", str(corpus), "--output", str(killed),
+           "--model", tiny_checkpoint, *FAST, "--batch-size", "1", "--commit-every", "1", "--decode-workers", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if list((killed / "videos").rglob("*.parquet")) if (killed / "videos").exists() else []:
+                break
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything its embedded Ray started
+        proc.wait(timeout=60)
+    committed = len(list((killed / "videos").rglob("*.parquet")))
+    assert committed >= 1, "the run was killed before it committed anything: the test proves nothing"
+    partial = query.scan_videos(str(killed)).collect().height
+    assert partial < 10, "the run finished before it was killed: make the corpus bigger"
+
+    assert run(corpus, killed, tiny_checkpoint) == 0  # resume: takes over the stale lock, recovers, does the rest
+    a, b = current_rows(clean), current_rows(killed)
+    assert a.select("video_id", "segment_index", "label").equals(b.select("video_id", "segment_index", "label"))
+    np.testing.assert_allclose(a.select(pl.selectors.starts_with("p_")).to_numpy(),
+                               b.select(pl.selectors.starts_with("p_")).to_numpy(), atol=1e-5)
+    raw = pl.scan_parquet(str(killed / "timelines" / "**" / "*.parquet")).collect()
+    assert raw.select("video_id", "track_id", "segment_index", "model_id").is_duplicated().sum() == 0
+    videos = query.scan_videos(str(killed)).collect()
+    assert videos.filter(pl.col("status") == "ok").select("video_id").is_duplicated().sum() == 0
+    assert not (killed / "_lock.json").exists()
+    runs = {p.name for p in (killed / "runs").glob("*.json")}
+    assert len(runs) == 2  # the resumed run, plus an 'interrupted' record written for the killed one
