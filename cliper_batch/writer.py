@@ -63,8 +63,12 @@ class OutputWriter:
         videos_per_part: int = 2_000,
         seconds_per_part: float = 120.0,
         storage_options: dict | None = None,
+        expected: list[VideoRef] | None = None,
     ):
         self.fs, self.root = filesystem_for(output_uri, **(storage_options or {}))
+        # Videos this run must account for: any that never reports back (its worker crashed
+        # past its retries) becomes a failed manifest row at close().
+        self._unreported: dict[str, VideoRef] = {r.video_id: r for r in (expected or [])}
         self.output_uri = output_uri
         self.classes = tuple(classes)
         self.run_id, self.model_id, self.config_hash = run_id, model_id, config_hash
@@ -115,6 +119,7 @@ class OutputWriter:
         return row
 
     def _maybe_complete(self, vid: str) -> None:
+        self._unreported.pop(vid, None)
         p = self._pending.get(vid)
         if p is None or p.outcome is None:
             return
@@ -207,6 +212,16 @@ class OutputWriter:
             self.stats.videos_failed += 1
             self._failed.add(vid)
             self._ready_videos.append(self._video_row(o, n_tracks=0))
+        for vid, ref in self._unreported.items():
+            o = VideoOutcome(
+                ref=ref,
+                status="failed",
+                error_type="WorkerLost",
+                error=f"{ref.uri}: no result came back (its worker crashed or was lost after retries)",
+            )
+            self.stats.videos_failed += 1
+            self._ready_videos.append(self._video_row(o, n_tracks=0))
+        self._unreported = {}
         self.flush()
         try:
             self.fs.rm(join(self.root, "_staging", self.run_id), recursive=True)

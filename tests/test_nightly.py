@@ -188,3 +188,28 @@ def test_sigkill_mid_run_then_rerun_equals_a_clean_run(ray_runtime, tiny_checkpo
     assert not (killed / "_lock.json").exists()
     runs = {p.name for p in (killed / "runs").glob("*.json")}
     assert len(runs) == 2  # the resumed run, plus an 'interrupted' record written for the killed one
+
+
+# -- worker crashes ---------------------------------------------------------------------------
+
+
+def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runtime, tiny_checkpoint, tmp_path):
+    import ray.cloudpickle
+
+    import faulty_stage
+    from cliper_batch.pipeline.run import annotate, describe_model
+    from cliper_batch.types import AnnotateConfig
+
+    ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, seed in (("a.mp4", 1), ("crash_me.mp4", 2), ("b.mp4", 3)):
+        _write(corpus / name, seed=seed)
+    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav")
+    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, decode_stage=faulty_stage.CrashingDecodeStage,
+                 model_info=describe_model(tiny_checkpoint))
+    assert (s.videos_ok, s.videos_failed) == (2, 1)
+    v = query.scan_videos(str(tmp_path / "out")).collect()
+    row = v.filter(pl.col("video_uri").str.ends_with("crash_me.mp4")).row(0, named=True)
+    assert row["status"] == "failed" and row["error_type"] == "WorkerLost"
+    assert sorted(os.path.basename(u) for u in query.scan_timelines(str(tmp_path / "out")).collect()["video_uri"].unique()) == ["a.mp4", "b.mp4"]

@@ -153,8 +153,12 @@ def annotate(
     storage_options: dict | None = None,
     run_id: str | None = None,
     model_info: ModelInfo | None = None,
+    decode_stage: type | None = None,
 ) -> RunSummary:
-    """Annotate the videos under ``input_uri`` that still need it into ``output_uri``. Ray must be initialised."""
+    """Annotate the videos under ``input_uri`` that still need it into ``output_uri``. Ray must be initialised.
+
+    ``decode_stage`` replaces :class:`DecodeStage` (same constructor), e.g. to inject faults in tests.
+    """
     options = options or RunOptions()
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
@@ -176,10 +180,11 @@ def annotate(
             output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
             videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
             storage_options=storage_options,
+            expected=plan.todo,
         )
         res = plan_resources(config.device, decode_workers, score_workers)
         if plan.todo:
-            for batch in _stream(plan.todo, model_spec, config, image_size, res, storage_options):
+            for batch in _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage):
                 writer.add_batch(batch)
         stats = writer.close()  # videos still incomplete become failed rows here
         wall = time.perf_counter() - t0
@@ -224,12 +229,20 @@ def annotate(
     return summary
 
 
-def _stream(refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options):
-    """The Ray Data pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
+def _stream(
+    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
+):
+    """The Ray Data pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver.
+
+    A block whose task still fails after the actor restarts and retries is
+    dropped (``max_errored_blocks``) instead of failing the whole run; the
+    writer then records its video as ``WorkerLost``.
+    """
+    ray.data.DataContext.get_current().max_errored_blocks = len(refs)
     items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
     ds = ds.map_batches(
-        DecodeStage,
+        decode_stage or DecodeStage,
         fn_constructor_kwargs=dict(
             config=config,
             image_size=image_size,
