@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from ..probe import clockwise_rotation, open_container, rotate_upright
 from ..types import VideoInfo
@@ -136,6 +137,9 @@ class _Reader:
         self.error_times: list[float] = []  # stream time reached when each damaged packet was hit
         self.last_error = ""
         self.stats = {"seeks": 0, "decoded": 0, "converted": 0, "skipped_packets": 0}
+        # One swscale context for the whole video: frame.to_ndarray(width=...) builds a new
+        # one per frame, which measured ~1.5-2x slower for 640x360 -> 398x224.
+        self.reformatter = VideoReformatter()
         self._restart()
 
     # ----- stream position -------------------------------------------------
@@ -299,7 +303,8 @@ class _Reader:
                     w, h = h, w
                 if (w, h) != (frame.width, frame.height):
                     kwargs.update(width=w, height=h, interpolation=self.owner.interpolation)
-            dec.rgb = rotate_upright(frame.to_ndarray(**kwargs), rotation)
+            rgb = self.reformatter.reformat(frame, **kwargs).to_ndarray()
+            dec.rgb = rotate_upright(rgb, rotation)
             self.stats["converted"] += 1
         if dec.yielded:  # same frame again (dense sampling): give the caller its own copy
             return dec.rgb.copy()
