@@ -7,12 +7,15 @@ End-to-end = the real annotate job (embedded Ray, decode actors + scoring actor,
 driver-side Parquet writer) over a generated H.264+VP9 corpus. Model-only = the
 same crops (decoded beforehand, in memory) pushed through the same scoring
 function with the same batch size and thread count. Both are reported as total
-(including actor start-up and model load) and steady state (from the first
-scored batch to the last). Peak RSS sums the driver and every Ray worker.
+(including listing, actor start-up and model load) and steady state (crops per
+second of the scoring window: from the first scoring batch's start to the last
+one's end, as the scoring actor timed them). ``busy_fraction`` is how much of
+that window the model was computing. Peak RSS sums the driver and every Ray worker.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -35,30 +38,6 @@ from cliper_batch.types import AnnotateConfig, VideoRef  # noqa: E402
 from cliper_batch.uris import video_id_for  # noqa: E402
 
 MODELS = {"tiny": "openclip:Tiny-ViT-T-16", "vitb16": "openclip:ViT-B-16"}
-
-
-class FirstBatchClock:
-    """Wraps OutputWriter.add_batch to time the steady state (first scored batch -> end)."""
-
-    def __init__(self):
-        self.first = None
-        self.crops_after_first = 0
-
-    def install(self, frames_per_segment: int):
-        from cliper_batch import writer as writer_mod
-
-        orig = writer_mod.OutputWriter.add_batch
-        clock = self
-
-        def add_batch(self_, batch):
-            n_seg = int((batch["row_kind"] == "segment").sum())
-            if clock.first is None and n_seg:
-                clock.first = time.perf_counter()
-            elif clock.first is not None:
-                clock.crops_after_first += n_seg * frames_per_segment
-            return orig(self_, batch)
-
-        writer_mod.OutputWriter.add_batch = add_batch
 
 
 def model_only(spec: str, crops: np.ndarray, batch_size: int, threads: int) -> float:
@@ -104,8 +83,6 @@ def main() -> int:
     base = model_only(spec, crops, a.batch_size, cpus)
     del loaded
 
-    clock = FirstBatchClock()
-    clock.install(a.frames_per_segment)
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
     with PeakRSS() as mem:
         t0 = time.perf_counter()
@@ -113,8 +90,10 @@ def main() -> int:
         t_end = time.perf_counter()
     ray.shutdown()
     assert s.crops == crops.shape[0] * crops.shape[1], (s.crops, crops.shape)
+    with open(os.path.join(tmp, "out", "runs", f"{s.run_id}.json")) as f:
+        scoring = json.load(f)["scoring"]
     e2e_total = s.crops / (t_end - t0)
-    e2e_steady = clock.crops_after_first / (t_end - clock.first) if clock.first else float("nan")
+    e2e_steady = scoring["crops_per_window_s"]
     result = {
         "model": a.model,
         "videos": a.videos,
@@ -128,13 +107,16 @@ def main() -> int:
         "ratio_total": e2e_total / base,
         "ratio_steady": e2e_steady / base,
         "wall_s": t_end - t0,
+        "score_busy_fraction": scoring["busy_fraction"],
+        "score_crops_per_busy_s": scoring["crops_per_busy_s"],
         "peak_rss_gib": mem.peak_gib,
         **machine(),
     }
     path = write_result(f"pipeline-{a.model}", result)
     print(
         f"{a.model}: model-only {base:.1f} crops/s | end-to-end {e2e_total:.1f} total, {e2e_steady:.1f} steady crops/s | "
-        f"ratio {result['ratio_total']:.2f} total, {result['ratio_steady']:.2f} steady | peak RSS {mem.peak_gib:.2f} GiB -> {path}"
+        f"ratio {result['ratio_total']:.2f} total, {result['ratio_steady']:.2f} steady | "
+        f"scorer busy {scoring['busy_fraction']:.2f} | peak RSS {mem.peak_gib:.2f} GiB -> {path}"
     )
     return 0
 

@@ -46,6 +46,15 @@ class WriterStats:
     segments: int = 0
     video_seconds: float = 0.0
     parts: int = 0
+    score_busy_s: float = 0.0  # summed over scoring actors
+    score_first_t: float | None = None  # wall clock when the first scoring batch started
+    score_last_t: float | None = None  # ... and when the last one ended
+
+    @property
+    def score_window_s(self) -> float:
+        if self.score_first_t is None or self.score_last_t is None:
+            return 0.0
+        return max(self.score_last_t - self.score_first_t, 0.0)
 
 
 class OutputWriter:
@@ -86,6 +95,13 @@ class OutputWriter:
     # -- intake ---------------------------------------------------------
     def add_batch(self, batch: dict[str, np.ndarray]) -> None:
         probs = batch["probs"]
+        if "score_t0" in batch and len(batch["score_t0"]):
+            t0 = float(batch["score_t0"].min())
+            busy = float(batch["score_busy_s"].sum())
+            st = self.stats
+            st.score_busy_s += busy
+            st.score_first_t = t0 if st.score_first_t is None else min(st.score_first_t, t0)
+            st.score_last_t = max(st.score_last_t or 0.0, t0 + busy)
         for i, kind in enumerate(batch["row_kind"]):
             vid = str(batch["video_id"][i])
             if kind == rows.VIDEO:

@@ -224,6 +224,16 @@ def annotate(
                 "summary": asdict(summary),
                 "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
                 "crops_per_s": summary.crops_per_s,
+                "scoring": {
+                    "busy_s": stats.score_busy_s,
+                    "window_s": stats.score_window_s,
+                    "crops_per_busy_s": summary.crops / stats.score_busy_s if stats.score_busy_s else None,
+                    "crops_per_window_s": summary.crops / stats.score_window_s if stats.score_window_s else None,
+                    # busy / (window x actors): how much of the time the model had work
+                    "busy_fraction": stats.score_busy_s / (stats.score_window_s * res.score_workers)
+                    if stats.score_window_s
+                    else None,
+                },
             }
         )
     return summary

@@ -51,6 +51,7 @@ class ScoreStage:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from ..model.cliper import score_clips
 
+        t_start = time.time()
         kinds = batch["row_kind"]
         n = len(kinds)
         is_seg = kinds == rows.SEGMENT
@@ -67,4 +68,9 @@ class ScoreStage:
         out = {k: batch[k] for k in PASSTHROUGH}
         out["probs"] = probs
         out["descriptor"] = descriptor
+        # Scorer timing travels with the rows (wall clock, spread evenly over the batch's rows)
+        # so the driver can tell how busy the model was: the "is the GPU starving" metric.
+        busy = time.time() - t_start
+        out["score_t0"] = np.full(n, t_start, dtype=np.float64)
+        out["score_busy_s"] = np.full(n, busy / max(n, 1), dtype=np.float64)
         return out

@@ -1,0 +1,33 @@
+"""Faces in sampled video frames: batched MTCNN detection, shot-cut detection and tracking.
+
+Typical use for one video (``frames``: its sampled frames, ``[F, H, W, 3]`` uint8 RGB)::
+
+    detector = FaceDetector(device="cuda")          # once per worker: loads the nets
+    dets = detector.detect(frames)                  # list (per frame) of Detection
+    cuts = detect_cuts(frames)                      # positions where a new shot starts
+    tracks = track_video(dets, cuts)                # list of Track, ids 1.. per video
+
+Long videos can be fed in chunks: ``detector.detect(chunk, frame_indices=...)``,
+``ShotCutDetector.update(chunk)`` and ``FaceTracker.update(i, dets_i, is_cut)``
+give the same result as the one-call helpers. See ``docs/faces.md``.
+"""
+from .cuts import CutInputError, CutParams, ShotCutDetector, cut_scores, detect_cuts
+from .detect import INSTALL_COMMAND, Detection, DetectorUnavailable, FaceDetector, FaceInputError
+from .track import FaceTracker, Track, TrackingError, track_video
+
+__all__ = [
+    "INSTALL_COMMAND",
+    "CutInputError",
+    "CutParams",
+    "Detection",
+    "DetectorUnavailable",
+    "FaceDetector",
+    "FaceInputError",
+    "FaceTracker",
+    "ShotCutDetector",
+    "Track",
+    "TrackingError",
+    "cut_scores",
+    "detect_cuts",
+    "track_video",
+]

@@ -1,0 +1,519 @@
+"""Batched MTCNN face detection in torch (CPU or GPU) on sampled video frames.
+
+Why MTCNN, and why our own code: no model hub is reachable, so the weights
+must ship inside an installable package. ``facenet-pytorch`` 2.6.0 (MIT) ships
+the three MTCNN nets as plain ``state_dict`` files (``pnet.pt``, ``rnet.pt``,
+``onet.pt``, 2 MB together) that load with ``torch.load(weights_only=True)``,
+i.e. without executing pickled code. Its own Python code pins torch<2.3, so we
+install it with ``pip install --no-deps`` and use it **only as a weights
+carrier**: this module re-implements the P/R/O-Net architectures (same
+parameter names, same flatten order) and a detection cascade written for
+batches:
+
+* the whole frame batch goes through each pyramid level of P-Net at once;
+* the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of *all*
+  frames are cut and resampled in one ``torchvision.ops.roi_align`` call each
+  (adaptive sampling, i.e. an area-style average, zero padding outside the
+  frame like the original MTCNN) instead of a Python loop per box;
+* non-maximum suppression is ``torchvision.ops.batched_nms`` keyed by frame.
+
+Frames are first shrunk (area averaging) so their long side is at most
+``max_side`` pixels; boxes and landmarks are mapped back to the original
+frame. ``min_face_size`` is measured in that *detection* image (P-Net cannot
+see faces below 12 px there), so a 1920x1080 frame with ``max_side=640`` and
+``min_face_size=20`` finds faces of roughly 60 original pixels and up.
+
+Box convention (shared with :mod:`cliper_batch.crops`): continuous pixel
+coordinates ``(x0, y0, x1, y1)``; pixel ``(r, c)`` covers ``[c, c+1) x [r, r+1)``,
+so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Box = tuple[float, float, float, float]
+Point = tuple[float, float]
+
+WEIGHTS_DISTRIBUTION = "facenet-pytorch"
+WEIGHTS_VERSION = "2.6.0"
+WEIGHTS_MODULE = "facenet_pytorch"
+INSTALL_COMMAND = f"pip install --no-deps {WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}"
+
+# sha256 of the weight files in the facenet-pytorch 2.6.0 wheel: a different
+# file (another release, a truncated download) is refused instead of silently
+# giving different detections.
+WEIGHT_SHA256: dict[str, str] = {
+    "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
+    "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
+    "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+}
+
+_PYRAMID_FACTOR = 0.709  # scale step between pyramid levels (the MTCNN paper's value)
+_PNET_CELL = 12  # P-Net's receptive field / window, in pixels
+_PNET_STRIDE = 2
+_NMS_PER_SCALE = 0.5
+_NMS_STAGE = 0.7
+_MAX_PNET_CANDIDATES = 1000  # per frame, after P-Net NMS (bounds R-Net work on textured frames)
+
+
+class DetectorUnavailable(RuntimeError):
+    """The MTCNN weight files cannot be found or are not the expected ones."""
+
+
+class FaceInputError(ValueError):
+    """Frames or parameters given to the face detector are malformed."""
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One face found in one frame.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in pixels of the original frame (continuous
+    coordinates, clipped to the frame); ``score`` is O-Net's face probability;
+    ``landmarks`` are five ``(x, y)`` points in the original frame, in the
+    order left eye, right eye, nose tip, left mouth corner, right mouth corner
+    ("left"/"right" as seen in the image).
+    """
+
+    frame_index: int
+    box: Box
+    score: float
+    landmarks: tuple[Point, Point, Point, Point, Point] | None = None
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+
+# --------------------------------------------------------------------------- networks
+# Parameter names and the (N, W, H, C) flatten order before the dense layers
+# match the facenet-pytorch state dicts (which were converted from the original
+# Caffe/TensorFlow MTCNN), so the weight files load with strict=True.
+
+
+class PNet(nn.Module):
+    """Proposal net: fully convolutional, 12x12 windows at stride 2 -> (box regression, face prob)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.prelu1(self.conv1(x))
+        x = self.pool1(x)
+        x = self.prelu2(self.conv2(x))
+        x = self.prelu3(self.conv3(x))
+        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+
+
+class RNet(nn.Module):
+    """Refine net: 24x24 crops -> (box regression, face prob)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = self.prelu4(self.dense4(x))
+        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+
+
+class ONet(nn.Module):
+    """Output net: 48x48 crops -> (box regression, 5 landmarks as 10 numbers, face prob)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+        x = self.prelu5(self.dense5(x))
+        return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
+
+
+# --------------------------------------------------------------------------- weights
+
+
+def default_weights_dir() -> str:
+    """Folder holding ``pnet.pt``/``rnet.pt``/``onet.pt`` inside the installed facenet-pytorch.
+
+    Located with ``importlib.util.find_spec`` so facenet-pytorch's own modules
+    (which import its pinned old dependencies) are never executed.
+    """
+    spec = importlib.util.find_spec(WEIGHTS_MODULE)
+    if spec is None or not spec.submodule_search_locations:
+        raise DetectorUnavailable(
+            f"face detection needs the MTCNN weights shipped in {WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}, "
+            f"which is not installed; install it with: {INSTALL_COMMAND}"
+        )
+    return os.path.join(list(spec.submodule_search_locations)[0], "data")
+
+
+def load_mtcnn_weights(weights_dir: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Read and verify the three state dicts (``torch.load(weights_only=True)``, sha256-checked)."""
+    folder = weights_dir if weights_dir is not None else default_weights_dir()
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for name, digest in WEIGHT_SHA256.items():
+        path = os.path.join(folder, f"{name}.pt")
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise DetectorUnavailable(
+                f"MTCNN weight file {path} cannot be read ({exc.strerror or exc}); install the weights with: {INSTALL_COMMAND}"
+            ) from exc
+        got = hashlib.sha256(raw).hexdigest()
+        if got != digest:
+            raise DetectorUnavailable(
+                f"MTCNN weight file {path} has sha256 {got}, expected {digest} "
+                f"({WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}); reinstall with: {INSTALL_COMMAND}"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
+            raise DetectorUnavailable(f"MTCNN weight file {path} does not load as a plain state dict: {exc}") from exc
+        out[name] = state
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_frames(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Validate ``[F, H, W, 3]`` uint8 RGB frames; return them as a (CPU or device) uint8 tensor, no copy if possible."""
+    if isinstance(frames, np.ndarray):
+        arr = np.ascontiguousarray(frames)
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    elif isinstance(frames, torch.Tensor):
+        t = frames
+    else:
+        raise FaceInputError(f"frames must be a numpy array or torch tensor, got {type(frames).__name__}")
+    if t.dtype != torch.uint8:
+        raise FaceInputError(f"frames must be uint8 RGB, got dtype {t.dtype}")
+    if t.ndim == 3:
+        raise FaceInputError(f"frames must be a batch [F, H, W, 3]; got one frame of shape {tuple(t.shape)} (add a leading axis)")
+    if t.ndim != 4 or t.shape[-1] != 3:
+        raise FaceInputError(f"frames must have shape [F, H, W, 3], got {tuple(t.shape)}")
+    if t.shape[1] < 1 or t.shape[2] < 1:
+        raise FaceInputError(f"frames must be non-empty images, got shape {tuple(t.shape)}")
+    return t
+
+
+def _to_device_float(frames: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``[B, H, W, 3]`` -> float ``[B, 3, H, W]`` on ``device`` (uint8 travels, the cast happens there)."""
+    return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return (x - 127.5) * 0.0078125
+
+
+def _square(boxes: torch.Tensor) -> torch.Tensor:
+    """Grow each box to a square around its centre (side = the longer side)."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    cx = boxes[:, 0] + w * 0.5
+    cy = boxes[:, 1] + h * 0.5
+    return torch.stack([cx - side * 0.5, cy - side * 0.5, cx + side * 0.5, cy + side * 0.5], dim=1)
+
+
+def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    """Apply MTCNN box regression: offsets are fractions of the box width/height."""
+    w = (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
+    h = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
+    scale = torch.cat([w, h, w, h], dim=1)
+    return boxes + reg * scale
+
+
+def _crops(images: torch.Tensor, frame_ids: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """All boxes of all frames, resampled to ``size`` x ``size`` in one call, then normalised.
+
+    Area outside the frame reads 0 (black), as in the original MTCNN's padding.
+    """
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([frame_ids.to(boxes.dtype).unsqueeze(1), boxes], dim=1)
+    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return _normalize(out)
+
+
+def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
+    """Greedy NMS where overlap = intersection / smaller area (drops boxes nested inside a better one)."""
+    order = torch.argsort(scores, descending=True).tolist()
+    b = boxes.tolist()
+    keep: list[int] = []
+    for i in order:
+        x0, y0, x1, y1 = b[i]
+        ai = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+        suppressed = False
+        for k in keep:
+            u0, v0, u1, v1 = b[k]
+            iw = min(x1, u1) - max(x0, u0)
+            ih = min(y1, v1) - max(y0, v0)
+            if iw <= 0 or ih <= 0:
+                continue
+            ak = (u1 - u0) * (v1 - v0)
+            if iw * ih / max(min(ai, ak), 1e-9) > threshold:
+                suppressed = True
+                break
+        if not suppressed:
+            keep.append(i)
+    return keep
+
+
+# --------------------------------------------------------------------------- detector
+
+
+class FaceDetector:
+    """MTCNN face detector holding its three nets on one device; detects on frame batches.
+
+    Parameters
+    ----------
+    device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``.
+    min_face_size: smallest face side (pixels of the downscaled detection image) searched for; >= 12.
+    thresholds: face-probability cut-offs of P-Net, R-Net and O-Net. The defaults are the usual
+        MTCNN ones except O-Net's 0.9 (instead of 0.7), which removed the false positives we
+        measured on face-free photos without losing any real face (see ``docs/faces.md``).
+    max_side: frames are shrunk so their long side is at most this (never enlarged).
+    batch_size: frames per P-Net pass (bounds memory; results do not depend on it).
+    weights_dir: folder with ``pnet.pt``/``rnet.pt``/``onet.pt``; default: the installed facenet-pytorch.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        min_face_size: int = 20,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
+        max_side: int = 640,
+        batch_size: int = 32,
+        weights_dir: str | None = None,
+    ) -> None:
+        if not isinstance(min_face_size, (int, np.integer)) or min_face_size < _PNET_CELL:
+            raise FaceInputError(f"min_face_size must be an int >= {_PNET_CELL}, got {min_face_size!r}")
+        if len(thresholds) != 3 or not all(0.0 <= float(t) < 1.0 for t in thresholds):
+            raise FaceInputError(f"thresholds must be three probabilities in [0, 1), got {thresholds!r}")
+        if not isinstance(max_side, (int, np.integer)) or max_side < _PNET_CELL:
+            raise FaceInputError(f"max_side must be an int >= {_PNET_CELL}, got {max_side!r}")
+        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise FaceInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise FaceInputError(f"device {self.device} requested but CUDA is not available here")
+        self.min_face_size = int(min_face_size)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.max_side = int(max_side)
+        self.batch_size = int(batch_size)
+        weights = load_mtcnn_weights(weights_dir)
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
+            net.load_state_dict(weights[name], strict=True)
+            net.to(self.device).eval().requires_grad_(False)
+
+    # ----------------------------------------------------------------- public
+
+    def detect(
+        self, frames: np.ndarray | torch.Tensor, frame_indices: Sequence[int] | None = None
+    ) -> list[list[Detection]]:
+        """Faces in each frame of ``frames`` (``[F, H, W, 3]`` uint8 RGB), best score first.
+
+        ``frame_indices`` (length F) sets :attr:`Detection.frame_index`; by
+        default it is the position in ``frames``.
+        """
+        x = _check_frames(frames)
+        n = x.shape[0]
+        if frame_indices is None:
+            idx = list(range(n))
+        else:
+            idx = [int(i) for i in frame_indices]
+            if len(idx) != n:
+                raise FaceInputError(f"frame_indices has {len(idx)} entries for {n} frames")
+        h, w = x.shape[1], x.shape[2]
+        s = min(1.0, self.max_side / max(h, w))
+        dh, dw = (max(1, round(h * s)), max(1, round(w * s))) if s < 1.0 else (h, w)
+        sx, sy = w / dw, h / dh  # detection -> original pixels
+        out: list[list[Detection]] = []
+        with torch.inference_mode():
+            for start in range(0, n, self.batch_size):
+                chunk = _to_device_float(x[start : start + self.batch_size], self.device)
+                if (dh, dw) != (h, w):
+                    chunk = F.interpolate(chunk, size=(dh, dw), mode="area")
+                boxes, scores, points, fids = self._cascade(chunk)
+                boxes = boxes.double().cpu()
+                points = points.double().cpu()
+                scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
+                boxes = boxes * scale
+                boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
+                boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, float(h))
+                points = points * torch.tensor([sx, sy], dtype=torch.float64)
+                per = [[] for _ in range(chunk.shape[0])]
+                for b, sc, p, f in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist(), fids.cpu().tolist()):
+                    if b[2] - b[0] <= 0 or b[3] - b[1] <= 0:
+                        continue
+                    lm = tuple((float(px), float(py)) for px, py in p)
+                    per[f].append(Detection(idx[start + f], (b[0], b[1], b[2], b[3]), float(sc), lm))  # type: ignore[arg-type]
+                for dets in per:
+                    dets.sort(key=lambda d: -d.score)
+                out.extend(per)
+        return out
+
+    # ----------------------------------------------------------------- cascade
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        m = _PNET_CELL / self.min_face_size
+        side = min(h, w) * m
+        scales = []
+        scale = m
+        while side >= _PNET_CELL:
+            scales.append(scale)
+            scale *= _PYRAMID_FACTOR
+            side *= _PYRAMID_FACTOR
+        return scales
+
+    def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run P/R/O-Net on a float ``[B, 3, h, w]`` batch; returns boxes, scores, landmarks [K,5,2], frame ids."""
+        from torchvision.ops import batched_nms
+
+        dev = images.device
+        h, w = images.shape[2], images.shape[3]
+        t1, t2, t3 = self.thresholds
+        empty = (
+            torch.zeros(0, 4, device=dev),
+            torch.zeros(0, device=dev),
+            torch.zeros(0, 5, 2, device=dev),
+            torch.zeros(0, dtype=torch.long, device=dev),
+        )
+
+        # ---- stage 1: P-Net over the image pyramid, all frames at once
+        all_boxes, all_scores, all_reg, all_ids = [], [], [], []
+        for scale in self._scales(h, w):
+            sh, sw = int(h * scale + 1), int(w * scale + 1)
+            level = _normalize(F.interpolate(images, size=(sh, sw), mode="area"))
+            reg, prob = self.pnet(level)
+            mask = prob[:, 1] >= t1
+            if not bool(mask.any()):
+                continue
+            fi, yi, xi = mask.nonzero(as_tuple=True)
+            score = prob[:, 1][fi, yi, xi]
+            r = reg.permute(0, 2, 3, 1)[fi, yi, xi]
+            x0 = xi.float() * _PNET_STRIDE / scale
+            y0 = yi.float() * _PNET_STRIDE / scale
+            bx = torch.stack([x0, y0, x0 + _PNET_CELL / scale, y0 + _PNET_CELL / scale], dim=1)
+            keep = batched_nms(bx, score, fi, _NMS_PER_SCALE)
+            all_boxes.append(bx[keep])
+            all_scores.append(score[keep])
+            all_reg.append(r[keep])
+            all_ids.append(fi[keep])
+        if not all_boxes:
+            return empty
+        boxes, scores, reg, ids = (torch.cat(v) for v in (all_boxes, all_scores, all_reg, all_ids))
+        keep = batched_nms(boxes, scores, ids, _NMS_STAGE)
+        keep = self._cap_per_frame(keep, ids, _MAX_PNET_CANDIDATES)
+        boxes = _square(_regress(boxes[keep], reg[keep]))
+        ids = ids[keep]
+
+        # ---- stage 2: R-Net on 24x24 crops of every candidate
+        reg, prob = self.rnet(_crops(images, ids, boxes, 24))
+        ok = prob[:, 1] > t2
+        if not bool(ok.any()):
+            return empty
+        boxes, scores, reg, ids = boxes[ok], prob[ok, 1], reg[ok], ids[ok]
+        keep = batched_nms(boxes, scores, ids, _NMS_STAGE)
+        boxes = _square(_regress(boxes[keep], reg[keep]))
+        ids = ids[keep]
+
+        # ---- stage 3: O-Net on 48x48 crops -> final boxes + landmarks
+        reg, lm, prob = self.onet(_crops(images, ids, boxes, 48))
+        ok = prob[:, 1] > t3
+        if not bool(ok.any()):
+            return empty
+        boxes, scores, reg, lm, ids = boxes[ok], prob[ok, 1], reg[ok], lm[ok], ids[ok]
+        bw = (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
+        bh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
+        points = torch.stack([boxes[:, :1] + bw * lm[:, :5], boxes[:, 1:2] + bh * lm[:, 5:]], dim=2)
+        boxes = _regress(boxes, reg)
+        keep_all: list[int] = []
+        ids_list = ids.tolist()
+        for f in sorted(set(ids_list)):
+            rows = [i for i, v in enumerate(ids_list) if v == f]
+            sel = torch.tensor(rows, device=dev)
+            keep_all.extend(rows[k] for k in _nms_min(boxes[sel], scores[sel], _NMS_STAGE))
+        sel = torch.tensor(keep_all, dtype=torch.long, device=dev)
+        return boxes[sel], scores[sel], points[sel], ids[sel]
+
+    @staticmethod
+    def _cap_per_frame(keep: torch.Tensor, ids: torch.Tensor, cap: int) -> torch.Tensor:
+        """Keep at most ``cap`` of the (score-sorted) NMS survivors per frame."""
+        if keep.numel() <= cap:
+            return keep
+        kid = ids[keep]
+        # rank of each survivor within its frame, in score order (keep is score-sorted)
+        order = torch.argsort(kid, stable=True)
+        sorted_ids = kid[order]
+        first = torch.searchsorted(sorted_ids, sorted_ids, right=False)
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(order.numel(), device=keep.device) - first
+        return keep[rank < cap]
+
+
+__all__ = [
+    "Detection",
+    "DetectorUnavailable",
+    "FaceDetector",
+    "FaceInputError",
+    "INSTALL_COMMAND",
+    "load_mtcnn_weights",
+    "default_weights_dir",
+]
