@@ -70,7 +70,7 @@ def main() -> int:
     loaded = load_model(spec)
     if a.model == "tiny":  # exercise the checkpoint path like a user would
         spec = save_checkpoint(loaded.model, os.path.join(tmp, "tiny.safetensors"))
-    cfg = AnnotateConfig(segment_seconds=a.segment_seconds, frames_per_segment=a.frames_per_segment, batch_size=a.batch_size, decoder="pyav")
+    cfg = AnnotateConfig(segment_seconds=a.segment_seconds, frames_per_segment=a.frames_per_segment, batch_size=a.batch_size, decoder="pyav", faces="none")
     cpus = os.cpu_count() or 1
 
     # Model-only baseline on exactly the crops the pipeline will score.

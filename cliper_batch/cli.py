@@ -25,7 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="output folder (local or fsspec URL); must not lie inside --input")
     p.add_argument("--model", required=True, help="model spec (see below)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
-    p.add_argument("--faces", default="none", choices=["none"], help="none: clips are face-centred (face detection: later)")
+    p.add_argument(
+        "--faces",
+        default="detect",
+        choices=["detect", "none"],
+        help="detect (default): find, track and crop every face, one timeline per track; "
+        "none: clips are already face-centred (DFEW/FERV39k style), each frame is centre-cropped",
+    )
     p.add_argument("--segment-seconds", type=float, default=2.0, help="segment length in seconds (default 2.0)")
     p.add_argument("--frames-per-segment", type=int, default=8, help="frames sampled per segment (default 8)")
     p.add_argument("--batch-size", type=int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")

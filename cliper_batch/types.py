@@ -51,7 +51,7 @@ class AnnotateConfig:
 
     segment_seconds: float = 2.0
     frames_per_segment: int = 8
-    faces: str = "none"  # none | detect (detect arrives with face tracking)
+    faces: str = "detect"  # detect: one clip per (face track, segment) | none: centre crop (face-centred clips)
     decoder: str = "auto"  # auto | pyav | dali
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "eager"  # eager | torch.compile | tensorrt

@@ -129,9 +129,12 @@ class OutputWriter:
         }
         for c, v in zip(self.classes, p):
             row[schema.class_column(c)] = float(v)
-        for k in ("face_x0", "face_y0", "face_x1", "face_y1", "face_score", "frames_with_face"):
+        for k in rows.FACE_FLOAT_COLUMNS:
             v = batch.get(k)
-            row[k] = None if v is None else v[i].item()
+            x = None if v is None else float(v[i])
+            row[k] = None if x is None or np.isnan(x) else x
+        v = batch.get("frames_with_face")
+        row["frames_with_face"] = None if v is None or int(v[i]) < 0 else int(v[i])
         return row
 
     def _maybe_complete(self, vid: str) -> None:

@@ -56,7 +56,7 @@ def test_annotate_corpus_end_to_end(ray_runtime, corpus, tiny_checkpoint, tmp_pa
     out = str(tmp_path / "ann")
     rc = annotate_main(
         ["--input", str(d), "--output", out, "--model", tiny_checkpoint, "--segment-seconds", str(SEG),
-         "--frames-per-segment", str(T), "--batch-size", "3", "--decoder", "pyav"]
+         "--frames-per-segment", str(T), "--batch-size", "3", "--decoder", "pyav", "--faces", "none"]
     )
     assert rc == 0
 
@@ -100,7 +100,7 @@ def test_annotate_corpus_end_to_end(ray_runtime, corpus, tiny_checkpoint, tmp_pa
 def test_dali_cpu_decoder_on_vp9_gives_same_scores(ray_runtime, corpus, tiny_checkpoint, tmp_path):
     d, _ = corpus
     out_py, out_dali = str(tmp_path / "py"), str(tmp_path / "dali")
-    args = ["--input", str(d / "b.webm"), "--model", tiny_checkpoint, "--segment-seconds", str(SEG), "--frames-per-segment", str(T)]
+    args = ["--input", str(d / "b.webm"), "--model", tiny_checkpoint, "--segment-seconds", str(SEG), "--frames-per-segment", str(T), "--faces", "none"]
     assert annotate_main(args + ["--output", out_py, "--decoder", "pyav"]) == 0
     assert annotate_main(args + ["--output", out_dali, "--decoder", "dali"]) == 0
     a = query.scan_timelines(out_py).sort("segment_index").collect()

@@ -17,7 +17,7 @@ from cliper_batch.testvideos import VideoSpec, write_video
 from conftest import write_rotated_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4"]
+FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none"]
 
 
 def run(input_, output, ckpt, *extra):
@@ -205,7 +205,7 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     corpus.mkdir()
     for name, seed in (("a.mp4", 1), ("crash_me.mp4", 2), ("b.mp4", 3)):
         _write(corpus / name, seed=seed)
-    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav")
+    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
     s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, decode_stage=faulty_stage.CrashingDecodeStage,
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (2, 1)

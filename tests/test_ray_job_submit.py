@@ -41,7 +41,7 @@ def test_job_submit_annotates_corpus(head, tmp_path):
         "--submission-id", f"test-{os.getpid()}",
         "--",
         "python", "jobs/annotate.py", "--input", str(corpus), "--output", str(out), "--model", ckpt,
-        "--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4",
+        "--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none",
     ]
     proc = subprocess.run(cmd, env=head.env(), capture_output=True, text=True, timeout=600)
     log = proc.stdout[-6000:] + proc.stderr[-3000:]

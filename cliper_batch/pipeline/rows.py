@@ -27,23 +27,43 @@ SEGMENT = "segment"
 VIDEO = "video"
 
 
-def segment_rows(ref: VideoRef, segments, crops: np.ndarray, track_id: int = 0) -> dict[str, np.ndarray]:
+FACE_FLOAT_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")
+FACE_COLUMNS = (*FACE_FLOAT_COLUMNS, "frames_with_face")
+
+
+def _no_faces(n: int) -> dict[str, np.ndarray]:
+    """Face columns for rows without a face (NaN / -1; the writer turns them into nulls)."""
+    out = {c: np.full(n, np.nan, dtype=np.float32) for c in FACE_FLOAT_COLUMNS}
+    out["frames_with_face"] = np.full(n, -1, dtype=np.int16)
+    return out
+
+
+def segment_rows(
+    ref: VideoRef,
+    segments,
+    crops: np.ndarray,
+    track_ids: np.ndarray | None = None,
+    faces: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Rows for ``len(segments)`` clips (one per segment, or per (track, segment) with ``track_ids``)."""
     n = len(segments)
-    return {
+    out = {
         "row_kind": np.array([SEGMENT] * n, dtype=object),
         "video_id": np.array([ref.video_id] * n, dtype=object),
         "video_uri": np.array([ref.uri] * n, dtype=object),
-        "track_id": np.full(n, track_id, dtype=np.int32),
+        "track_id": np.zeros(n, dtype=np.int32) if track_ids is None else np.asarray(track_ids, dtype=np.int32),
         "segment_index": np.array([s.index for s in segments], dtype=np.int32),
         "start_s": np.array([s.start_s for s in segments], dtype=np.float64),
         "end_s": np.array([s.end_s for s in segments], dtype=np.float64),
         "outcome": np.array([""] * n, dtype=object),
         "crops": crops,
     }
+    out.update(_no_faces(n) if faces is None else faces)
+    return out
 
 
 def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
-    return {
+    out = {
         "row_kind": np.array([VIDEO], dtype=object),
         "video_id": np.array([outcome.ref.video_id], dtype=object),
         "video_uri": np.array([outcome.ref.uri], dtype=object),
@@ -54,6 +74,8 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str,
         "outcome": np.array([encode_outcome(outcome)], dtype=object),
         "crops": np.zeros((1, *crop_shape), dtype=np.uint8),
     }
+    out.update(_no_faces(1))
+    return out
 
 
 def encode_ref(ref: VideoRef) -> str:

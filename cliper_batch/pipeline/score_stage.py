@@ -17,7 +17,9 @@ from . import rows
 
 log = logging.getLogger(__name__)
 
-PASSTHROUGH = ("row_kind", "video_id", "video_uri", "track_id", "segment_index", "start_s", "end_s", "outcome")
+PASSTHROUGH = (
+    "row_kind", "video_id", "video_uri", "track_id", "segment_index", "start_s", "end_s", "outcome", *rows.FACE_COLUMNS,
+)
 
 
 class ScoreStage:
