@@ -71,7 +71,7 @@ class PyAVDecoder:
         storage_options: dict | None = None,
         seek_min_skip_s: float = 1.0,
         seek_threshold_s: float = 5.0,
-        interpolation: str = "BILINEAR",
+        interpolation: str = "AREA",
     ):
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
@@ -139,7 +139,8 @@ class _Reader:
         self.stats = {"seeks": 0, "decoded": 0, "converted": 0, "skipped_packets": 0}
         # One swscale context for the whole video: frame.to_ndarray(width=...) builds a new
         # one per frame, which measured ~1.5-2x slower for 640x360 -> 398x224.
-        self.reformatter = VideoReformatter()
+        self.reformatter = VideoReformatter()  # scaling, in the source pixel format
+        self.rgb_reformatter = VideoReformatter()  # unscaled conversion to RGB
         self._restart()
 
     # ----- stream position -------------------------------------------------
@@ -303,7 +304,16 @@ class _Reader:
                     w, h = h, w
                 if (w, h) != (frame.width, frame.height):
                     kwargs.update(width=w, height=h, interpolation=self.owner.interpolation)
-            rgb = self.reformatter.reformat(frame, **kwargs).to_ndarray()
+            if "width" in kwargs:
+                # Scale in the source pixel format first, then convert at the target size:
+                # swscale's unscaled YUV->RGB path is fast, its scaled+converting path is not
+                # (measured ~2x faster overall for 640x360 -> 398x224).
+                small = self.reformatter.reformat(
+                    frame, width=kwargs["width"], height=kwargs["height"], interpolation=kwargs["interpolation"]
+                )
+                rgb = self.rgb_reformatter.reformat(small, format="rgb24").to_ndarray()
+            else:
+                rgb = self.rgb_reformatter.reformat(frame, format="rgb24").to_ndarray()
             dec.rgb = rotate_upright(rgb, rotation)
             self.stats["converted"] += 1
         if dec.yielded:  # same frame again (dense sampling): give the caller its own copy
