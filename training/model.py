@@ -1,0 +1,211 @@
+"""The trainable CLIPER: an open_clip model split into the exported :class:`CLIPER` and the METD prompt learner.
+
+:func:`build_training_model` creates the open_clip model through open_clip's
+own ``create_model_and_transforms`` (pretrained tag, weights file or - for tests
+- a seeded random init, as in :mod:`cliper_batch.model.zeroshot`), then keeps
+
+* ``cliper`` - a :class:`cliper_batch.model.CLIPER` holding the visual tower and
+  the ``[C, K, D]`` descriptor buffer: the model stage 2 fine-tunes and the
+  one that is exported (no text tower in it);
+* ``prompts`` - a :class:`~.prompts.PromptLearner` over the frozen text tower:
+  the ``C*K`` learnable prompts stage 1 trains.
+
+Stage 1 scores images against ``prompts()`` (image tower frozen); at the start
+of stage 2 the prompts are encoded once into ``cliper.descriptors`` and stay
+fixed while the image tower trains.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from cliper_batch.labels import validate_classes
+from cliper_batch.model.cliper import CLIPER
+
+from .prompts import CLIPER_TEMPLATE, DEFAULT_PLACEHOLDER, PromptLearner
+
+log = logging.getLogger(__name__)
+
+RANDOM_INIT_SEED = 0
+
+
+class ModelBuildError(ValueError):
+    """A model spec or setting the trainer cannot use (the message says which and why)."""
+
+
+@dataclass
+class TrainingModel:
+    """The pieces of a CLIPER under training (see module docstring)."""
+
+    cliper: CLIPER
+    prompts: PromptLearner
+    tokenizer: Any
+    spec: str
+    arch: str
+    pretrained: str | None
+    text_fingerprint: str
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.cliper.classes
+
+    @property
+    def descriptors_per_class(self) -> int:
+        return self.cliper.descriptors_per_class
+
+    def prompt_descriptors(self) -> Tensor:
+        """The learned prompts encoded by the text tower: ``[C, K, D]``, L2-normalised."""
+        c, k = len(self.classes), self.descriptors_per_class
+        return self.prompts().view(c, k, -1)
+
+    @torch.no_grad()
+    def fix_descriptors(self) -> None:
+        """Encode the prompts once into ``cliper.descriptors`` (start of stage 2, or before export)."""
+        self.cliper.descriptors.copy_(self.prompt_descriptors().to(self.cliper.descriptors))
+
+    def to(self, device: torch.device | str) -> "TrainingModel":
+        self.cliper.to(device)
+        self.prompts.to(device)
+        return self
+
+
+class PromptStage(nn.Module):
+    """Stage 1 forward: frozen image tower (no graph), learnable prompts -> descriptor logits ``[B, C, K]``."""
+
+    def __init__(self, cliper: CLIPER, prompts: PromptLearner) -> None:
+        super().__init__()
+        self.cliper = cliper
+        self.prompts = prompts
+
+    def forward(self, clips: Tensor) -> Tensor:
+        if clips.ndim != 5:
+            raise ValueError(f"clips must be [B, T, 3, S, S], got {tuple(clips.shape)}")
+        b, t = clips.shape[:2]
+        with torch.no_grad():
+            feats = self.cliper.encode_frames(clips.reshape(b * t, *clips.shape[2:])).view(b, t, -1)
+            pooled = self.cliper.pool_frames(feats)
+        desc = self.prompts().view(len(self.cliper.classes), self.cliper.descriptors_per_class, -1)
+        # fp32 even under autocast: dividing by the 0.01 temperature amplifies low-precision rounding 100x
+        with torch.autocast(device_type=clips.device.type, enabled=False):
+            return torch.einsum("bd,ckd->bck", pooled.float(), desc.float()) / self.cliper.temperature
+
+
+def text_fingerprint(prompts: PromptLearner) -> str:
+    """SHA-256 (16 hex digits) over the frozen text tower's tensors: resuming needs the same text tower."""
+    h = hashlib.sha256()
+    for name, t in sorted(prompts.text.state_dict().items()):
+        h.update(name.encode("utf-8"))
+        h.update(str(tuple(t.shape)).encode("utf-8"))
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _parse(spec: str) -> tuple[str, str | None]:
+    from cliper_batch.model.factory import ModelSpecError, parse_spec
+
+    try:
+        parsed = parse_spec(spec)
+    except ModelSpecError as exc:
+        raise ModelBuildError(str(exc)) from exc
+    if parsed.kind != "openclip":
+        raise ModelBuildError(
+            f"model spec {spec!r}: training starts from an open_clip model, 'openclip:<ARCH>[@<PRETRAINED>]' "
+            "(e.g. openclip:ViT-B-16@openai); the class list comes from the dataset"
+        )
+    if parsed.classes is not None or parsed.descriptors_per_class is not None:
+        raise ModelBuildError(f"model spec {spec!r}: set classes / descriptors per class with the training options")
+    return parsed.arch, parsed.pretrained  # type: ignore[return-value]
+
+
+def build_training_model(
+    spec: str,
+    classes: Sequence[str],
+    descriptors_per_class: int = 5,
+    *,
+    template: str = CLIPER_TEMPLATE,
+    placeholder: str = DEFAULT_PLACEHOLDER,
+    temperature: float = 0.01,
+    seed: int = 0,
+    cache_dir: str | None = None,
+) -> TrainingModel:
+    """Create the open_clip model ``spec`` names and split it into the exported CLIPER and the prompt learner.
+
+    The prompt vectors are initialised from ``seed``; a random-init open_clip
+    model (no ``@PRETRAINED``) uses a fixed seed so every worker and every
+    resumed run builds the same frozen text tower.
+    """
+    import open_clip
+
+    from cliper_batch.model.zeroshot import PretrainedError, resolve_pretrained
+
+    classes = validate_classes(classes)
+    if descriptors_per_class < 1:
+        raise ModelBuildError(f"descriptors_per_class must be >= 1, got {descriptors_per_class}")
+    arch, pretrained = _parse(spec)
+    oc_cfg = open_clip.get_model_config(arch)
+    try:
+        resolved = resolve_pretrained(arch, pretrained, cache_dir=cache_dir)
+    except PretrainedError as exc:
+        raise ModelBuildError(f"model spec {spec!r}: {exc}") from exc
+    kwargs = dict(resolved.create_kwargs)
+    if kwargs.get("force_quick_gelu"):
+        oc_cfg["quick_gelu"] = True
+    else:
+        kwargs.pop("force_quick_gelu", None)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            clip_model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=resolved.pretrained, **kwargs)
+    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        raise ModelBuildError(f"open_clip could not create {arch} with {resolved.description}: {exc}") from exc
+    if resolved.kind == "none":
+        log.warning("training from a RANDOM-INIT %s (no pretrained weights): for tests and benchmarks only", arch)
+    clip_model = clip_model.float()
+
+    pp = clip_model.visual.preprocess_cfg
+    size = pp["size"]
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise ModelBuildError(f"{arch}: non-square input size {tuple(size)} is not supported")
+        size = size[0]
+
+    tokenizer = open_clip.get_tokenizer(arch)
+    generator = torch.Generator().manual_seed(int(seed))
+    prompts = PromptLearner(
+        clip_model, tokenizer, len(classes) * descriptors_per_class, template, placeholder, generator=generator
+    )
+    with torch.no_grad():
+        initial = prompts().view(len(classes), descriptors_per_class, -1)
+    cliper = CLIPER(
+        clip_model.visual,
+        initial,
+        classes,
+        open_clip_cfg=oc_cfg,
+        image_size=int(size),
+        mean=pp["mean"],
+        std=pp["std"],
+        temperature=temperature,
+        interpolation=str(pp.get("interpolation", "bicubic")),
+        arch=arch,
+        provenance={
+            "source": "cliper_batch.training",
+            "arch": arch,
+            "pretrained": pretrained,
+            "weights": resolved.description,
+            "template": template,
+        },
+    )
+    return TrainingModel(
+        cliper=cliper,
+        prompts=prompts,
+        tokenizer=tokenizer,
+        spec=spec,
+        arch=arch,
+        pretrained=pretrained,
+        text_fingerprint=text_fingerprint(prompts),
+    )
