@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")
     p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "dali"], help="frame decoder (default: auto per device and codec)")
     p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
+    p.add_argument("--engine-cache", default="~/.cache/cliper_batch/tensorrt", help="folder for compiled TensorRT engines (built once per model, GPU, versions and batch profile)")
     p.add_argument("--decode-workers", type=int, default=None, help="decode actors (default: CPUs left after scoring)")
     p.add_argument("--score-workers", type=int, default=None, help="scoring actors (default: one per GPU, or 1 on CPU)")
     p.add_argument("--video-timeout", type=float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             compile=args.compile,
             batch_size=batch_size,
             video_timeout_s=args.video_timeout,
+            engine_cache=args.engine_cache,
         )
         # Fail fast, before starting Ray: corpus, output location, model spec.
         if args.limit is not None and args.limit < 1:

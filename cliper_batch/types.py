@@ -58,6 +58,7 @@ class AnnotateConfig:
     batch_size: int = 64  # segments per scoring batch (each segment is T crops)
     decode_chunk_segments: int = 16  # segments per block emitted by the decoder
     video_timeout_s: float = 1800.0  # a video still decoding after this long is recorded as failed
+    engine_cache: str | None = "~/.cache/cliper_batch/tensorrt"  # TensorRT engines, keyed by model/GPU/versions/batch profile
 
     def __post_init__(self) -> None:
         if not (self.segment_seconds > 0):

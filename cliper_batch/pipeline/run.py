@@ -273,6 +273,7 @@ def _stream(
             device=res.device,
             compile_backend=config.compile,
             example_batch=config.batch_size * config.frames_per_segment,
+            engine_cache=config.engine_cache,
             num_threads=res.score_threads,
             storage_options=storage_options,
         ),

@@ -33,6 +33,7 @@ class ScoreStage:
         num_threads: int | None = None,
         storage_options: dict | None = None,
         example_batch: int = 64,
+        engine_cache: str | None = None,
     ):
         from ..compile import compile_encoder, select_device, select_dtype
         from ..model.factory import load_model
@@ -43,7 +44,10 @@ class ScoreStage:
         loaded = load_model(model_spec, device=self.device, **(storage_options or {}))
         self.model = loaded.model.eval()
         self.n_classes = len(loaded.classes)
-        self.encoder = compile_encoder(self.model, compile_backend, self.device, example_batch=example_batch)
+        self.encoder = compile_encoder(
+            self.model, compile_backend, self.device, example_batch=example_batch, cache_dir=engine_cache,
+            model_id=loaded.model_id,
+        )
         # fp16 autocast on CUDA for the eager path (compiled backends carry their own dtype)
         self.autocast_dtype = select_dtype(self.device) if self.device.type == "cuda" else None
         log.info("score stage: model %s on %s, backend %s (%s)", loaded.model_id, self.device, self.encoder.backend, self.encoder.reason)
