@@ -342,11 +342,22 @@ class Recovery:
     interrupted_runs: list[str] = field(default_factory=list)
 
 
+def part_range(name: str) -> tuple[int, int] | None:
+    """(first, last) part numbers covered by ``part-NNNNN.parquet`` / ``part-NNNNN-MMMMM.parquet``."""
+    import re
+
+    m = re.match(r"^part-(\d{5})(?:-(\d{5}))?\.parquet$", name)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2) or m.group(1))
+
+
 def recover_output(output_uri: str, *, current_run_id: str, storage_options: dict | None = None) -> Recovery:
     """Make an output folder consistent after a killed run (call while holding the lock).
 
     * a ``timelines`` part without its ``videos`` part (killed between the two
       moves) is removed: its videos have no manifest row, so they are redone;
+    * parts covered by a committed merged part (a killed compaction) are removed;
     * staging folders of other runs are removed;
     * a run with committed parts but no run record gets one with
       ``status: interrupted``.
@@ -358,6 +369,22 @@ def recover_output(output_uri: str, *, current_run_id: str, storage_options: dic
     video_parts = set()
     for p in fs.glob(join(root, schema.VIDEOS, "*", "*.parquet")):
         video_parts.add(p.split("/")[-2] + "/" + p.split("/")[-1])
+    # A compaction killed after committing a merged part but before deleting the parts
+    # it replaces: the merged (committed) part wins, the covered ones go.
+    committed_ranges: dict[str, list[tuple[int, int]]] = {}
+    for key in video_parts:
+        run, name = key.split("/")
+        r = part_range(name)
+        if r and r[1] > r[0]:
+            committed_ranges.setdefault(run, []).append(r)
+    for table in (schema.VIDEOS, schema.TIMELINES):
+        for p in fs.glob(join(root, table, "*", "*.parquet")):
+            run, name = p.split("/")[-2], p.split("/")[-1]
+            r = part_range(name)
+            if r and any(lo <= r[0] and r[1] <= hi and r != (lo, hi) for lo, hi in committed_ranges.get(run, [])):
+                fs.rm(p)
+                rec.orphan_parts_removed.append(p)
+                video_parts.discard(f"{run}/{name}")
     for p in fs.glob(join(root, schema.TIMELINES, "*", "*.parquet")):
         key = p.split("/")[-2] + "/" + p.split("/")[-1]
         if key not in video_parts:
