@@ -140,3 +140,11 @@ def test_outcome_json_round_trip():
     o = VideoOutcome(VideoRef("e" * 16, "/x.mp4"), "ok", info=INFO, n_segments=3, extra={"decoder": "pyav"})
     assert rows.decode_outcome(rows.encode_outcome(o)) == o
     assert json.loads(rows.encode_outcome(o))["info"]["codec"] == "h264"
+
+
+def test_file_url_output(tmp_path):
+    out = "file://" + str(tmp_path / "furl")
+    _one_video_run(out, "20260101T000000Z-000004", [0.1, 0.8, 0.1])
+    assert (tmp_path / "furl" / "timelines" / "20260101T000000Z-000004").is_dir()
+    assert query.scan_timelines(out).collect()["label"].to_list() == ["happy"]
+    assert query.scan_timelines(str(tmp_path / "furl")).collect().height == 1
