@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from cliper_batch.crops import CLIP_MEAN, CLIP_STD, CropInputError
+from cliper_batch.crops import CLIP_MEAN, CLIP_STD, CropInputError, validate_box_values
 
 DEFAULT_BLOCK = 1024
 _OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -154,23 +154,8 @@ def _validate(
     if frames.shape[1] * frames.shape[2] >= 2**30:
         raise CropInputError(f"{where}: frame {tuple(frames.shape)} too large for int32 pixel indices")
     boxes = boxes.to(torch.float32).contiguous()
-    if check_boxes and boxes.shape[0] > 0:
-        # One fused reduction -> one host sync. Skip with check_boxes=False when boxes are trusted.
-        fi = boxes[:, 0]
-        bad = (
-            ~torch.isfinite(boxes).all(dim=1)
-            | (fi != torch.floor(fi))
-            | (fi < 0)
-            | (fi >= frames.shape[0])
-            | ~(boxes[:, 3] > boxes[:, 1])
-            | ~(boxes[:, 4] > boxes[:, 2])
-        )
-        if bool(bad.any()):
-            k = int(torch.nonzero(bad)[0, 0])
-            raise CropInputError(
-                f"{where}: box {k} = {boxes[k].tolist()} is invalid (need finite values, an integer frame index "
-                f"in [0, {frames.shape[0]}), x1 > x0 and y1 > y0)"
-            )
+    if check_boxes:  # one host sync; skip with check_boxes=False when boxes are trusted
+        validate_box_values(boxes, frames.shape[0], where)
     return boxes, mean_l, std_l
 
 
