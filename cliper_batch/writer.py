@@ -49,6 +49,7 @@ class WriterStats:
     score_busy_s: float = 0.0  # summed over scoring actors
     score_first_t: float | None = None  # wall clock when the first scoring batch started
     score_last_t: float | None = None  # ... and when the last one ended
+    score_backends: set[str] = field(default_factory=set)  # e.g. {"eager@cpu"}, {"tensorrt@cuda:0"}
 
     @property
     def score_window_s(self) -> float:
@@ -102,6 +103,8 @@ class OutputWriter:
             st.score_busy_s += busy
             st.score_first_t = t0 if st.score_first_t is None else min(st.score_first_t, t0)
             st.score_last_t = max(st.score_last_t or 0.0, t0 + busy)
+            if "score_backend" in batch:
+                st.score_backends.update(str(b) for b in set(batch["score_backend"]))
         for i, kind in enumerate(batch["row_kind"]):
             vid = str(batch["video_id"][i])
             if kind == rows.VIDEO:

@@ -95,6 +95,11 @@ def test_annotate_corpus_end_to_end(ray_runtime, corpus, tiny_checkpoint, tmp_pa
     assert pq.read_schema(f).remove_metadata() == schema.timeline_schema(classes).remove_metadata()
     runs = list((tmp_path / "ann" / "runs").glob("*.json"))
     assert len(runs) == 1
+    import json
+
+    record = json.loads(runs[0].read_text())
+    assert record["status"] == "finished" and record["scoring"]["backends"] == ["eager@cpu"]
+    assert record["summary"]["videos_ok"] == 3 and 0 < record["scoring"]["busy_fraction"] <= 1.0 + 1e-6
 
 
 def test_dali_cpu_decoder_on_vp9_gives_same_scores(ray_runtime, corpus, tiny_checkpoint, tmp_path):

@@ -199,7 +199,7 @@ def annotate(
             crops=stats.segments * config.frames_per_segment,
             video_seconds=stats.video_seconds,
             wall_s=wall,
-            score_backend=config.compile,
+            score_backend=",".join(sorted(stats.score_backends)) or config.compile,
             decode_workers=res.decode_workers,
             score_workers=res.score_workers,
             videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit,
@@ -225,6 +225,7 @@ def annotate(
                 "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
                 "crops_per_s": summary.crops_per_s,
                 "scoring": {
+                    "backends": sorted(stats.score_backends),  # what really ran (after any fallback)
                     "busy_s": stats.score_busy_s,
                     "window_s": stats.score_window_s,
                     "crops_per_busy_s": summary.crops / stats.score_busy_s if stats.score_busy_s else None,

@@ -48,6 +48,7 @@ class ScoreStage:
             self.model, compile_backend, self.device, example_batch=example_batch, cache_dir=engine_cache,
             model_id=loaded.model_id,
         )
+        self.backend_label = f"{self.encoder.backend}@{self.device}"
         # fp16 autocast on CUDA for the eager path (compiled backends carry their own dtype)
         self.autocast_dtype = select_dtype(self.device) if self.device.type == "cuda" else None
         log.info("score stage: model %s on %s, backend %s (%s)", loaded.model_id, self.device, self.encoder.backend, self.encoder.reason)
@@ -79,4 +80,5 @@ class ScoreStage:
         busy = time.time() - t_start
         out["score_t0"] = np.full(n, t_start, dtype=np.float64)
         out["score_busy_s"] = np.full(n, busy / max(n, 1), dtype=np.float64)
+        out["score_backend"] = np.array([self.backend_label] * n, dtype=object)
         return out
