@@ -8,15 +8,18 @@ sampling**: the clip (or its ``[start_s, end_s)`` range) is cut into T equal
 segments and one frame is taken per segment - at a random offset inside the
 segment for training, at the segment centre for evaluation.
 
-Transforms (CLIPER's RAF-DB recipe, applied with the same random parameters to
-all T frames of a clip):
+Transforms (applied with the same random parameters to all T frames of a clip):
 
-* train: bicubic resize (short side S) -> centre crop S -> ColorJitter
-  (brightness 0.4, hue 0.3) -> horizontal flip (p 0.5) -> RandomResizedCrop(S,
-  scale 0.15-1, ratio 0.3-3.3) -> normalise (mean/std of the visual tower).
-  CLIPER normalises before flip/crop; flip and bilinear crop commute with the
-  per-channel affine normalisation, so the result is the same.
-* eval: bicubic resize -> centre crop -> normalise.
+* train, ``augment="cliper"`` (default, CLIPER's RAF-DB recipe): bicubic resize
+  (short side S) -> centre crop S -> ColorJitter (brightness 0.4, hue 0.3) ->
+  horizontal flip (p 0.5) -> RandomResizedCrop(S, scale 0.15-1, ratio 0.3-3.3)
+  -> normalise (mean/std of the visual tower). CLIPER normalises before
+  flip/crop; flip and bilinear crop commute with the per-channel affine
+  normalisation, so the result is the same.
+* train, ``augment="mild"``: the same chain with ColorJitter(brightness 0.3, no
+  hue) and RandomResizedCrop(scale 0.7-1, ratio 0.85-1.18): keeps the face in
+  view, for small models trained from random init on small crops (the demo).
+* train, ``augment="none"`` and eval: bicubic resize -> centre crop -> normalise.
 """
 from __future__ import annotations
 
@@ -45,23 +48,50 @@ _INTERPOLATION = {
 }
 
 
+# Train-time augmentation recipes: (ColorJitter kwargs, RandomResizedCrop scale, ratio); "none" adds nothing.
+_AUGMENT_RECIPES: dict[str, tuple[dict[str, float], tuple[float, float], tuple[float, float]] | None] = {
+    "cliper": ({"brightness": 0.4, "hue": 0.3}, (0.15, 1.0), (0.3, 3.3)),
+    "mild": ({"brightness": 0.3}, (0.7, 1.0), (0.85, 1.18)),
+    "none": None,
+}
+AUGMENTATIONS: tuple[str, ...] = tuple(_AUGMENT_RECIPES)
+
+
+def check_augment(augment: str) -> str:
+    """``augment`` if it names a known recipe (:data:`AUGMENTATIONS`), else ``ValueError`` naming the choices."""
+    if augment not in _AUGMENT_RECIPES:
+        raise ValueError(f"augment must be one of {list(AUGMENTATIONS)}, got {augment!r}")
+    return augment
+
+
 def build_transform(
-    train: bool, image_size: int, mean: Sequence[float], std: Sequence[float], interpolation: str = "bicubic"
+    train: bool,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    interpolation: str = "bicubic",
+    augment: str = "cliper",
 ) -> v2.Compose:
-    """CLIPER's train or test transform for uint8 ``[T, 3, H, W]`` tensors (same random parameters per call)."""
+    """The train (``augment`` recipe) or eval transform for uint8 ``[T, 3, H, W]`` tensors.
+
+    One call draws one set of random parameters for all T frames. ``augment`` is
+    checked even for eval transforms so a bad value fails early.
+    """
     mode = _INTERPOLATION.get(interpolation)
     if mode is None:
         raise ValueError(f"interpolation must be one of {sorted(_INTERPOLATION)}, got {interpolation!r}")
+    recipe = _AUGMENT_RECIPES[check_augment(augment)]
     steps: list = [
         v2.Resize(image_size, interpolation=mode, antialias=True),
         v2.CenterCrop(image_size),
         v2.ToDtype(torch.float32, scale=True),
     ]
-    if train:
+    if train and recipe is not None:
+        jitter, scale, ratio = recipe
         steps += [
-            v2.ColorJitter(brightness=0.4, hue=0.3),
+            v2.ColorJitter(**jitter),
             v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomResizedCrop(image_size, scale=(0.15, 1.0), ratio=(0.3, 3.3), antialias=True),
+            v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, antialias=True),
         ]
     steps.append(v2.Normalize(mean=list(mean), std=list(std)))
     return v2.Compose(steps)
@@ -140,6 +170,7 @@ class ClipDataset(Dataset):
 
     ``classes`` fixes the label indices (by name; default: the set's own).
     ``num_frames`` is T for clips; when every sample is an image, T is 1.
+    ``augment`` picks the train-time recipe (:func:`build_transform`; unused when ``train`` is false).
     """
 
     def __init__(
@@ -153,6 +184,7 @@ class ClipDataset(Dataset):
         num_frames: int = 16,
         classes: Sequence[str] | None = None,
         interpolation: str = "bicubic",
+        augment: str = "cliper",
     ) -> None:
         if num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -175,7 +207,7 @@ class ClipDataset(Dataset):
             self.targets.append(t)
         self.train = train
         self.num_frames = 1 if labeled.kinds <= {"image"} else int(num_frames)
-        self.transform = build_transform(train, image_size, mean, std, interpolation)
+        self.transform = build_transform(train, image_size, mean, std, interpolation, augment)
         self._frames_cache: dict[str, list[str]] = {}
         self._info_cache: dict[str, object] = {}
         self._decoder = None

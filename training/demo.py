@@ -39,6 +39,7 @@ DEMO_RECIPE: dict[str, Any] = {
     "eval_batch_size": 128,
     "loader_workers": 0,
     "num_frames": 1,
+    "augment": "mild",  # not CLIPER's 15 %-area crops + hue jitter on 64 px faces (docs/training.md)
     "cpus_per_worker": 2.0,
     "seed": 0,
 }

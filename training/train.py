@@ -41,6 +41,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
+from .clips import AUGMENTATIONS
 from .data import DatasetError, LabeledSet, load_dataset, parse_dataset_spec, remap_to
 from .losses import cliper_loss
 from .metrics import confusion_matrix, scores_from_confusion
@@ -71,6 +72,7 @@ class TrainConfig:
     placeholder: str = DEFAULT_PLACEHOLDER
     temperature: float = 0.01
     num_frames: int = 16  # T frames per clip for video datasets (images use 1)
+    augment: str = "cliper"  # train transform: cliper (CLIPER's recipe) | mild | none (see training/clips.py)
     stage1_epochs: int = 2
     stage2_epochs: int = 57
     stage1_lr: float = 1e-2
@@ -106,6 +108,7 @@ class TrainConfig:
         need(self.descriptors_per_class >= 1, "descriptors_per_class must be >= 1")
         need(self.temperature > 0, "temperature must be > 0")
         need(self.num_frames >= 1, "num_frames must be >= 1")
+        need(self.augment in AUGMENTATIONS, f"augment must be one of {list(AUGMENTATIONS)}, got {self.augment!r}")
         need(self.stage1_epochs >= 0 and self.stage2_epochs >= 0, "epoch counts must be >= 0")
         need(self.stage1_epochs + self.stage2_epochs >= 1, "train at least one epoch (stage1_epochs + stage2_epochs)")
         need(self.stage1_lr > 0 and self.stage2_lr > 0, "learning rates must be > 0")
@@ -358,7 +361,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     mean, std = tm.cliper.mean, tm.cliper.std
     kwargs = dict(image_size=tm.cliper.image_size, mean=mean, std=std, num_frames=cfg.num_frames, classes=classes,
                   interpolation=tm.cliper.interpolation)
-    train_ds = ClipDataset(train_set, train=True, **kwargs)
+    train_ds = ClipDataset(train_set, train=True, augment=cfg.augment, **kwargs)
     test_ds = ClipDataset(test_set, train=False, **kwargs)
     soft = train_set.has_soft_labels
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
@@ -551,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--placeholder", default=d.placeholder)
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--num-frames", type=int, default=d.num_frames, help="frames per video clip (T)")
+    p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment,
+                   help="train augmentation: cliper (CLIPER's recipe), mild (flip, brightness, crop >= 70%% area), none")
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--stage1-lr", type=float, default=d.stage1_lr)
