@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import pytest
 import torch
@@ -70,17 +68,9 @@ def test_resume_refuses_another_setup():
 
 
 @pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+def ray_cluster(ray_runtime):
+    """The session's embedded Ray (tests/conftest.py): one runtime per test process, 2 CPUs."""
+    yield
 
 
 @pytest.fixture(scope="module")
