@@ -38,8 +38,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "dali"], help="frame decoder (default: auto per device and codec)")
     p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
     p.add_argument("--engine-cache", default="~/.cache/cliper_batch/tensorrt", help="folder for compiled TensorRT engines (built once per model, GPU, versions and batch profile)")
-    p.add_argument("--decode-workers", type=int, default=None, help="decode actors (default: CPUs left after scoring)")
-    p.add_argument("--score-workers", type=int, default=None, help="scoring actors (default: one per GPU, or 1 on CPU)")
+    p.add_argument(
+        "--worker",
+        default="auto",
+        choices=["auto", "fused", "staged"],
+        help="fused: one actor per GPU (or --gpu-fraction of one) decodes, frames faces, crops and scores with "
+        "frames and crops kept on its device, batching across videos; staged: CPU decode actors feed scoring "
+        "actors through the object store; auto (default): fused on CUDA, staged on CPU",
+    )
+    p.add_argument(
+        "--gpu-fraction",
+        type=float,
+        default=1.0,
+        help="fused worker on CUDA: GPUs per actor, in (0, 1]; 0.5 runs two fused actors per GPU so one decodes "
+        "while the other scores (default 1.0)",
+    )
+    p.add_argument(
+        "--videos-per-task",
+        type=int,
+        default=8,
+        help="fused worker: videos per Ray task; model batches span them (default 8); a task that still crashes after its retries records all of them as WorkerLost",
+    )
+    p.add_argument("--decode-workers", type=int, default=None, help="staged: decode actors (default: CPUs left after scoring)")
+    p.add_argument(
+        "--score-workers",
+        type=int,
+        default=None,
+        help="scoring actors (staged: default one per GPU, or 1 on CPU); fused actors (default GPUs / --gpu-fraction, or 1 on CPU)",
+    )
     p.add_argument("--video-timeout", type=float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
     p.add_argument("--force", action="store_true", help="re-annotate videos already done with this model and config")
     p.add_argument("--since", type=_parse_since, default=None, help="only videos modified at/after this time (ISO date/time, or POSIX seconds)")
@@ -114,7 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--limit must be >= 1")
         if args.commit_every < 1:
             raise ValueError("--commit-every must be >= 1")
-        options = RunOptions(force=args.force, since=args.since, limit=args.limit, videos_per_part=args.commit_every)
+        options = RunOptions(
+            force=args.force,
+            since=args.since,
+            limit=args.limit,
+            videos_per_part=args.commit_every,
+            worker=args.worker,
+            gpu_fraction=args.gpu_fraction,
+            videos_per_task=args.videos_per_task,
+        )
         list_videos(args.input)
         check_locations(args.input, args.output)
         model_info = describe_model(args.model)

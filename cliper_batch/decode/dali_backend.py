@@ -12,7 +12,9 @@ How a call works:
 3. The wanted indices go to ``fn.decoders.video(frames=...)`` (DALI decodes
    only what they need, seeking with its frame index), in chunks whose decoded
    size stays under ``chunk_bytes``, optionally followed by ``fn.resize``.
-4. Rotation (``info.rotation``) is applied on the host after the copy to numpy.
+4. Rotation (``info.rotation``) is applied on the host after the copy to numpy;
+   or, with :meth:`DaliDecoder.iter_frame_tensors`, frames become torch tensors
+   that stay on the GPU for the NVDEC decoder (device-to-device copy, rotated there).
 
 One pipeline per (resize yes/no) is built lazily and reused for every video;
 input data, frame indices and output size are fed per run, so nothing that
@@ -105,6 +107,39 @@ def frame_timeline(uri: str, data: bytes) -> FrameTimeline:
     return FrameTimeline(times, durations, codec)
 
 
+def torch_from_numpy(arr: np.ndarray):
+    """``torch.from_numpy`` (torch imported lazily: this module must import without it)."""
+    import torch
+
+    return torch.from_numpy(arr)
+
+
+def _rotate_tensor(img, rotation: int):
+    """Torch twin of :func:`cliper_batch.probe.rotate_upright`: ``(H, W, C)`` turned ``rotation`` degrees clockwise."""
+    import torch
+
+    if rotation % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {rotation}")
+    return torch.rot90(img, k=-(rotation // 90) % 4, dims=(0, 1)).contiguous()
+
+
+def _gpu_output_to_torch(tensor_gpu, device_id: int | None):
+    """Copy one DALI ``TensorGPU`` into a new torch tensor on ``cuda:device_id`` (device to device).
+
+    ``feed_ndarray`` runs ``copy_to_external`` on torch's current stream; DALI
+    inserts the stream dependencies both ways (its producing work -> the copy
+    -> its next use of the buffer), so neither a host sync nor a host copy is
+    needed and the torch tensor outlives DALI's output buffer.
+    """
+    import torch
+    from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
+    device = torch.device("cuda", 0 if device_id is None else int(device_id))
+    dst = torch.empty(tuple(tensor_gpu.shape()), dtype=to_torch_type[tensor_gpu.dtype], device=device)
+    feed_ndarray(tensor_gpu, dst, cuda_stream=torch.cuda.current_stream(device))
+    return dst
+
+
 class DaliDecoder:
     """:class:`~cliper_batch.decode.base.FrameDecoder` backed by DALI's video decoder.
 
@@ -183,8 +218,15 @@ class DaliDecoder:
         pipe.build()
         return pipe
 
-    def _run(self, uri: str, data: np.ndarray, indices: np.ndarray, hw: tuple[int, int] | None) -> np.ndarray:
-        """Decode ``indices`` (display order) of ``data``; returns (F, H, W, 3) uint8 on the host."""
+    def _run(
+        self, uri: str, data: np.ndarray, indices: np.ndarray, hw: tuple[int, int] | None, as_torch: bool = False
+    ):
+        """Decode ``indices`` (display order) of ``data``: (F, H, W, 3) uint8.
+
+        Host numpy array by default. ``as_torch``: a torch tensor, on
+        ``cuda:device_id`` for the GPU decoder (device-to-device copy, no host
+        round trip; see :meth:`iter_frame_tensors`) or on the CPU otherwise.
+        """
         key = hw is not None
         with self._lock:
             try:
@@ -196,18 +238,27 @@ class DaliDecoder:
                 if hw is not None:
                     pipe.feed_input("size", [np.asarray(hw, dtype=np.float32)])
                 (out,) = pipe.run()
-                if self.device == "gpu":
-                    out = out.as_cpu()
-                arr = np.array(out[0], copy=True)
+                if as_torch and self.device == "gpu":
+                    arr = _gpu_output_to_torch(out[0], self.device_id)
+                else:
+                    if self.device == "gpu":
+                        out = out.as_cpu()
+                    arr = np.array(out[0], copy=True)
             except Exception as exc:  # DALI raises RuntimeError subclasses; any failure poisons the pipeline
                 self._pipelines.pop(key, None)
                 msg = str(exc).strip().splitlines()
                 detail = next((line for line in msg if "Assert" in line or "not supported" in line), msg[0] if msg else "")
                 raise DecodeError(uri, f"DALI {self.name} could not decode frames ({type(exc).__name__}: {detail})") from exc
         if arr.ndim != 4 or arr.shape[0] != len(indices) or arr.shape[-1] != 3:
-            raise DecodeError(uri, f"DALI returned shape {arr.shape} for {len(indices)} frames")
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr, 0, 255).round().astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
+            raise DecodeError(uri, f"DALI returned shape {tuple(arr.shape)} for {len(indices)} frames")
+        if isinstance(arr, np.ndarray):
+            if arr.dtype != np.uint8:
+                arr = np.clip(arr, 0, 255).round().astype(np.uint8) if arr.dtype.kind == "f" else arr.astype(np.uint8)
+            return torch_from_numpy(arr) if as_torch else arr
+        import torch
+
+        if arr.dtype != torch.uint8:
+            arr = arr.float().clamp_(0, 255).round_().to(torch.uint8) if arr.dtype.is_floating_point else arr.to(torch.uint8)
         return arr
 
     # ----- public ------------------------------------------------------------
@@ -219,6 +270,29 @@ class DaliDecoder:
         size: tuple[int, int] | None = None,
     ) -> Iterator[np.ndarray]:
         """See :meth:`FrameDecoder.iter_frames`."""
+        yield from self._iter(uri, info, timestamps, size, as_torch=False)
+
+    def iter_frame_tensors(
+        self,
+        uri: str,
+        info: VideoInfo,
+        timestamps: Sequence[float],
+        size: tuple[int, int] | None = None,
+    ) -> Iterator["torch.Tensor"]:
+        """Like :meth:`iter_frames`, but each frame is a torch uint8 ``(H, W, 3)`` tensor.
+
+        For the GPU decoder the frames stay on ``cuda:device_id``: DALI's
+        output (a ``TensorListGPU``) is copied device-to-device into a
+        torch-owned tensor with ``nvidia.dali.plugin.pytorch.feed_ndarray``
+        on torch's current stream (DALI orders the copy after its own work and
+        its next run after the copy, DALI PR #3950), so there is no host round
+        trip and the frame stays valid after DALI reuses its buffers. Rotation
+        is applied on the device. For ``dali-cpu`` the tensors are on the CPU.
+        Frames of one decode chunk are views into one chunk tensor.
+        """
+        yield from self._iter(uri, info, timestamps, size, as_torch=True)
+
+    def _iter(self, uri: str, info: VideoInfo, timestamps: Sequence[float], size, as_torch: bool):
         ts = validate_request(uri, timestamps, size)
         if not ts:
             return
@@ -252,14 +326,17 @@ class DaliDecoder:
                     wanted.setdefault(indices[stop], len(wanted))
                     stop += 1
                 order = sorted(wanted)
-                frames = self._run(uri, data, np.asarray(order, dtype=np.int32), hw)
+                frames = self._run(uri, data, np.asarray(order, dtype=np.int32), hw, as_torch=as_torch)
                 stats["runs"] += 1
                 stats["decoded"] += len(order)
                 row = {idx: i for i, idx in enumerate(order)}
                 for k in range(start, stop):
-                    # A copy, so a frame the caller keeps does not pin the whole chunk.
                     img = frames[row[indices[k]]]
-                    yield rotate_upright(img, info.rotation) if info.rotation else img.copy()
+                    if as_torch:
+                        yield _rotate_tensor(img, info.rotation) if info.rotation else img
+                    else:
+                        # A copy, so a frame the caller keeps does not pin the whole chunk.
+                        yield rotate_upright(img, info.rotation) if info.rotation else img.copy()
                 del frames
                 start = stop
         finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from typing import Iterator
 
 import numpy as np
@@ -90,12 +89,7 @@ class DecodeStage:
             outcome.status = "ok"
             outcome.n_segments = emitted
         except Exception as exc:  # noqa: BLE001 - any failure of one video is data, not a crash
-            outcome.status = "failed"
-            outcome.n_segments = 0
-            outcome.error_type = type(exc).__name__
-            outcome.error = str(exc) or repr(exc)
-            if not isinstance(exc, (ProbeError, DecodeError, ValueError, OSError)):
-                outcome.extra["traceback"] = traceback.format_exc(limit=8)
+            rows.record_failure(outcome, exc, (ProbeError, DecodeError, ValueError, OSError))
             log.warning("video failed: %s: %s: %s", ref.uri, outcome.error_type, outcome.error)
         outcome.extra["decode_s"] = round(time.perf_counter() - t0, 4)
         yield rows.outcome_row(outcome, self.crop_shape)

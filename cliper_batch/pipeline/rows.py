@@ -17,6 +17,7 @@ The score stage drops ``crops`` and adds ``probs`` (``C`` float32) and
 from __future__ import annotations
 
 import json
+import traceback
 from dataclasses import asdict
 
 import numpy as np
@@ -60,6 +61,20 @@ def segment_rows(
     }
     out.update(_no_faces(n) if faces is None else faces)
     return out
+
+
+def record_failure(outcome: VideoOutcome, exc: BaseException, expected: tuple[type[BaseException], ...]) -> None:
+    """Mark ``outcome`` failed with ``exc`` (a failure of one video is data, not a crash).
+
+    ``expected`` are the error types whose message says it all (bad file, decode
+    error); any other exception also keeps a short traceback in ``extra``.
+    """
+    outcome.status = "failed"
+    outcome.n_segments = 0
+    outcome.error_type = type(exc).__name__
+    outcome.error = str(exc) or repr(exc)
+    if not isinstance(exc, expected):
+        outcome.extra["traceback"] = traceback.format_exc(limit=8)
 
 
 def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str, np.ndarray]:

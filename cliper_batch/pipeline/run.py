@@ -19,6 +19,7 @@ from ..uris import InvalidURI, is_inside, normalize_uri
 from ..writer import OutputLock, OutputWriter, recover_output
 from . import rows
 from .decode_stage import DecodeStage
+from .fused_stage import FusedStage
 from .score_stage import ScoreStage
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,18 @@ def check_locations(input_uri: str, output_uri: str) -> str:
     return output_uri
 
 
+WORKERS = ("auto", "fused", "staged")
+
+
 @dataclass(frozen=True)
 class Resources:
-    """How many actors of each stage to run, and what each one holds."""
+    """How many actors of each stage to run, and what each one holds.
+
+    ``worker='staged'``: ``decode_workers`` DecodeStage actors feed
+    ``score_workers`` ScoreStage actors. ``worker='fused'``: ``score_workers``
+    FusedStage actors do everything (``decode_workers`` is 0); the ``score_*``
+    resources are those of one fused actor.
+    """
 
     decode_workers: int
     score_workers: int
@@ -105,21 +115,49 @@ class Resources:
     score_num_cpus: float
     score_threads: int
     device: str
+    worker: str = "staged"
 
 
-def plan_resources(device_pref: str, decode_workers: int | None, score_workers: int | None) -> Resources:
-    """Size the two actor pools from the cluster's resources.
+def resolve_worker(worker: str, device_kind: str) -> str:
+    """``auto`` -> ``fused`` on CUDA (crops never leave the GPU), ``staged`` on CPU; explicit choices are kept."""
+    if worker not in WORKERS:
+        raise ValueError(f"worker must be one of {'|'.join(WORKERS)}, got {worker!r}")
+    if worker == "auto":
+        return "fused" if device_kind == "cuda" else "staged"
+    return worker
 
-    GPU cluster: one scoring actor per GPU, decoders on the remaining CPUs.
-    CPU only (a laptop): one scoring actor whose torch threads use the cores,
+
+def plan_resources(
+    device_pref: str,
+    decode_workers: int | None,
+    score_workers: int | None,
+    worker: str = "auto",
+    gpu_fraction: float = 1.0,
+) -> Resources:
+    """Size the actor pools from the cluster's resources.
+
+    Staged, GPU cluster: one scoring actor per GPU, decoders on the remaining CPUs.
+    Staged, CPU only (a laptop): one scoring actor whose torch threads use the cores,
     and decoders on the logical CPUs left (at least one), so neither stage starves.
+    Fused, GPU cluster: ``gpus / gpu_fraction`` fused actors (``--score-workers``
+    overrides), each holding ``gpu_fraction`` of a GPU and one CPU. Fused on CPU:
+    ``--score-workers`` actors (default 1) sharing the cores' torch threads.
     """
+    if not (0.0 < gpu_fraction <= 1.0):
+        raise ValueError(f"gpu_fraction must be in (0, 1], got {gpu_fraction}")
     res = ray.cluster_resources()
     cpus = int(res.get("CPU", 1))
     gpus = int(res.get("GPU", 0))
     use_gpu = device_pref.startswith("cuda") or (device_pref == "auto" and gpus > 0)
     if use_gpu and gpus == 0:
         raise RuntimeError(f"--device {device_pref} asked for CUDA but the Ray cluster has no GPUs")
+    worker = resolve_worker(worker, "cuda" if use_gpu else "cpu")
+    if worker == "fused":
+        if use_gpu:
+            n = score_workers or max(1, int(gpus / gpu_fraction + 1e-9))
+            return Resources(0, n, float(gpu_fraction), 1.0, 1, "cuda", "fused")
+        n = score_workers or 1
+        return Resources(0, n, 0.0, 1.0, max(1, (os.cpu_count() or cpus) // n), "cpu", "fused")
     if use_gpu:
         n_score = score_workers or gpus
         n_decode = decode_workers or max(1, cpus - n_score)
@@ -132,13 +170,27 @@ def plan_resources(device_pref: str, decode_workers: int | None, score_workers: 
 
 @dataclass(frozen=True)
 class RunOptions:
-    """What a run does beyond the semantic config: incremental selection and commit cadence."""
+    """What a run does beyond the semantic config: incremental selection, commit cadence, worker layout.
+
+    None of these change results, so none is part of the config hash.
+    """
 
     force: bool = False  # re-annotate videos already done with this model and config
     since: float | None = None  # only videos modified at/after this POSIX time
     limit: int | None = None  # at most this many videos this run
     videos_per_part: int = 2_000  # commit a part every N finished videos
     seconds_per_part: float = 120.0  # ... or every N seconds
+    worker: str = "auto"  # auto (fused on CUDA, staged on CPU) | fused | staged
+    gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
+    videos_per_task: int = 8  # fused: videos per Ray task; batches span them; a task failing all retries makes them WorkerLost
+
+    def __post_init__(self) -> None:
+        if self.worker not in WORKERS:
+            raise ValueError(f"worker must be one of {'|'.join(WORKERS)}, got {self.worker!r}")
+        if not (0.0 < self.gpu_fraction <= 1.0):
+            raise ValueError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction}")
+        if self.videos_per_task < 1:
+            raise ValueError(f"videos_per_task must be >= 1, got {self.videos_per_task}")
 
 
 def annotate(
@@ -154,10 +206,13 @@ def annotate(
     run_id: str | None = None,
     model_info: ModelInfo | None = None,
     decode_stage: type | None = None,
+    fused_stage: type | None = None,
 ) -> RunSummary:
     """Annotate the videos under ``input_uri`` that still need it into ``output_uri``. Ray must be initialised.
 
-    ``decode_stage`` replaces :class:`DecodeStage` (same constructor), e.g. to inject faults in tests.
+    ``options.worker`` picks the layout (:func:`resolve_worker`). ``decode_stage``
+    replaces :class:`DecodeStage` and ``fused_stage`` :class:`FusedStage` (same
+    constructors), e.g. to inject faults in tests.
     """
     options = options or RunOptions()
     t0 = time.perf_counter()
@@ -182,9 +237,14 @@ def annotate(
             storage_options=storage_options,
             expected=plan.todo,
         )
-        res = plan_resources(config.device, decode_workers, score_workers)
+        res = plan_resources(config.device, decode_workers, score_workers, options.worker, options.gpu_fraction)
+        log.info("run %s: %s worker on %s, resources %s", run_id, res.worker, res.device, res)
         if plan.todo:
-            for batch in _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage):
+            if res.worker == "fused":
+                batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+            else:
+                batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
+            for batch in batches:
                 writer.add_batch(batch)
         stats = writer.close()  # videos still incomplete become failed rows here
         wall = time.perf_counter() - t0
@@ -279,10 +339,50 @@ def _stream(
             storage_options=storage_options,
         ),
         batch_size=config.batch_size,
+        **_model_actor_options(res),
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def _model_actor_options(res: Resources) -> dict:
+    """``map_batches`` settings of the actors that hold the model (ScoreStage or FusedStage).
+
+    A fixed pool (the model loads once per actor) with its CPU/GPU share; an actor
+    that crashes is restarted and its task retried twice before the block's videos
+    become ``WorkerLost`` rows.
+    """
+    return dict(
         compute=ray.data.ActorPoolStrategy(size=res.score_workers, max_tasks_in_flight_per_actor=2),
         num_cpus=res.score_num_cpus,
         num_gpus=res.score_num_gpus,
         max_restarts=2,
         max_task_retries=2,
+    )
+
+
+def _stream_fused(
+    refs, model_spec: str, config: AnnotateConfig, res: Resources, options: RunOptions, storage_options, fused_stage=None
+):
+    """The fused pipeline: refs -> FusedStage actors (decode, faces, crops and scores on one device) -> driver.
+
+    Each task gets ``options.videos_per_task`` videos, so model batches fill
+    across videos; each actor holds ``res.score_num_gpus`` GPUs (``--gpu-fraction``)
+    and one CPU. Crash handling is the staged one: restart, retry twice, then
+    the block's videos become ``WorkerLost`` rows.
+    """
+    ray.data.DataContext.get_current().max_errored_blocks = len(refs)
+    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    ds = ds.map_batches(
+        fused_stage or FusedStage,
+        fn_constructor_kwargs=dict(
+            model_spec=model_spec,
+            config=config,
+            device=res.device,
+            num_threads=res.score_threads,
+            storage_options=storage_options,
+        ),
+        batch_size=options.videos_per_task,
+        **_model_actor_options(res),
     )
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")

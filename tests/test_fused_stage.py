@@ -1,0 +1,223 @@
+"""The fused (GPU-resident) worker: same Parquet as the staged pipeline, errors as data, batches across videos.
+
+CPU only here: the fused path runs on the CPU device with the torch crop
+reference and PyAV frames. What needs CUDA (Triton crops, DALI NVDEC frames
+kept on the GPU) is checked by the tests marked ``needs_cuda``, skipped here.
+"""
+import json
+import os
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from cliper_batch import query
+from cliper_batch.cli import main as annotate_main
+from cliper_batch.decode.select import cuda_available
+from cliper_batch.faces.cuts import ShotCutDetector
+from cliper_batch.pipeline import rows
+from cliper_batch.pipeline.fused_stage import FusedStage, cut_detection_input, select_crop_backend
+from cliper_batch.pipeline.run import plan_resources, resolve_worker
+from cliper_batch.synthetic import write_expression_video
+from cliper_batch.types import AnnotateConfig, VideoRef
+from cliper_batch.uris import normalize_uri
+
+SEG, T = 0.5, 4
+needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA GPU (Triton crop kernel, DALI NVDEC device frames)")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Two faces videos (H.264 .mp4, VP9 .webm; 2 s, 10 fps, 160x120) and a file that is not a video."""
+    d = tmp_path_factory.mktemp("fused_corpus")
+    write_expression_video(str(d / "a.mp4"), [(0, 1, "happy"), (1, 2, "sad")], codec="h264", fps=10, size=(160, 120), seed=1)
+    write_expression_video(str(d / "b.webm"), [(0, 1, "surprise"), (1, 2, "neutral")], codec="vp9", fps=10, size=(160, 120), seed=2)
+    (d / "broken.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    return d
+
+
+def refs_for(*paths) -> dict[str, np.ndarray]:
+    refs = [VideoRef(video_id=os.path.basename(str(p)), uri=normalize_uri(str(p))) for p in paths]
+    return {"ref": np.array([rows.encode_ref(r) for r in refs], dtype=object)}
+
+
+def config(faces: str, **kw) -> AnnotateConfig:
+    base = dict(segment_seconds=SEG, frames_per_segment=T, faces=faces, batch_size=3, device="cpu", decoder="pyav")
+    return AnnotateConfig(**{**base, **kw})
+
+
+def outcomes(blocks) -> dict[str, dict]:
+    return {str(b["video_id"][i]): json.loads(b["outcome"][i]) for b in blocks for i in np.flatnonzero(b["row_kind"] == rows.VIDEO)}
+
+
+# --------------------------------------------------------------------------- (a) + (b) on the real Ray runtime
+
+
+@pytest.mark.parametrize("faces", ["none", "detect"])
+def test_fused_gives_the_staged_parquet(ray_runtime, corpus, tiny_checkpoint, tmp_path, faces):
+    args = ["--input", str(corpus), "--model", tiny_checkpoint, "--device", "cpu", "--faces", faces,
+            "--segment-seconds", str(SEG), "--frames-per-segment", str(T), "--batch-size", "3", "--decoder", "pyav"]
+    out = {w: str(tmp_path / w) for w in ("staged", "fused")}
+    for worker, path in out.items():
+        assert annotate_main([*args, "--output", path, "--worker", worker]) == 0
+
+    record = json.loads(next((tmp_path / "fused" / "runs").glob("*.json")).read_text())
+    assert record["resources"]["worker"] == "fused" and record["options"]["worker"] == "fused"
+    assert json.loads(next((tmp_path / "staged" / "runs").glob("*.json")).read_text())["resources"]["worker"] == "staged"
+
+    # (b) the file that is not a video is a failed row; the others complete, in both layouts
+    v = {w: query.scan_videos(p).collect().sort("video_uri") for w, p in out.items()}
+    status = {os.path.basename(u): (s, e) for u, s, e in v["fused"].select("video_uri", "status", "error_type").iter_rows()}
+    assert status == {"a.mp4": ("ok", None), "b.webm": ("ok", None), "broken.mp4": ("failed", "ProbeError")}
+    cols = ["video_uri", "status", "error_type", "n_segments", "n_tracks", "decoder"]
+    assert v["fused"].select(cols).equals(v["staged"].select(cols))
+
+    key = ["video_uri", "track_id", "segment_index"]
+    a = query.scan_timelines(out["staged"]).collect().sort(key)
+    b = query.scan_timelines(out["fused"]).collect().sort(key)
+    n_segments = 2 * int(2.0 / SEG)
+    assert a.height == b.height >= n_segments  # detect: at least one face track per segment
+    assert a.select(key, "start_s", "end_s").equals(b.select(key, "start_s", "end_s"))
+    assert a["label"].to_list() == b["label"].to_list()
+    p_cols = [c for c in a.columns if c.startswith("p_")]
+    # none: the same pixels (centre square of the same decoded frames); detect: the fused crop skips the
+    # staged path's uint8 rounding of the resized crop, so scores move slightly
+    atol = 1e-5 if faces == "none" else 2e-3
+    np.testing.assert_allclose(b.select(p_cols).to_numpy(), a.select(p_cols).to_numpy(), atol=atol)
+    if faces == "detect":
+        face_cols = ["face_x0", "face_y0", "face_x1", "face_y1", "face_score", "frames_with_face"]
+        assert a.select(face_cols).equals(b.select(face_cols))
+        assert b.filter(pl.col("frames_with_face").is_null()).height == 0
+    else:
+        assert set(b["track_id"].to_list()) == {0}
+
+
+# --------------------------------------------------------------------------- (b), (c) calling the class directly
+
+
+def test_batches_span_videos_and_outcomes_follow_their_clips(corpus, tiny_checkpoint):
+    stage = FusedStage(tiny_checkpoint, config("none"), device="cpu")
+    assert stage.crop_backend == "torch" and "CUDA" in stage.crop_backend_reason
+    blocks = list(stage(refs_for(corpus / "a.mp4", corpus / "b.webm")))
+    per_video = int(2.0 / SEG)
+    # 2 x 4 clips in batches of 3: full batches first, the partial one flushed at the end of the block
+    assert stage.batch_sizes == [3, 3, 2]
+    assert [len(b.video_ids) for b in stage.batches] == [1, 2, 1]  # the middle batch holds clips of both videos
+    assert [len(b["row_kind"]) for b in blocks] == [3, 4, 3]  # + an outcome row once its video is fully scored
+    seen: dict[str, int] = {}
+    for b in blocks:
+        for kind, vid in zip(b["row_kind"], b["video_id"]):
+            if kind == rows.SEGMENT:
+                seen[vid] = seen.get(vid, 0) + 1
+            else:
+                assert seen.get(vid) == per_video, "an outcome row left before all of its video's clips"
+    o = outcomes(blocks)
+    assert {k: (v["status"], v["n_segments"], v["extra"]["worker"]) for k, v in o.items()} == {
+        "a.mp4": ("ok", per_video, "fused"), "b.webm": ("ok", per_video, "fused")}
+    seg = np.concatenate([b["probs"][b["row_kind"] == rows.SEGMENT] for b in blocks])
+    np.testing.assert_allclose(seg.sum(1), 1.0, atol=1e-5)
+    assert all(str(x) == "eager@cpu" for b in blocks for x in b["score_backend"])
+
+
+def test_bad_videos_are_rows_and_the_block_goes_on(corpus, truncated_vp9_video, tiny_checkpoint):
+    truncated, _ = truncated_vp9_video  # probes fine, frames after ~40% missing: fails mid-video
+    # one segment per decode chunk and room in the batch: the truncated video has a clip queued when it fails
+    cfg = config("none", segment_seconds=1.0, decode_chunk_segments=1, batch_size=8)
+    stage = FusedStage(tiny_checkpoint, cfg, device="cpu")
+    blocks = list(stage(refs_for(corpus / "a.mp4", corpus / "broken.mp4", truncated, corpus / "b.webm")))
+    o = outcomes(blocks)
+    assert {k: (v["status"], v["error_type"]) for k, v in o.items()} == {
+        "a.mp4": ("ok", None), "broken.mp4": ("failed", "ProbeError"),
+        "truncated.webm": ("failed", "DecodeError"), "b.webm": ("ok", None)}
+    assert "truncated.webm" in o["truncated.webm"]["error"]
+    seg_videos = [v for b in blocks for k, v in zip(b["row_kind"], b["video_id"]) if k == rows.SEGMENT]
+    assert sorted(set(seg_videos)) == ["a.mp4", "b.webm"]  # the truncated video's queued clips were dropped unscored
+    assert seg_videos.count("a.mp4") == seg_videos.count("b.webm") == 2
+
+    # per-video timeout, as in DecodeStage: every video is a VideoTimeout row, nothing is scored
+    slow = FusedStage(tiny_checkpoint, config("none", video_timeout_s=1e-6), device="cpu")
+    o = outcomes(list(slow(refs_for(corpus / "a.mp4", corpus / "b.webm"))))
+    assert {v["error_type"] for v in o.values()} == {"VideoTimeout"} and slow.batch_sizes == []
+
+
+# --------------------------------------------------------------------------- (d) crop backend, resources
+
+
+def test_crop_backend_choice():
+    assert select_crop_backend("cpu").name == "torch"
+    assert select_crop_backend(torch.device("cpu"), triton_available=True).name == "torch"
+    assert select_crop_backend("cuda:0", triton_available=True).name == "triton"
+    no_triton = select_crop_backend("cuda", triton_available=False)
+    assert no_triton.name == "torch" and "not importable" in no_triton.reason
+
+
+def test_worker_layout_and_resources(ray_runtime, monkeypatch):
+    assert resolve_worker("auto", "cuda") == "fused" and resolve_worker("auto", "cpu") == "staged"
+    assert resolve_worker("staged", "cuda") == "staged"
+    with pytest.raises(ValueError, match="worker must be"):
+        resolve_worker("both", "cpu")
+    assert plan_resources("cpu", None, None, "auto").worker == "staged"
+    fused_cpu = plan_resources("cpu", None, None, "fused")
+    assert (fused_cpu.worker, fused_cpu.decode_workers, fused_cpu.score_workers, fused_cpu.score_num_gpus) == ("fused", 0, 1, 0.0)
+    with pytest.raises(RuntimeError, match="no GPUs"):
+        plan_resources("cuda", None, None, "auto")
+    # the GPU sizing rule, for a cluster this host cannot be: 4 GPUs, half a GPU per fused actor
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 4.0})
+    r = plan_resources("auto", None, None, "auto", gpu_fraction=0.5)
+    assert (r.worker, r.device, r.score_workers, r.score_num_gpus, r.decode_workers) == ("fused", "cuda", 8, 0.5, 0)
+    assert plan_resources("auto", None, None, "staged").worker == "staged"
+
+
+def test_cut_detection_input_keeps_cuts_and_scores():
+    """Subsampling before the host copy leaves the cut detector's input unchanged, for any frame size."""
+    rng = np.random.default_rng(0)
+    for h, w in ((360, 640), (720, 1280), (120, 160), (1080, 1920)):
+        # two "shots" of pixel-level noise (so subsampling matters): reddish frames 0-2, bluish frames 3-5
+        colour = np.array([(200, 40, 30)] * 3 + [(30, 60, 200)] * 3, dtype=np.int16)[:, None, None, :]
+        frames = torch.from_numpy((colour + rng.integers(0, 50, (6, h, w, 3), dtype=np.int16)).astype(np.uint8))
+        full, sub = ShotCutDetector(), ShotCutDetector()
+        assert full.update(frames) == sub.update(cut_detection_input(frames)) == [3]
+        np.testing.assert_allclose(full.scores, sub.scores, atol=1e-6)
+
+
+def test_dali_frame_tensors_match_host_frames(rotated_vp9_video):
+    """The tensor path of the DALI decoder (here its CPU decoder) gives the same upright frames as iter_frames."""
+    from cliper_batch.decode.dali_backend import DaliDecoder, dali_available
+    from cliper_batch.probe import probe
+
+    if not dali_available():
+        pytest.skip("nvidia.dali is not installed")
+    path, _ = rotated_vp9_video
+    info = probe(path)
+    assert info.rotation == 270
+    ts = [0.0, 0.2, 0.2, 0.5]
+    dec = DaliDecoder("cpu", max_chunk_frames=2)
+    host = list(dec.iter_frames(path, info, ts, size=(48, 64)))
+    tensors = list(dec.iter_frame_tensors(path, info, ts, size=(48, 64)))
+    assert all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.shape == (64, 48, 3) for t in tensors)
+    for a, b in zip(host, tensors, strict=True):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+# --------------------------------------------------------------------------- GPU only
+
+
+@needs_cuda
+def test_fused_on_cuda_uses_triton_and_device_frames(corpus, tiny_checkpoint):
+    from cliper_batch.decode.dali_backend import DaliDecoder
+    from cliper_batch.probe import probe
+
+    stage = FusedStage(tiny_checkpoint, config("none", device="cuda", decoder="dali"), device="cuda")
+    assert stage.crop_backend == "triton", stage.crop_backend_reason
+    blocks = list(stage(refs_for(corpus / "a.mp4", corpus / "b.webm")))
+    assert {v["extra"]["decoder"] for v in outcomes(blocks).values()} == {"dali-gpu"}
+    info = probe(str(corpus / "a.mp4"))
+    dec = DaliDecoder("gpu", device_id=0)
+    ts = [0.0, 0.35, 1.2]
+    frames = list(dec.iter_frame_tensors(str(corpus / "a.mp4"), info, ts, size=(80, 60)))
+    assert all(f.is_cuda and f.shape == (60, 80, 3) for f in frames)
+    for a, b in zip(dec.iter_frames(str(corpus / "a.mp4"), info, ts, size=(80, 60)), frames, strict=True):
+        np.testing.assert_array_equal(a, b.cpu().numpy())
