@@ -1099,11 +1099,12 @@ def write_video_corpus(
 # --------------------------------------------------------------------------- CLI
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> ``(width, height)`` for argparse (``type=parse_size``)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"--size must look like WIDTHxHEIGHT (e.g. 256x256), got {text!r}") from exc
+        raise argparse.ArgumentTypeError(f"size must look like WIDTHxHEIGHT (e.g. 256x256), got {text!r}") from exc
     return w, h
 
 
@@ -1117,7 +1118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--images-per-class", type=int, default=0, help="also write N face crops per class under OUT/images")
     p.add_argument("--image-size", type=int, default=112, help="side of the face crops")
-    p.add_argument("--size", type=_parse_size, default=(256, 256), help="video frame WIDTHxHEIGHT")
+    p.add_argument("--size", type=parse_size, default=(256, 256), help="video frame WIDTHxHEIGHT")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--segment-seconds", type=float, default=2.0)
     p.add_argument("--min-spans", type=int, default=3)

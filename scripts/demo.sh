@@ -4,9 +4,8 @@
 # expression changes and ground truth) under demo/videos, annotates it into demo/annotations,
 # prints the per-video summary and the segment accuracy against the ground truth.
 #
-# Model: demo/model/cliper-demo.safetensors when scripts/build_demo_model.sh has built it,
-# else a random-weight Tiny-ViT-T-16 (the pipeline runs end to end, the labels mean nothing).
-# Override with MODEL=... (a .safetensors checkpoint or openclip:ARCH@PRETRAINED).
+# Model: the shipped demo CLIPER, models/cliper-demo.safetensors (scripts/build_demo_model.sh
+# rebuilds it). Override with MODEL=... (a .safetensors checkpoint or openclip:ARCH@PRETRAINED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,14 +14,7 @@ PY=.venv/bin/python
 if [ ! -f demo/videos/ground_truth.parquet ]; then
   $PY -m cliper_batch.synthetic --out demo/videos --videos 4 --seed 7
 fi
-if [ -z "${MODEL:-}" ]; then
-  if [ -f demo/model/cliper-demo.safetensors ]; then
-    MODEL=demo/model/cliper-demo.safetensors
-  else
-    MODEL=openclip:Tiny-ViT-T-16
-    echo "demo: no trained demo model yet (scripts/build_demo_model.sh); using random weights: labels are meaningless" >&2
-  fi
-fi
+MODEL=${MODEL:-models/cliper-demo.safetensors}
 $PY jobs/annotate.py --input demo/videos --output demo/annotations --model "$MODEL" "$@"
 $PY -m cliper_batch.query summary demo/annotations
 $PY -m training.demo score --output demo/annotations --ground-truth demo/videos/ground_truth.parquet

@@ -1,9 +1,9 @@
 """The demo model end to end: synthetic faces -> two-stage Ray Train run -> export -> annotate held-out videos -> score.
 
-CI size: 30 crops per class at 64 px, 1 stage-1 + 2 stage-2 epochs of the demo
-recipe (``training.demo.DEMO_RECIPE``), 2 held-out videos annotated with
-``--faces detect``. The full recipe (scripts/build_demo_model.sh) is too slow
-for CI; see docs/training.md for its numbers.
+The full recipe of scripts/build_demo_model.sh (``training.demo``): faces
+rendered in frames and cropped by the engine's detector, the two-stage Ray Train
+run, export, 6 held-out videos (other people, other seed) annotated with
+``--faces detect``, scored against ground truth. About 12 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -16,8 +16,12 @@ import torch
 
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.model.factory import load_model
-from cliper_batch.synthetic import write_image_dataset, write_video_corpus
-from training.demo import DEMO_ARCH, ScoreError, demo_config, score_annotations, score_segments
+from cliper_batch.synthetic import write_video_corpus
+from training.demo import (
+    DEMO_ARCH, DEMO_IMAGE_SEED, DEMO_IMAGES_PER_CLASS, DEMO_RECIPE, ScoreError, demo_config, score_annotations,
+    score_segments,
+)
+from training.framed_faces import write_framed_dataset
 from training.train import run_training
 
 
@@ -52,29 +56,42 @@ def test_score_annotations_rejects_bad_ground_truth(tmp_path):
 
 @pytest.fixture(scope="module")
 def demo_run(ray_runtime, tmp_path_factory):
-    """A reduced demo-recipe run through the real trainer, and its export annotating 2 held-out videos."""
+    """The full demo recipe (scripts/build_demo_model.sh) through the real trainer, then 6 held-out videos."""
     root = tmp_path_factory.mktemp("demo")
-    labels = write_image_dataset(str(root / "faces"), 30, seed=1, size=64)
+    report = write_framed_dataset(str(root / "faces"), DEMO_IMAGES_PER_CLASS, seed=DEMO_IMAGE_SEED)
     export = str(root / "cliper-demo.safetensors")
-    cfg = demo_config(labels, stage1_epochs=1, stage2_epochs=2, storage_path=str(root / "runs"), export=export)
+    cfg = demo_config(report.labels_path, storage_path=str(root / "runs"), export=export)
     outcome = run_training(cfg)
-    gt = write_video_corpus(str(root / "videos"), 2, seed=1000, min_spans=3, max_spans=3)
+    gt = write_video_corpus(str(root / "videos"), 6, seed=1000)
     out = str(root / "annotations")
-    rc = annotate_main(["--input", str(root / "videos"), "--output", out, "--model", export, "--faces", "detect",
-                        "--frames-per-segment", "4", "--batch-size", "4"])
-    return outcome, export, gt, out, rc
+    rc = annotate_main(["--input", str(root / "videos"), "--output", out, "--model", export, "--faces", "detect"])
+    return report, outcome, export, gt, out, rc
 
 
-def test_demo_recipe_trains_exports_and_annotates(demo_run):
-    outcome, export, gt, out, rc = demo_run
-    assert [r["stage"] for r in outcome.history] == [1, 2, 2]
-    assert os.path.isfile(export)
+def test_demo_recipe_reaches_the_accuracy_target_on_held_out_videos(demo_run):
+    """Issue 3's end-to-end bar: segment accuracy >= 0.95 and every expression change located within one segment."""
+    report, outcome, export, gt, out, rc = demo_run
+    assert report.written >= 0.7 * 7 * DEMO_IMAGES_PER_CLASS  # the detector finds most rendered faces
+    stages = [r["stage"] for r in outcome.history]
+    assert stages == [1] * DEMO_RECIPE["stage1_epochs"] + [2] * DEMO_RECIPE["stage2_epochs"]
+    assert outcome.history[-1]["war"] >= 0.9, outcome.history[-1]  # held-out identities, framed as the engine does
     loaded = load_model(export)
-    assert loaded.image_size == 64 and len(loaded.classes) == 7
-    assert loaded.model.arch == DEMO_ARCH
+    assert loaded.image_size == 64 and len(loaded.classes) == 7 and loaded.model.arch == DEMO_ARCH
     assert rc == 0
     score = score_annotations(out, gt)
     truth = pl.read_parquet(gt)
-    assert score.n_truth == truth.height and score.changes >= 4
-    assert score.coverage >= 0.5, score.as_dict()  # MTCNN finds the synthetic faces in most frames
+    assert score.n_truth == truth.height and score.coverage >= 0.95, score.as_dict()
+    assert score.accuracy >= 0.95, score.as_dict()
+    assert score.changes >= 6 and score.changes_located == score.changes, score.as_dict()
     assert sum(score.confusions.values()) == score.n_annotated - score.n_correct
+
+
+def test_shipped_demo_checkpoint_loads_and_matches_the_recipe():
+    """models/cliper-demo.safetensors (what scripts/demo.sh uses) is the recipe's architecture and classes."""
+    path = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
+    loaded = load_model(path)
+    assert loaded.model.arch == DEMO_ARCH and loaded.image_size == 64
+    assert list(loaded.classes) == ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
+    with torch.no_grad():
+        scores = loaded.model(torch.zeros(2, 1, 3, 64, 64))
+    assert scores.shape[0] == 2 and torch.isfinite(scores).all()

@@ -188,3 +188,43 @@ def test_template_errors(clip_and_tokenizer):
         placeholder_positions(tok, CLIPER_TEMPLATE.replace("X X X X", " ".join(["X"] * 40)))
     with pytest.raises(PromptError, match="exactly one token"):
         placeholder_positions(tok, "a photo of qqqzzzxxyy.", placeholder="qqqzzzxxyy")
+
+
+def test_center_descriptors_removes_the_shared_direction():
+    from training.model import center_descriptors
+
+    g = torch.Generator().manual_seed(3)
+    shared = torch.randn(16, generator=g) * 10
+    raw = torch.nn.functional.normalize(shared + torch.randn(4, 3, 16, generator=g), dim=-1)
+    means = torch.nn.functional.normalize(raw.mean(1), dim=-1)
+    assert (means @ means.T - 2 * torch.eye(4)).max() > 0.95  # nearly one vector, as from a random text tower
+    out = center_descriptors(raw)
+    assert out.shape == raw.shape
+    assert torch.allclose(out.norm(dim=-1), torch.ones(4, 3), atol=1e-5)
+    # by hand: minus the mean over all 12 descriptors, re-normalised
+    by_hand = raw - raw.reshape(12, 16).mean(0)
+    assert torch.allclose(out, by_hand / by_hand.norm(dim=-1, keepdim=True), atol=1e-6)
+    spread = torch.nn.functional.normalize(out.mean(1), dim=-1)
+    assert (spread @ spread.T - 2 * torch.eye(4)).max() < 0.5
+    with pytest.raises(ValueError, match=r"\[C, K, D\]"):
+        center_descriptors(raw[0])
+    with pytest.raises(ValueError, match="equals the mean"):
+        center_descriptors(torch.ones(2, 2, 4))
+
+
+def test_initial_context_random_and_class_shared():
+    from training.prompts import CLASS_INIT_STD, initial_context
+
+    rnd = initial_context(6, 4, 8, "random", init_std=1e-3, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(rnd, torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(1)) * 1e-3)
+    cls = initial_context(6, 4, 8, "class", prompts_per_group=3, generator=torch.Generator().manual_seed(1)).reshape(6, -1)
+    assert cls.shape == (6, 32)
+    assert 0.5 * CLASS_INIT_STD < float(cls.std()) < 2 * CLASS_INIT_STD
+    sims = F.normalize(cls, dim=-1) @ F.normalize(cls, dim=-1).T
+    within = [sims[i, j] for i in range(6) for j in range(6) if i != j and i // 3 == j // 3]
+    across = [sims[i, j] for i in range(6) for j in range(6) if i // 3 != j // 3]
+    assert min(within) > 0.8 and max(abs(a) for a in across) < 0.6
+    with pytest.raises(PromptError, match="multiple of prompts_per_group"):
+        initial_context(7, 4, 8, "class", prompts_per_group=3)
+    with pytest.raises(PromptError, match="ctx init must be one of"):
+        initial_context(6, 4, 8, "zeros")

@@ -38,6 +38,26 @@ class ModelBuildError(ValueError):
     """A model spec or setting the trainer cannot use (the message says which and why)."""
 
 
+def center_descriptors(desc: Tensor) -> Tensor:
+    """Remove the direction all descriptors share, then re-normalise: ``[C, K, D]`` -> ``[C, K, D]``.
+
+    Why: a randomly initialised text tower (no pretrained CLIP, e.g. the demo
+    model) pools every prompt to nearly the same vector (class-mean cosine
+    0.97-0.999 after stage 1), so the fixed anchors differ only along tiny
+    directions and stage 2 must separate classes inside that sliver. The shared
+    component carries no class information; removing it keeps what stage 1 learned
+    about each class (the differences between prompts) and spreads the anchors.
+    Off by default: with a pretrained text tower CLIPER uses the prompts as they are.
+    """
+    if desc.ndim != 3:
+        raise ValueError(f"descriptors must be [C, K, D], got {tuple(desc.shape)}")
+    centered = desc - desc.reshape(-1, desc.shape[-1]).mean(dim=0)
+    norms = centered.norm(dim=-1, keepdim=True)
+    if bool((norms < 1e-6).any()):
+        raise ValueError("cannot center descriptors: some descriptor equals the mean of all descriptors")
+    return centered / norms
+
+
 @dataclass
 class TrainingModel:
     """The pieces of a CLIPER under training (see module docstring)."""
@@ -64,9 +84,16 @@ class TrainingModel:
         return self.prompts().view(c, k, -1)
 
     @torch.no_grad()
-    def fix_descriptors(self) -> None:
-        """Encode the prompts once into ``cliper.descriptors`` (start of stage 2, or before export)."""
-        self.cliper.descriptors.copy_(self.prompt_descriptors().to(self.cliper.descriptors))
+    def fix_descriptors(self, center: bool = False) -> None:
+        """Encode the prompts once into ``cliper.descriptors`` (start of stage 2, or before export).
+
+        ``center``: subtract the mean of all ``C*K`` descriptors before re-normalising
+        (see :func:`center_descriptors`).
+        """
+        desc = self.prompt_descriptors()
+        if center:
+            desc = center_descriptors(desc)
+        self.cliper.descriptors.copy_(desc.to(self.cliper.descriptors))
 
     def to(self, device: torch.device | str) -> "TrainingModel":
         self.cliper.to(device)
@@ -132,6 +159,7 @@ def build_training_model(
     temperature: float = 0.01,
     seed: int = 0,
     cache_dir: str | None = None,
+    ctx_init: str = "random",
 ) -> TrainingModel:
     """Create the open_clip model ``spec`` names and split it into the exported CLIPER and the prompt learner.
 
@@ -177,7 +205,8 @@ def build_training_model(
     tokenizer = open_clip.get_tokenizer(arch)
     generator = torch.Generator().manual_seed(int(seed))
     prompts = PromptLearner(
-        clip_model, tokenizer, len(classes) * descriptors_per_class, template, placeholder, generator=generator
+        clip_model, tokenizer, len(classes) * descriptors_per_class, template, placeholder, generator=generator,
+        init=ctx_init, prompts_per_group=descriptors_per_class,
     )
     with torch.no_grad():
         initial = prompts().view(len(classes), descriptors_per_class, -1)

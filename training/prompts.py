@@ -33,6 +33,36 @@ from torch import Tensor, nn
 CLIPER_TEMPLATE = "an ID photo of X X X X."
 DEFAULT_PLACEHOLDER = "X"
 INIT_STD = 1e-3  # CLIPER: torch.randn(...) / 1000
+CTX_INITS = ("random", "class")
+CLASS_INIT_STD = 0.02  # "class" init: open_clip's token-embedding init scale
+CLASS_INIT_JITTER = 0.25  # "class" init: per-descriptor noise, relative to CLASS_INIT_STD
+
+
+def initial_context(
+    n_prompts: int, n_ctx: int, width: int, init: str = "random", *, prompts_per_group: int = 1,
+    init_std: float = INIT_STD, generator: torch.Generator | None = None,
+) -> Tensor:
+    """Initial prompt vectors ``[n_prompts, n_ctx, width]``.
+
+    * ``random`` (CLIPER): independent ``randn * init_std`` per prompt. With a
+      pretrained text tower stage 1 turns these into class-coherent descriptors
+      because the frozen image features already separate the expressions.
+    * ``class``: the ``prompts_per_group`` prompts of one class (rows
+      ``c*K .. c*K+K-1``) start from one shared random vector at the
+      token-embedding scale plus a small per-descriptor jitter. For random-init
+      towers (the demo model), where stage 1 has no meaningful image features to
+      learn from: a class's descriptors then start together and the classes apart.
+    """
+    if init not in CTX_INITS:
+        raise PromptError(f"ctx init must be one of {list(CTX_INITS)}, got {init!r}")
+    if init == "random":
+        return torch.randn(n_prompts, n_ctx, width, generator=generator) * float(init_std)
+    k = int(prompts_per_group)
+    if k < 1 or n_prompts % k:
+        raise PromptError(f"'class' ctx init needs n_prompts ({n_prompts}) to be a multiple of prompts_per_group ({k})")
+    shared = torch.randn(n_prompts // k, 1, n_ctx, width, generator=generator) * CLASS_INIT_STD
+    jitter = torch.randn(n_prompts // k, k, n_ctx, width, generator=generator) * (CLASS_INIT_STD * CLASS_INIT_JITTER)
+    return (shared + jitter).reshape(n_prompts, n_ctx, width)
 
 
 class PromptError(ValueError):
@@ -179,6 +209,9 @@ class PromptLearner(nn.Module):
         placeholder: str = DEFAULT_PLACEHOLDER,
         init_std: float = INIT_STD,
         generator: torch.Generator | None = None,
+        *,
+        init: str = "random",
+        prompts_per_group: int = 1,
     ) -> None:
         super().__init__()
         if n_prompts < 1:
@@ -196,8 +229,9 @@ class PromptLearner(nn.Module):
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("positions", positions, persistent=False)
         device = self.text.token_embedding.weight.device
-        init = torch.randn(self.n_prompts, self.n_ctx, self.text.width, generator=generator) * float(init_std)
-        self.ctx = nn.Parameter(init.to(device))
+        ctx = initial_context(self.n_prompts, self.n_ctx, self.text.width, init,
+                              prompts_per_group=prompts_per_group, init_std=init_std, generator=generator)
+        self.ctx = nn.Parameter(ctx.to(device))
 
     def sentence_embeddings(self) -> Tensor:
         """``[n_prompts, L, width]``: the template's token embeddings with ``ctx`` at the placeholder positions."""

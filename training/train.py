@@ -45,7 +45,7 @@ from .clips import AUGMENTATIONS
 from .data import DatasetError, LabeledSet, load_dataset, parse_dataset_spec, remap_to
 from .losses import cliper_loss
 from .metrics import confusion_matrix, scores_from_confusion
-from .prompts import CLIPER_TEMPLATE, DEFAULT_PLACEHOLDER
+from .prompts import CLIPER_TEMPLATE, CTX_INITS, DEFAULT_PLACEHOLDER
 from .state import METRICS_FILE, TrainState, TrainStateError, check_compatible, load_state, metrics_jsonl, save_state
 
 log = logging.getLogger("cliper_batch.training")
@@ -71,6 +71,8 @@ class TrainConfig:
     template: str = CLIPER_TEMPLATE
     placeholder: str = DEFAULT_PLACEHOLDER
     temperature: float = 0.01
+    ctx_init: str = "random"  # prompt vectors: random (CLIPER) | class (shared per class; random-init text towers)
+    center_descriptors: bool = False  # stage 2 anchors minus their shared mean (random-init text towers; model.py)
     num_frames: int = 16  # T frames per clip for video datasets (images use 1)
     augment: str = "cliper"  # train transform: cliper (CLIPER's recipe) | mild | none (see training/clips.py)
     stage1_epochs: int = 2
@@ -108,6 +110,7 @@ class TrainConfig:
         need(self.descriptors_per_class >= 1, "descriptors_per_class must be >= 1")
         need(self.temperature > 0, "temperature must be > 0")
         need(self.num_frames >= 1, "num_frames must be >= 1")
+        need(self.ctx_init in CTX_INITS, f"ctx_init must be one of {list(CTX_INITS)}, got {self.ctx_init!r}")
         need(self.augment in AUGMENTATIONS, f"augment must be one of {list(AUGMENTATIONS)}, got {self.augment!r}")
         need(self.stage1_epochs >= 0 and self.stage2_epochs >= 0, "epoch counts must be >= 0")
         need(self.stage1_epochs + self.stage2_epochs >= 1, "train at least one epoch (stage1_epochs + stage2_epochs)")
@@ -215,8 +218,11 @@ def _stage_setup(stage: int, tm, cfg: TrainConfig):
     return wrapped, opt, sched
 
 
-def _train_epoch(wrapped, tm, opt, loader, device, cfg: TrainConfig, soft: bool) -> dict[str, float]:
+def _train_epoch(wrapped, tm, opt, loader, device, cfg: TrainConfig, soft: bool, stage: int) -> dict[str, float]:
     wrapped.train()
+    if stage == 1:
+        # the frozen image tower runs as at inference: no BatchNorm running-stat updates, no dropout
+        tm.cliper.visual.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss*B, margin*B, fine*B, correct, samples
     steps = 0
     for clips, y, target in loader:
@@ -342,7 +348,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_set, test_set, classes = load_sets(cfg)
     tm = build_training_model(
         cfg.model, classes, cfg.descriptors_per_class, template=cfg.template, placeholder=cfg.placeholder,
-        temperature=cfg.temperature, seed=cfg.seed,
+        temperature=cfg.temperature, seed=cfg.seed, ctx_init=cfg.ctx_init,
     ).to(device)
     identity = {
         "model_spec": cfg.model, "classes": list(classes), "descriptors_per_class": cfg.descriptors_per_class,
@@ -382,7 +388,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if stage != current_stage:
             resuming_here = state is not None and e == start and state.stage == stage
             if stage == 2 and not (state is not None and state.stage == 2):
-                tm.fix_descriptors()  # prompts -> fixed anchors for the image tower
+                tm.fix_descriptors(cfg.center_descriptors)  # prompts -> fixed anchors for the image tower
             wrapped, opt, sched = _stage_setup(stage, tm, cfg)
             if resuming_here:
                 opt.load_state_dict(state.optimizer)
@@ -392,7 +398,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         lr = opt.param_groups[0]["lr"]
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": e + 1, "stage": stage, "lr": lr, "world_size": world}
-        row.update(_train_epoch(wrapped, tm, opt, train_loader, device, cfg, soft))
+        row.update(_train_epoch(wrapped, tm, opt, train_loader, device, cfg, soft, stage))
         train_time = time.perf_counter() - t0
         global_step += row.pop("steps")
         sched.step()
@@ -432,7 +438,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         last_stage = current_stage or (state.stage if state else 1)
         if last_stage == 1:
-            tm.fix_descriptors()
+            tm.fix_descriptors(cfg.center_descriptors)
         final = history[-1] if history else {}
         uri = save_checkpoint(tm.cliper, cfg.export, extra={"training": {
             "run": cfg.name, "train_data": cfg.train_data, "test_data": cfg.test_data or cfg.train_data,
@@ -553,6 +559,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default=d.template, help="prompt template; each placeholder token is learned")
     p.add_argument("--placeholder", default=d.placeholder)
     p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--ctx-init", choices=CTX_INITS, default=d.ctx_init,
+                   help="initial prompt vectors: random (CLIPER, randn/1000) or class (a class's descriptors start "
+                        "from one shared vector; for random-init text towers, e.g. the demo model)")
+    p.add_argument("--center-descriptors", action=argparse.BooleanOptionalAction, default=d.center_descriptors,
+                   help="subtract the descriptors' shared mean when fixing them for stage 2 (for random-init text "
+                        "towers, e.g. the demo model; off = CLIPER as published)")
     p.add_argument("--num-frames", type=int, default=d.num_frames, help="frames per video clip (T)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment,
                    help="train augmentation: cliper (CLIPER's recipe), mild (flip, brightness, crop >= 70%% area), none")
