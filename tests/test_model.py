@@ -468,3 +468,18 @@ def test_descriptors_are_normalised_buffer(tiny):
     d = tiny.model.descriptors
     assert "descriptors" in dict(tiny.model.named_buffers())
     np.testing.assert_allclose(d.norm(dim=-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_score_images_equals_score_clips_after_preprocessing(tiny):
+    """The fused worker's entry (normalised float images) gives score_clips' result on the same crops."""
+    from cliper_batch.model.cliper import score_clips, score_images
+
+    model = tiny.model
+    g = torch.Generator().manual_seed(4)
+    crops = torch.randint(0, 256, (3, 2, model.image_size, model.image_size, 3), generator=g, dtype=torch.uint8)
+    a = score_clips(model, crops)
+    images = model.preprocess_uint8(crops).reshape(3, 2, 3, model.image_size, model.image_size)
+    b = score_images(model, images)
+    assert torch.allclose(a.probs, b.probs, atol=1e-6) and torch.equal(a.descriptor, b.descriptor)
+    with pytest.raises(ValueError, match=r"\[B, T, 3, S, S\]"):
+        score_images(model, images[0])

@@ -314,12 +314,34 @@ def score_clips(
     b, t = crops_uint8.shape[:2]
     if b == 0 or t == 0:
         raise ValueError(f"nothing to score: crops shape {tuple(crops_uint8.shape)} has B == 0 or T == 0")
-    enc = encoder if encoder is not None else model.encode_frames
     with torch.inference_mode():
         crops = crops_uint8.to(device, non_blocking=True)
-        images = model.preprocess_uint8(crops).reshape(b * t, 3, model.image_size, model.image_size)
-        with autocast_for(device, autocast_dtype):
-            feats = enc(images)
+        images = model.preprocess_uint8(crops).reshape(b, t, 3, model.image_size, model.image_size)
+        return score_images(model, images, autocast_dtype=autocast_dtype, encoder=encoder, valid=valid)
+
+
+def score_images(
+    model: CLIPER,
+    images: Tensor,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+    encoder: FrameEncoder | None = None,
+    valid: Tensor | None = None,
+) -> ClipScores:
+    """Score B clips of T already-normalised images ``[B,T,3,S,S]`` (on the model's device) with CLIPER's rule.
+
+    The part of :func:`score_clips` after preprocessing, for callers whose crops
+    are normalised float tensors already (the fused GPU worker's crop kernel).
+    Same ``encoder`` / ``autocast_dtype`` / ``valid`` meaning; runs under
+    ``torch.inference_mode``; results stay on the model's device.
+    """
+    if images.ndim != 5 or images.shape[2] != 3:
+        raise ValueError(f"images must be [B, T, 3, S, S], got shape {tuple(images.shape)}")
+    b, t = images.shape[:2]
+    enc = encoder if encoder is not None else model.encode_frames
+    with torch.inference_mode():
+        with autocast_for(images.device, autocast_dtype):
+            feats = enc(images.reshape(b * t, *images.shape[2:]))
         if feats.ndim != 2 or feats.shape[0] != b * t:
             raise ValueError(f"encoder returned shape {tuple(feats.shape)}, expected [{b * t}, D]")
         feats = F.normalize(feats.float(), dim=-1).view(b, t, -1)

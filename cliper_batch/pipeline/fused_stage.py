@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..decode.base import DecodeError
 from ..decode.select import choose_decoder
@@ -336,7 +335,7 @@ class FusedStage:
         return self._score(parts, taken)
 
     def _score(self, parts: list[_Piece], n: int) -> dict[str, np.ndarray]:
-        from ..model.cliper import autocast_for, scores_from_descriptor_logits
+        from ..model.cliper import score_images
 
         t_start = time.time()
         n_rows = sum(len(p.rows["row_kind"]) for p in parts)
@@ -346,14 +345,9 @@ class FusedStage:
         if n:
             t0 = time.perf_counter()
             crops = torch.cat([p.crops for p in parts if p.crops is not None])  # [n, T, 3, S, S]
-            images = crops.reshape(n * self.T, 3, self.size, self.size)
-            with torch.inference_mode():
-                with autocast_for(self.device, self.autocast_dtype):
-                    feats = self.encoder(images)
-                feats = F.normalize(feats.float(), dim=-1).view(n, self.T, -1)
-                scores = scores_from_descriptor_logits(self.model.descriptor_logits(self.model.pool_frames(feats)))
-                clip_probs = scores.probs.float().cpu().numpy()
-                clip_desc = scores.descriptor.cpu().numpy().astype(np.int16)
+            scores = score_images(self.model, crops, autocast_dtype=self.autocast_dtype, encoder=self.encoder)
+            clip_probs = scores.probs.float().cpu().numpy()
+            clip_desc = scores.descriptor.cpu().numpy().astype(np.int16)
             busy = time.perf_counter() - t0
             self.busy_s += busy
             self.batches.append(BatchRecord(n, tuple(dict.fromkeys(p.video_id for p in parts if p.crops is not None))))
