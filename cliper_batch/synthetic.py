@@ -781,6 +781,33 @@ CROP_REGIONS.update(_crop_regions())
 # --------------------------------------------------------------------------- image dataset
 
 
+LABEL_COLUMNS = {"path": "string", "label": "string", "split": "string", "identity": "int32", "intensity": "float32"}
+
+
+def dataset_identities(n_per_class: int, seed: int, test_fraction: float) -> tuple[list[FaceParams], int]:
+    """The people of a labelled face set and the split stride: identity ``i`` is 'test' when ``i % every == 0``.
+
+    Every identity shows every expression (about 2 images each per class), so a
+    split by identity puts about ``test_fraction`` of the people - never seen in
+    training - in 'test'.
+    """
+    n_ids = max(5, math.ceil(n_per_class / 2))
+    every = max(2, round(1 / test_fraction))
+    return [sample_identity(np.random.default_rng([seed, 7, i])) for i in range(n_ids)], every
+
+
+def write_labels(out_dir: str, rows: dict[str, list], extra: dict[str, str] | None = None) -> str:
+    """Write ``out_dir/labels.parquet`` from column lists (:data:`LABEL_COLUMNS` plus ``extra`` name->type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {**LABEL_COLUMNS, **(extra or {})}
+    table = pa.table({name: pa.array(rows[name], type=pa.type_for_alias(t)) for name, t in types.items()})
+    out = os.path.join(out_dir, "labels.parquet")
+    pq.write_table(table, out)
+    return out
+
+
 def write_image_dataset(out_dir: str, n_per_class: int, seed: int, size: int = 112, test_fraction: float = 0.2) -> str:
     """``n_per_class`` PNG crops per canonical class under ``out_dir/<label>/`` plus ``labels.parquet``.
 
@@ -790,16 +817,12 @@ def write_image_dataset(out_dir: str, n_per_class: int, seed: int, size: int = 1
     people. Columns: ``path`` (relative to ``out_dir``), ``label``, ``split``,
     ``identity``, ``intensity``. Returns the parquet path.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     if n_per_class < 1:
         raise SyntheticError(f"n_per_class must be >= 1, got {n_per_class}")
     if not (0.0 < test_fraction < 1.0):
         raise SyntheticError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    n_ids = max(5, math.ceil(n_per_class / 2))
-    every = max(2, round(1 / test_fraction))
-    identities = [sample_identity(np.random.default_rng([seed, 7, i])) for i in range(n_ids)]
+    identities, every = dataset_identities(n_per_class, seed, test_fraction)
+    n_ids = len(identities)
     rows: dict[str, list] = {"path": [], "label": [], "split": [], "identity": [], "intensity": []}
     for ci, label in enumerate(CANONICAL_CLASSES):
         os.makedirs(os.path.join(out_dir, label), exist_ok=True)
@@ -816,18 +839,7 @@ def write_image_dataset(out_dir: str, n_per_class: int, seed: int, size: int = 1
             rows["split"].append("test" if ident % every == 0 else "train")
             rows["identity"].append(ident)
             rows["intensity"].append(intensity)
-    table = pa.table(
-        {
-            "path": pa.array(rows["path"], pa.string()),
-            "label": pa.array(rows["label"], pa.string()),
-            "split": pa.array(rows["split"], pa.string()),
-            "identity": pa.array(rows["identity"], pa.int32()),
-            "intensity": pa.array(rows["intensity"], pa.float32()),
-        }
-    )
-    out = os.path.join(out_dir, "labels.parquet")
-    pq.write_table(table, out)
-    return out
+    return write_labels(out_dir, rows)
 
 
 def read_image_dataset(parquet_path: str):

@@ -24,7 +24,6 @@ are skipped and counted (the engine would not score them either).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -33,7 +32,9 @@ from typing import Sequence
 import numpy as np
 
 from cliper_batch.labels import CANONICAL_CLASSES
-from cliper_batch.synthetic import Pose, SyntheticError, parse_size, render_scene, sample_identity, vary_shot
+from cliper_batch.synthetic import (
+    Pose, SyntheticError, dataset_identities, parse_size, render_scene, vary_shot, write_labels,
+)
 
 DEFAULT_FRAME = (256, 256)
 FACE_SCALE = (0.4, 0.6)  # face-oval height / frame height, as write_video_corpus draws it
@@ -77,8 +78,6 @@ def write_framed_dataset(
     ``FaceParams().margin``; ``size`` should be the model's input size (the
     engine crops straight to it).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     import torch
     from PIL import Image
 
@@ -97,9 +96,8 @@ def write_framed_dataset(
         raise SyntheticError(f"frame must be at least 64x64, got {width}x{height}")
     margin = FaceParams().margin if margin is None else float(margin)
     detector = detector or FaceDetector()
-    n_ids = max(5, math.ceil(n_per_class / 2))
-    every = max(2, round(1 / test_fraction))
-    identities = [sample_identity(np.random.default_rng([seed, 7, i])) for i in range(n_ids)]
+    identities, every = dataset_identities(n_per_class, seed, test_fraction)
+    n_ids = len(identities)
 
     jobs = []  # (label, k, identity, intensity, frame)
     rows: dict[str, list] = {"path": [], "label": [], "split": [], "identity": [], "intensity": [], "score": []}
@@ -149,17 +147,8 @@ def write_framed_dataset(
     flush()
     if not rows["path"]:
         raise SyntheticError(f"{out_dir}: the detector found no face in any of the {skipped} rendered frames")
-    table = pa.table({
-        "path": pa.array(rows["path"], pa.string()),
-        "label": pa.array(rows["label"], pa.string()),
-        "split": pa.array(rows["split"], pa.string()),
-        "identity": pa.array(rows["identity"], pa.int32()),
-        "intensity": pa.array(rows["intensity"], pa.float32()),
-        "score": pa.array(rows["score"], pa.float32()),
-    })
-    out = os.path.join(out_dir, "labels.parquet")
-    pq.write_table(table, out)
-    return FramedDatasetReport(labels_path=out, written=table.num_rows, skipped_no_face=skipped)
+    out = write_labels(out_dir, rows, extra={"score": "float32"})
+    return FramedDatasetReport(labels_path=out, written=len(rows["path"]), skipped_no_face=skipped)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
