@@ -167,6 +167,22 @@ def _gpu_output_to_torch(tensor_gpu, device_id: int | None):
     return dst, done
 
 
+class CopyFence:
+    """The last device copy out of a DALI pipeline's output buffer; wait on it before the pipeline runs again."""
+
+    def __init__(self) -> None:
+        self._event = None
+
+    def set(self, event) -> None:
+        self._event = event
+
+    def wait(self) -> None:
+        """Block until that copy has finished (see ``_gpu_output_to_torch``); no-op if there is none."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+
+
 class DaliDecoder:
     """:class:`~cliper_batch.decode.base.FrameDecoder` backed by DALI's video decoder.
 
@@ -212,7 +228,7 @@ class DaliDecoder:
             raise ValueError("chunk_bytes and max_chunk_frames must be >= 1")
         self._pipelines: dict[bool, object] = {}
         self._lock = threading.Lock()
-        self._pending_copy = None  # CUDA event: the last device copy out of DALI's output buffer
+        self._copy = CopyFence()  # the last device copy out of DALI's output buffer
         self.last_stats: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -261,20 +277,21 @@ class DaliDecoder:
                 pipe = self._pipelines.get(key)
                 if pipe is None:
                     pipe = self._pipelines[key] = self._build(key)
-                self._wait_for_copy()  # DALI may overwrite the buffer the last copy reads from
+                self._copy.wait()  # DALI may overwrite the buffer the last copy reads from
                 pipe.feed_input("encoded", [data])
                 pipe.feed_input("frames", [indices.astype(np.int32)])
                 if hw is not None:
                     pipe.feed_input("size", [np.asarray(hw, dtype=np.float32)])
                 (out,) = pipe.run()
                 if as_torch and self.device == "gpu":
-                    arr, self._pending_copy = _gpu_output_to_torch(out[0], self.device_id)
+                    arr, done = _gpu_output_to_torch(out[0], self.device_id)
+                    self._copy.set(done)
                 else:
                     if self.device == "gpu":
                         out = out.as_cpu()
                     arr = np.array(out[0], copy=True)
             except Exception as exc:  # DALI raises RuntimeError subclasses; any failure poisons the pipeline
-                self._wait_for_copy()
+                self._copy.wait()
                 self._pipelines.pop(key, None)
                 msg = str(exc).strip().splitlines()
                 detail = next((line for line in msg if "Assert" in line or "not supported" in line), msg[0] if msg else "")
@@ -290,12 +307,6 @@ class DaliDecoder:
         if arr.dtype != torch.uint8:
             arr = arr.float().clamp_(0, 255).round_().to(torch.uint8) if arr.dtype.is_floating_point else arr.to(torch.uint8)
         return arr
-
-    def _wait_for_copy(self) -> None:
-        """Block until the last device copy out of DALI's output buffer has finished (see ``_gpu_output_to_torch``)."""
-        if self._pending_copy is not None:
-            self._pending_copy.synchronize()
-            self._pending_copy = None
 
     # ----- public ------------------------------------------------------------
     def iter_frames(
@@ -329,10 +340,12 @@ class DaliDecoder:
         """
         yield from self._iter(uri, info, timestamps, size, as_torch=True)
 
-    def _iter(self, uri: str, info: VideoInfo, timestamps: Sequence[float], size, as_torch: bool):
-        ts = validate_request(uri, timestamps, size)
-        if not ts:
-            return
+    def load_indices(self, uri: str, info: VideoInfo, timestamps: Sequence[float]) -> tuple[np.ndarray, list[int]]:
+        """Read ``uri`` into memory and map each timestamp to DALI's frame index: (encoded bytes, indices).
+
+        Raises :class:`DecodeError` for unreadable files, codecs this decoder
+        lacks and timestamps with no frame near them, before DALI sees the file.
+        """
         try:
             with open_binary(uri, **self.storage_options) as fh:
                 raw = fh.read()
@@ -345,8 +358,27 @@ class DaliDecoder:
             raise DecodeError(
                 uri, f"codec {timeline.codec!r} is not supported by {self.name} (supported: {', '.join(sorted(self.codecs))})"
             )
-        indices = [self._index_for(uri, info, timeline, t) for t in ts]
-        data = np.frombuffer(raw, dtype=np.uint8)
+        indices = [self._index_for(uri, info, timeline, t) for t in timestamps]
+        return np.frombuffer(raw, dtype=np.uint8), indices
+
+    @staticmethod
+    def chunk_plan(indices: Sequence[int], chunk: int) -> Iterator[tuple[int, int, list[int]]]:
+        """Split requests into runs: (start, stop, sorted distinct frame indices) with at most ``chunk`` distinct frames each."""
+        start = 0
+        while start < len(indices):
+            wanted: set[int] = set()
+            stop = start
+            while stop < len(indices) and (indices[stop] in wanted or len(wanted) < chunk):
+                wanted.add(indices[stop])
+                stop += 1
+            yield start, stop, sorted(wanted)
+            start = stop
+
+    def _iter(self, uri: str, info: VideoInfo, timestamps: Sequence[float], size, as_torch: bool):
+        ts = validate_request(uri, timestamps, size)
+        if not ts:
+            return
+        data, indices = self.load_indices(uri, info, ts)
         stored_w, stored_h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
         pre = pre_rotation_size(info, size)
         hw = None if pre is None or pre == (stored_w, stored_h) else (pre[1], pre[0])
@@ -354,15 +386,7 @@ class DaliDecoder:
         chunk = max(1, min(self.max_chunk_frames, self.chunk_bytes // per_frame))
         stats = {"runs": 0, "decoded": 0}
         try:
-            start = 0
-            while start < len(indices):
-                # Consecutive timestamps whose distinct frames fit in one chunk.
-                wanted: dict[int, int] = {}
-                stop = start
-                while stop < len(indices) and (indices[stop] in wanted or len(wanted) < chunk):
-                    wanted.setdefault(indices[stop], len(wanted))
-                    stop += 1
-                order = sorted(wanted)
+            for start, stop, order in self.chunk_plan(indices, chunk):
                 frames = self._run(uri, data, np.asarray(order, dtype=np.int32), hw, as_torch=as_torch)
                 stats["runs"] += 1
                 stats["decoded"] += len(order)
@@ -375,7 +399,6 @@ class DaliDecoder:
                         # A copy, so a frame the caller keeps does not pin the whole chunk.
                         yield rotate_upright(img, info.rotation) if info.rotation else img.copy()
                 del frames
-                start = stop
         finally:
             self.last_stats = stats
 
