@@ -286,6 +286,19 @@ def tensorrt_compile_kwargs(torch_tensorrt: Any, dtype: torch.dtype) -> dict[str
     return {"enabled_precisions": {dtype}}
 
 
+def tensorrt_batch_profile(example_batch: int, max_batch: int) -> tuple[int, int, int]:
+    """(min, opt, max) frames of the engine's dynamic batch dimension for these call sizes."""
+    return 1, max(1, min(example_batch, max_batch, DEFAULT_OPT_BATCH)), max_batch
+
+
+def tensorrt_input_spec(torch_tensorrt: Any, image_size: int, dtype: torch.dtype, example_batch: int, max_batch: int):
+    """The ``torch_tensorrt.Input`` of a dynamic-batch image encoder, and its opt batch. Shared with ``bench/gpu``."""
+    lo, opt, hi = tensorrt_batch_profile(example_batch, max_batch)
+    s = image_size
+    spec = torch_tensorrt.Input(min_shape=(lo, 3, s, s), opt_shape=(opt, 3, s, s), max_shape=(hi, 3, s, s), dtype=dtype)
+    return spec, opt
+
+
 def load_tensorrt_program(torch_tensorrt: Any, path: str) -> nn.Module:
     """A saved engine (ExportedProgram) as a callable module.
 
@@ -315,10 +328,7 @@ def _try_tensorrt(
         return None, f"torch_tensorrt not importable ({_summary(exc)}); install cliper-batch[tensorrt]"
 
     s = model.image_size
-    opt = max(1, min(example_batch, max_batch, DEFAULT_OPT_BATCH))
-    spec = torch_tensorrt.Input(
-        min_shape=(1, 3, s, s), opt_shape=(opt, 3, s, s), max_shape=(max_batch, 3, s, s), dtype=dtype
-    )
+    spec, opt = tensorrt_input_spec(torch_tensorrt, s, dtype, example_batch, max_batch)
     eager = _eager_fn(model, device, dtype)
     checks = _example_batches(model, device, sorted({1, opt, min(max_batch, opt + 3)}))
 
@@ -427,7 +437,7 @@ def compile_encoder(
             log.warning("frame encoder: requested %s, using %s: %s", backend, used, reason)
         else:
             log.info("frame encoder: %s (%s)", used, reason)
-        opt = max(1, min(example_batch, max_batch, DEFAULT_OPT_BATCH))
+        _, opt, _ = tensorrt_batch_profile(example_batch, max_batch)
         enc = CompiledEncoder(fn, used, backend, reason, device, dtype, max_batch, opt)
         if used == "torch.compile":
             enc.fn = _runtime_guard(enc, fn, eager)
