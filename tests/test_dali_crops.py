@@ -7,7 +7,7 @@ import torch
 
 from cliper_batch.crops import CLIP_STD, center_square_box, crop_resize_normalize
 from cliper_batch.decode.dali_backend import DaliDecoder, dali_available
-from cliper_batch.decode.dali_crops import PAD_TOLERANCE, CropSpec, DaliBoxCropper, DaliCenterCropDecoder, box_windows
+from cliper_batch.dali_crops import PAD_TOLERANCE, CropSpec, DaliBoxCropper, DaliCenterCropDecoder, box_windows
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.decode.select import cuda_available
 from cliper_batch.probe import probe

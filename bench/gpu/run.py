@@ -711,7 +711,7 @@ def kernel_section(cfg: BenchConfig, device: torch.device, budget: float) -> dic
 
 
 def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, triton: dict) -> dict:
-    """The DALI crop primitive (per-box ROI crop, decode/dali_crops.py) on the kernel section's frames and boxes.
+    """The DALI crop primitive (per-box ROI crop, cliper_batch/dali_crops.py) on the kernel section's frames and boxes.
 
     Skipped where DALI is absent (the GPU test box has no DALI). ``triton`` is
     the kernel section's result, for the side-by-side ratio.
@@ -723,7 +723,7 @@ def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, tri
     from kernels.crop_resize import crop_resize_bytes_moved
 
     from cliper_batch.crops import crop_resize_normalize
-    from cliper_batch.decode.dali_crops import PAD_TOLERANCE, DaliBoxCropper
+    from cliper_batch.dali_crops import PAD_TOLERANCE, DaliBoxCropper
 
     frames = _random_frames(cfg, device, seed=1)
     boxes = _random_boxes(cfg, cfg.kernel_boxes).to(device)
