@@ -22,6 +22,7 @@ from PIL import Image
 from annotated_people import annotated_people
 from cliper_batch import query
 from cliper_batch.report.__main__ import main as report_main
+from cliper_batch.uris import video_id_for
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (installed by .ci/run)")
@@ -166,3 +167,36 @@ def test_report_names_an_unknown_video_and_keeps_going_without_a_moved_one(peopl
         assert 'class="thumb"' not in page and page.count('<figure class="timeline"') == 3
     finally:
         shutil.move(moved, people.video)
+
+
+def test_report_detail_set_and_lists_stay_bounded(tmp_path):
+    """Written Parquet (the engine is not the point): 300 videos, 14 of them real files that each win one label."""
+    from bench.report import CLASSES, hero_videos, write_synthetic_output
+
+    (tmp_path / "heroes").mkdir()
+    heroes = hero_videos(str(tmp_path / "heroes"), 14)
+    out = str(tmp_path / "out")
+    made = write_synthetic_output(out, 300, heroes)
+    html = tmp_path / "r.html"
+
+    def sections(*args: str) -> list[str]:
+        assert report_main([out, "--out", str(html), *args]) == 0
+        page = html.read_text()
+        return re.findall(r'<div class="video" id="v-([0-9a-f]{16})"', page)
+
+    hero_ids = [video_id_for(h) for h in heroes]
+    # default: each label's top video first (hero k wins label k % 7), round robin, up to --limit 12
+    shown = sections("--table-rows", "50", "--segments-per-label", "20")
+    assert shown == hero_ids[:7] + hero_ids[7:12]
+    page = html.read_text()
+    assert page.count('<figure class="timeline"') == 12 * 2 and page.count('class="thumb"') == 12 * 2
+    assert "Showing 50 of 300 videos" in page and len(re.findall(r"<tr data-label=", page)) == 50
+    seg_rows = json.loads(re.search(r'id="segments-data">(.*?)</script>', page, re.S).group(1))
+    assert len(seg_rows) == 20 * len(CLASSES) and {r[5] for r in seg_rows} == set(CLASSES)
+    fails = query.scan_videos(out).filter(pl.col("status") == "failed").group_by("error_type").len().collect()
+    for et, n in fails.iter_rows():
+        assert re.search(rf'data-error-type="{et}">\s*<td class="err mono">{et}</td><td class="n">{n}</td>', page)
+    assert sum(fails["len"]) == made["failed"]
+
+    assert sections("--limit", "3") == hero_ids[:3]
+    assert sections("--video", heroes[5], "--video", hero_ids[2], "--video", heroes[5]) == [hero_ids[5], hero_ids[2]]

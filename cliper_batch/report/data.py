@@ -17,6 +17,11 @@ from .. import query
 from ..uris import InvalidURI, filesystem_for, join, video_id_for
 
 
+def collect(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Run a query on Polars' streaming engine: Parquet is read in batches, so memory follows the result, not the input."""
+    return lf.collect(engine="streaming")
+
+
 class ReportInputError(ValueError):
     """The output folder (or a requested video) cannot be reported on; the message says why."""
 
@@ -173,7 +178,7 @@ class OutputTables:
             ids.append(video_id_for(ref))
         except InvalidURI:
             pass
-        hit = self.manifest.filter(pl.col("video_id").is_in(ids)).select("video_id").collect()
+        hit = collect(self.manifest.filter(pl.col("video_id").is_in(ids)).select("video_id"))
         if hit.height:
             return hit["video_id"][0]
         raise ReportInputError(
@@ -187,12 +192,7 @@ def same_name_hint(manifest: pl.LazyFrame, ref: str) -> str:
     name = ref.rstrip("/").rsplit("/", 1)[-1]
     if not name:
         return ""
-    same = (
-        manifest.filter(pl.col("video_uri").str.ends_with("/" + name))
-        .select("video_id", "video_uri")
-        .head(5)
-        .collect()
-    )
+    same = collect(manifest.filter(pl.col("video_uri").str.ends_with("/" + name)).select("video_id", "video_uri").head(5))
     if not same.height:
         return ""
     lines = "".join(f"\n  {r['video_id']}  {r['video_uri']}" for r in same.iter_rows(named=True))
@@ -201,13 +201,13 @@ def same_name_hint(manifest: pl.LazyFrame, ref: str) -> str:
 
 def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3) -> CorpusSummary:
     m = tables.manifest
-    counts = m.select(
+    counts = collect(m.select(
         pl.len().alias("n"),
         (pl.col("status") == "ok").sum().alias("ok"),
         (pl.col("status") != "ok").sum().alias("failed"),
         pl.col("duration_s").filter(pl.col("status") == "ok").sum().alias("video_seconds"),
-    ).collect().row(0, named=True)
-    fails = (
+    )).row(0, named=True)
+    fails = collect(
         m.filter(pl.col("status") != "ok")
         .with_columns(pl.col("error_type").fill_null("Unknown"), pl.col("error").fill_null(""))
         .group_by("error_type")
@@ -217,7 +217,6 @@ def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3
             pl.col("error").sort_by("video_uri").head(failure_examples).alias("errors"),
         )
         .sort(["count", "error_type"], descending=[True, False])
-        .collect()
     )
     failures = [
         FailureGroup(r["error_type"], int(r["count"]), list(zip(r["uris"], r["errors"]))) for r in fails.iter_rows(named=True)
@@ -228,12 +227,12 @@ def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3
     if tables.timelines is not None:
         lf = tables.timelines
         dur = pl.col("end_s") - pl.col("start_s")
-        by_label = lf.group_by("label").agg(dur.sum().alias("s"), pl.len().alias("n")).collect()
+        by_label = collect(lf.group_by("label").agg(dur.sum().alias("s"), pl.len().alias("n")))
         face_seconds = float(by_label["s"].sum() or 0.0)
         n_segments = int(by_label["n"].sum() or 0)
         got = dict(zip(by_label["label"], by_label["s"]))
         shares = {c: (got.get(c, 0.0) / face_seconds if face_seconds else 0.0) for c in tables.classes}
-        top_videos = _top_videos(lf, tables.classes, top)
+        top_videos = _top_videos(tables, top)
     return CorpusSummary(
         n_videos=int(counts["n"]),
         n_ok=int(counts["ok"]),
@@ -248,18 +247,24 @@ def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3
     )
 
 
-def _top_videos(lf: pl.LazyFrame, classes: list[str], top: int) -> dict[str, list[TopVideo]]:
-    """Per label, the ``top`` videos where it wins the largest share of face-time (ties: longer first)."""
-    per_video = query.expression_shares(lf, by=["video_id", "video_uri"])
+def _top_videos(tables: OutputTables, top: int) -> dict[str, list[TopVideo]]:
+    """Per label, the ``top`` videos where it wins the largest share of face-time (ties: longer, then by name).
+
+    Grouped by ``video_id`` alone (the URI column is read only for the winners).
+    """
+    classes = tables.classes
+    per_video = query.expression_shares(tables.timelines, by=["video_id"])
     share_cols = [f"share_{c}" for c in classes]
-    best = (
-        per_video.unpivot(index=["video_id", "video_uri", "seconds"], on=share_cols, variable_name="col", value_name="share")
+    best = collect(
+        per_video.unpivot(index=["video_id", "seconds"], on=share_cols, variable_name="col", value_name="share")
         .filter(pl.col("share") > 0)
-        .sort(["share", "seconds", "video_uri"], descending=[True, True, False])
+        .sort(["share", "seconds", "video_id"], descending=[True, True, False])
         .group_by("col")
         .head(top)
-        .collect()
     )
+    uris = collect(tables.manifest.filter(pl.col("video_id").is_in(best["video_id"].unique().implode()))
+                   .select("video_id", "video_uri"))
+    best = best.join(uris, on="video_id", how="left")
     out: dict[str, list[TopVideo]] = {c: [] for c in classes}
     for r in best.sort(["col", "share", "seconds", "video_uri"], descending=[False, True, True, False]).iter_rows(named=True):
         out[r["col"][len("share_"):]].append(TopVideo(r["video_id"], r["video_uri"], float(r["share"]), float(r["seconds"])))
@@ -267,23 +272,32 @@ def _top_videos(lf: pl.LazyFrame, classes: list[str], top: int) -> dict[str, lis
 
 
 def top_segments(tables: OutputTables, per_label: int = 200) -> pl.DataFrame:
-    """The ``per_label`` most confident segments of each label (the report's search list)."""
+    """The ``per_label`` most confident segments of each label (the report's search list).
+
+    Two passes so that only two narrow columns are aggregated over the whole
+    table: each label's ``per_label``-th best confidence first, then the rows
+    at or above it.
+    """
     cols = ["video_id", "video_uri", "track_id", "start_s", "end_s", "label", "confidence"]
-    if tables.timelines is None:
+    if tables.timelines is None or per_label == 0:
         return pl.DataFrame(schema={c: pl.Utf8 for c in cols})
+    lf = tables.timelines
+    floor = collect(lf.group_by("label").agg(pl.col("confidence").top_k(per_label).min().alias("_floor")))
+    best = collect(
+        lf.join(floor.lazy(), on="label").filter(pl.col("confidence") >= pl.col("_floor")).select(cols)
+    )
     return (
-        tables.timelines.select(cols)
-        .sort(["confidence", "video_uri", "track_id", "start_s"], descending=[True, False, False, False])
-        .group_by("label")
+        best.sort(["confidence", "video_uri", "track_id", "start_s"], descending=[True, False, False, False])
+        .group_by("label", maintain_order=True)
         .head(per_label)
         .sort(["label", "confidence"], descending=[False, True])
-        .collect()
+        .select(cols)
     )
 
 
 def video_table(tables: OutputTables, limit: int) -> tuple[pl.DataFrame, int]:
     """Up to ``limit`` videos (failed first, then by name) with their dominant label; and the total count."""
-    total = int(tables.manifest.select(pl.len()).collect().item())
+    total = int(collect(tables.manifest.select(pl.len())).item())
     rows = tables.manifest.select(
         "video_id", "video_uri", "status", "error_type", "duration_s", "n_tracks", "n_segments"
     ).sort([pl.col("status") == "ok", "video_uri"]).head(limit)
@@ -300,7 +314,7 @@ def video_table(tables: OutputTables, limit: int) -> tuple[pl.DataFrame, int]:
         rows = rows.join(dom, on="video_id", how="left")
     else:
         rows = rows.with_columns(pl.lit(None, pl.Utf8).alias("dominant"), pl.lit(None, pl.Float64).alias("dominant_share"))
-    return rows.collect(), total
+    return collect(rows), total
 
 
 def choose_videos(tables: OutputTables, summary: CorpusSummary, videos: list[str], limit: int) -> list[str]:
@@ -322,12 +336,11 @@ def choose_videos(tables: OutputTables, summary: CorpusSummary, videos: list[str
             if rank < len(lst) and lst[rank].video_id not in ids and len(ids) < limit:
                 ids.append(lst[rank].video_id)
     if len(ids) < limit:  # failed videos are worth a look too
-        more = (
+        more = collect(
             tables.manifest.filter(~pl.col("video_id").is_in(ids))
             .sort([pl.col("status") == "ok", "video_uri"])
             .select("video_id")
             .head(limit - len(ids))
-            .collect()
         )
         ids += more["video_id"].to_list()
     return ids
@@ -337,9 +350,9 @@ def video_details(tables: OutputTables, video_ids: list[str]) -> list[VideoDetai
     """Manifest row and per-track timelines of each chosen video, in the given order."""
     if not video_ids:
         return []
-    man = {r["video_id"]: r for r in tables.manifest.filter(pl.col("video_id").is_in(video_ids)).collect().iter_rows(named=True)}
+    man = {r["video_id"]: r for r in collect(tables.manifest.filter(pl.col("video_id").is_in(video_ids))).iter_rows(named=True)}
     rows = (
-        tables.timelines.filter(pl.col("video_id").is_in(video_ids)).sort(["video_id", "track_id", "start_s"]).collect()
+        collect(tables.timelines.filter(pl.col("video_id").is_in(video_ids))).sort(["video_id", "track_id", "start_s"])
         if tables.timelines is not None
         else None
     )
