@@ -88,3 +88,22 @@ def test_overlay_refuses_failed_moved_and_unknown_videos(people, tmp_path, capsy
     assert overlay_main([people.output, out, "--video-id", vid, "--out", str(tmp_path / "b.mp4")]) == 2
     assert "bytes when it was annotated" in capsys.readouterr().err
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_track_path_follows_moves_holds_and_stops_at_gaps():
+    from cliper_batch.overlay import TrackPath
+
+    seg = pl.DataFrame({
+        "start_s": [0.0, 1.0, 3.0], "end_s": [1.0, 2.0, 4.0], "label": ["happy", "sad", "fear"],
+        "confidence": [0.9, 0.6, 0.7],
+        "face_x0": [0.0, 0.2, 0.5], "face_y0": [0.0, 0.0, 0.5], "face_x1": [0.1, 0.3, 0.6], "face_y1": [0.1, 0.1, 0.6],
+    })
+    path = TrackPath(7, seg)
+    at = lambda t: path.at(t, 100, 100)  # noqa: E731
+    assert at(0.2).box == pytest.approx((0, 0, 10, 10))  # held before the first midpoint
+    assert at(1.0).box == pytest.approx((10, 0, 20, 10)) and at(1.0).label == "sad"  # halfway between midpoints
+    assert at(0.9).label == "happy" and at(0.9).confidence == pytest.approx(0.9)
+    assert at(1.8).box == pytest.approx((20, 0, 30, 10))  # held after the run's last midpoint
+    assert at(2.5) is None  # not seen in [2, 3): nothing drawn, no box dragged across the gap
+    assert at(3.2).box == pytest.approx((50, 50, 60, 60)) and at(3.2).track_id == 7  # a new run starts on its own box
+    assert at(4.0) is None and at(-0.1) is None

@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+import polars as pl
+
 from ..schema import SchemaMismatch
 from ..uris import InvalidURI
 from .build import ReportOptions, build_report
@@ -36,9 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = ReportOptions(videos=a.video, limit=a.limit, top=a.top, segments_per_label=a.segments_per_label,
                              table_rows=a.table_rows, thumbnails=not a.no_thumbnails)
+    except ValueError as exc:
+        p.error(str(exc))
+    try:
         page = build_report(a.output, opts)
-    except (ReportInputError, SchemaMismatch, InvalidURI, ValueError) as exc:
+    except (ReportInputError, SchemaMismatch, InvalidURI) as exc:
         print(f"report: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, pl.exceptions.PolarsError, OSError) as exc:  # e.g. a damaged Parquet file, an unreadable folder
+        print(f"report: error: cannot read {a.output}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     try:
         with open(a.out, "w", encoding="utf-8") as fh:
