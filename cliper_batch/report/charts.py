@@ -83,7 +83,7 @@ def timeline_chart(segments: pl.DataFrame, classes: list[str], duration_s: float
         .encode(
             x=alt.X("start_s:Q", scale=x, title="time (s)"),
             x2="end_s:Q",
-            color=alt.Color("class:N", scale=class_scale(classes), legend=None),
+            color=alt.Color("class:N", scale=class_scale(classes)),  # shared with the lines: one legend
             opacity=alt.Opacity("confidence:Q", scale=alt.Scale(domain=[0, 1], range=[0.35, 1]), legend=None),
         )
         .properties(width=TIMELINE_WIDTH, height=18)
