@@ -37,6 +37,7 @@ from .schema import SchemaMismatch
 from .uris import InvalidURI, filesystem_for, normalize_uri
 
 ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
+MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
 
 
 class OverlayError(ValueError):
@@ -162,7 +163,11 @@ def _even(n: int) -> int:
 
 
 def write_overlay(video: str, out: str, tracks: list[TrackPath], classes: list[str], crf: int = 18) -> int:
-    """Re-encode ``video`` to ``out`` with the tracks drawn; returns the number of frames written."""
+    """Re-encode ``video`` to ``out`` with the tracks drawn; returns the number of frames written.
+
+    The file is written next to ``out`` and renamed into place at the end, so a
+    failure never leaves a half-written video (nor replaces an existing one).
+    """
     ext = os.path.splitext(out)[1].lower()
     if ext not in ENCODERS:
         raise OverlayError(f"{out}: unsupported output type {ext or '(none)'}; use one of {', '.join(sorted(ENCODERS))}")
@@ -170,17 +175,30 @@ def write_overlay(video: str, out: str, tracks: list[TrackPath], classes: list[s
         info = probe(video)
     except ProbeError as exc:
         raise OverlayError(str(exc)) from exc
-    painter = Painter(classes, info.height)
+    tmp = f"{out}.part-{os.getpid()}"
+    try:
+        n = _encode(video, tmp, MUXERS[ext], ENCODERS[ext], info, Painter(classes, info.height), tracks, crf)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+def _encode(video: str, out: str, muxer: str, encoder: str, info, painter: Painter, tracks: list[TrackPath], crf: int) -> int:
     n = 0
-    with open_container(video) as src, av.open(out, mode="w") as dst:
+    with open_container(video) as src, av.open(out, mode="w", format=muxer) as dst:
         ins = src.streams.video[0]
         ins.thread_type = "AUTO"
         rate = ins.average_rate or ins.guessed_rate or Fraction(25)
-        outs = dst.add_stream(ENCODERS[ext], rate=rate)
+        outs = dst.add_stream(encoder, rate=rate)
         outs.width, outs.height, outs.pix_fmt = _even(info.width), _even(info.height), "yuv420p"
         outs.time_base = ins.time_base
         outs.codec_context.time_base = ins.time_base
-        outs.options = {"crf": str(crf)} if ENCODERS[ext] == "libx264" else {"crf": str(crf + 12), "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
+        outs.options = (
+            {"crf": str(crf)} if encoder == "libx264"
+            else {"crf": str(crf + 12), "b:v": "0", "deadline": "realtime", "cpu-used": "8"}
+        )
         origin = None
         for frame in src.decode(ins):
             if frame.pts is None:
