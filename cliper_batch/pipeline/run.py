@@ -295,18 +295,23 @@ def annotate(
     return summary
 
 
-def _stream(
-    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
-):
-    """The Ray Data pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver.
+def _refs_dataset(refs) -> "ray.data.Dataset":
+    """``{video_id, ref}`` rows, one per video to annotate.
 
     A block whose task still fails after the actor restarts and retries is
     dropped (``max_errored_blocks``) instead of failing the whole run; the
-    writer then records its video as ``WorkerLost``.
+    writer then records its videos as ``WorkerLost``.
     """
     ray.data.DataContext.get_current().max_errored_blocks = len(refs)
     items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+
+
+def _stream(
+    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
+):
+    """The staged pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
+    ds = _refs_dataset(refs)
     ds = ds.map_batches(
         decode_stage or DecodeStage,
         fn_constructor_kwargs=dict(
@@ -365,9 +370,7 @@ def _stream_fused(
     and one CPU. Crash handling is the staged one: restart, retry twice, then
     the block's videos become ``WorkerLost`` rows.
     """
-    ray.data.DataContext.get_current().max_errored_blocks = len(refs)
-    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    ds = _refs_dataset(refs)
     ds = ds.map_batches(
         fused_stage or FusedStage,
         fn_constructor_kwargs=dict(
