@@ -63,8 +63,7 @@ class ScoringModel:
         self.backend_label = f"{self.encoder.backend}@{self.device}"
         # fp16 autocast on CUDA for the eager path (compiled backends carry their own dtype)
         self.autocast_dtype = select_dtype(self.device) if self.device.type == "cuda" else None
-        self.busy_s = 0.0
-        self.clips_scored = 0
+        self.busy_s = 0.0  # summed over this actor's life
         log.info("%s actor: model %s on %s, backend %s (%s)", role, loaded.model_id, self.device,
                  self.encoder.backend, self.encoder.reason)
 
@@ -95,7 +94,6 @@ class ScoringModel:
         descriptor = scores.descriptor.cpu().numpy().astype(np.int16)
         busy = time.perf_counter() - t0
         self.busy_s += busy
-        self.clips_scored += int(clips.shape[0])
         return probs, descriptor, busy
 
     def scored_block(
