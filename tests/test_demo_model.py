@@ -69,7 +69,7 @@ def demo_run(ray_runtime, tmp_path_factory):
 
 
 def test_demo_recipe_reaches_the_accuracy_target_on_held_out_videos(demo_run):
-    """Issue 3's end-to-end bar: segment accuracy >= 0.95 and every expression change located within one segment."""
+    """The demo model's end-to-end bar: segment accuracy >= 0.95 and every expression change located within one segment."""
     report, outcome, export, gt, out, rc = demo_run
     assert report.written >= 0.7 * 7 * DEMO_IMAGES_PER_CLASS  # the detector finds most rendered faces
     stages = [r["stage"] for r in outcome.history]
