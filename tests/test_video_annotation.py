@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cliper_batch.crop_primitives import normalized_crops, uint8_crops
-from cliper_batch.crops import CLIP_MEAN, CLIP_STD, center_crop_plan
+from cliper_batch.crops import CLIP_MEAN, CLIP_STD, center_crop_plan, crop_resize
 from cliper_batch.pipeline.decode_stage import DecodeStage
 from cliper_batch import rows
 from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef
@@ -72,7 +72,11 @@ def test_the_centre_crop_is_an_exact_pixel_copy(size):
     frames = torch.from_numpy(np.random.default_rng(w * h).integers(0, 256, (3, out_h, out_w, 3), dtype=np.uint8))
     boxes = torch.tensor([(float(i), x0, y0, x0 + S, y0 + S) for i in range(3)], dtype=torch.float32)
     expected = frames[:, y0 : y0 + S, x0 : x0 + S]
-    assert torch.equal(uint8_crops(S)(frames, boxes), expected)
+    assert torch.equal(crop_resize(frames, boxes, S), expected)  # the reference resampler agrees ...
+    assert torch.equal(uint8_crops(S)(frames, boxes), expected)  # ... with the primitive's pixel copy
+    # any other box (a face square: fractional, scaled, partly outside) is resampled by the reference
+    faces = torch.tensor([(0.0, -3.5, 2.25, 40.0, 45.75), (2.0, 1.0, 1.0, 1.0 + S, 2.0 + S)], dtype=torch.float32)
+    assert torch.equal(uint8_crops(S)(frames, faces), crop_resize(frames, faces, S))
     mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
     want = ((expected.float() / 255 - mean) / std).permute(0, 3, 1, 2)
     torch.testing.assert_close(normalized_crops("torch", S, CLIP_MEAN, CLIP_STD)(frames, boxes), want, atol=1e-4, rtol=0)
