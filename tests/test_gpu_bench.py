@@ -1,7 +1,7 @@
-"""bench/gpu/run.py on CPU: imports without the packages the GPU box lacks, and a timeout never loses measured points."""
+"""python -m bench.gpu.run on CPU: imports without the packages the GPU box lacks, and a timeout never loses measured points."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -15,7 +15,6 @@ import torch
 from cliper_batch.decode.dali_backend import dali_available
 
 REPO = Path(__file__).resolve().parents[1]
-RUN_PY = REPO / "bench" / "gpu" / "run.py"
 # What the GPU test machine does not have (torch 2.11 + triton only): every module the bench imports must do without.
 ABSENT_ON_GPU_BOX = ("ray", "nvidia.dali", "torch_tensorrt", "polars", "av", "open_clip")
 
@@ -26,7 +25,7 @@ def _run_bench(args: list[str], blocked: tuple[str, ...], timeout: int = 240) ->
         f"for name in {blocked!r}:\n"
         "    sys.modules[name] = None  # import fails as if not installed\n"
         f"sys.argv = ['run.py', *{args!r}]\n"
-        f"runpy.run_path({str(RUN_PY)!r}, run_name='__main__')\n"
+        "runpy.run_module('bench.gpu.run', run_name='__main__', alter_sys=True)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
@@ -61,14 +60,7 @@ def test_dali_crop_section_runs_beside_the_kernel(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench_module():
-    spec = importlib.util.spec_from_file_location("gpu_bench_run", RUN_PY)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is created
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
+    return importlib.import_module("bench.gpu.run")
 
 
 def test_a_section_timeout_keeps_its_measured_points_and_the_run_goes_on(bench_module, tmp_path):

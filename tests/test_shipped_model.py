@@ -14,7 +14,7 @@ import polars as pl
 
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.synthetic import write_video_corpus
-from training.demo import score_annotations
+from cliper_batch.training.demo import score_annotations
 
 SHIPPED = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
 HELD_OUT_SEED = 4242

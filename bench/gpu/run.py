@@ -718,7 +718,7 @@ def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, tri
 
     if not dali_available():
         raise SkipSection("nvidia.dali not installed")
-    from kernels.crop_resize import crop_resize_bytes_moved
+    from cliper_batch.kernels.crop_resize import crop_resize_bytes_moved
 
     from cliper_batch.crops import crop_resize_normalize
     from cliper_batch.dali_crops import PAD_TOLERANCE, DaliBoxCropper
