@@ -42,17 +42,27 @@ def test_smoke_runs_without_the_packages_the_gpu_box_lacks(tmp_path):
     assert sections["kernel.dali_crops"] == {**sections["kernel.dali_crops"], "status": "skipped",
                                              "reason": "nvidia.dali not installed"}
     assert sections["model.tensorrt_fp16"]["status"] == "skipped"
+    # the per-video algorithm's modules imported (before the check for PyAV), then it skipped for want of PyAV
+    assert sections["annotate"]["status"] == "skipped" and "PyAV not installed" in sections["annotate"]["reason"]
     assert sections["kernel"]["status"] == "ok" and sections["kernel"]["correct"]
     assert sections["model.eager_fp32"]["status"] == "ok"
     assert "DALI crops: skipped nvidia.dali not installed" in proc.stdout
 
 
-@pytest.mark.skipif(not dali_available(), reason="nvidia.dali not installed")
-def test_dali_crop_section_runs_beside_the_kernel(tmp_path):
+def test_smoke_runs_the_per_video_algorithm_on_real_videos(tmp_path):
+    """--smoke on CPU in CI: the shared per-video algorithm on H.264 and VP9 files, every video ok, crops checked."""
     out = tmp_path / "gpu_bench.json"
-    proc = _run_bench(["--smoke", "--out", str(out), "--only", "kernel"], ())
+    proc = _run_bench(["--smoke", "--out", str(out), "--only", "kernel,annotate"], ())
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     sections = json.loads(out.read_text())["sections"]
+    ann = sections["annotate"]
+    assert ann["status"] == "ok", ann
+    for codec in ("h264", "vp9"):
+        v = ann["videos"][codec]
+        assert v["status"] == "ok" and v["clips"] == v["expected_clips"] > 0 and v["crops_on_device"] and v["finite"], v
+        assert v["max_abs_err_vs_torch_crop"] is not None and v["max_abs_err_vs_torch_crop"] <= 2e-2
+    if not dali_available():
+        return
     dc = sections["kernel.dali_crops"]
     assert dc["status"] == "ok" and dc["correct"] and dc["max_abs_err"] <= dc["tolerance"], dc
     assert dc["ms"] > 0 and dc["triton_fp32_ms"] == sections["kernel"]["fp32"]["ms"]

@@ -30,6 +30,9 @@ section, so even a killed run leaves what it measured):
   TFLOP/s and % of the bf16 dense roofline. Each point is written to the JSON
   as soon as it is measured, so a section that times out keeps its points.
 * ``pipeline``: kernel (fp16 out) + fp16 encoder on GPU-resident frames at one batch.
+* ``annotate``: the engine's shared per-video algorithm (``VideoAnnotator``)
+  with frames uploaded to the GPU, on real H.264 and VP9 files (needs PyAV:
+  carry its wheel; skipped with the reason otherwise).
 
 The encoder is *architecture-equivalent* to open_clip's ``ViT-B-16`` visual
 tower (width 768, 12 layers, 12 heads, patch 16, 224 px, 512-d projection)
@@ -112,7 +115,7 @@ class BenchConfig:
                 "decode": 40, "flops": 20, "kernel": 45,
                 "model.eager_fp32": 35, "model.fp16_autocast": 20, "model.bf16_autocast": 20,
                 "model.cudagraph_fp16": 35, "pipeline": 15, "model.compile_fp16": 150, "model.tensorrt_fp16": 60,
-                "kernel.dali_crops": 20,
+                "kernel.dali_crops": 20, "annotate": 40,
             },
         )
 
@@ -127,7 +130,7 @@ class BenchConfig:
                 "decode": 20, "flops": 10, "kernel": 30,
                 "model.eager_fp32": 10, "model.fp16_autocast": 10, "model.bf16_autocast": 10,
                 "model.cudagraph_fp16": 10, "pipeline": 10, "model.compile_fp16": 60, "model.tensorrt_fp16": 30,
-                "kernel.dali_crops": 20,
+                "kernel.dali_crops": 20, "annotate": 30,
             },
         )
 
@@ -742,6 +745,75 @@ def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, tri
     return out
 
 
+def annotate_section(cfg: BenchConfig, device: torch.device, budget: float) -> dict:
+    """The engine's shared per-video algorithm (``VideoAnnotator``) with frames uploaded to ``device``.
+
+    Real H.264 (with B-frames) and VP9 files written here, ``--faces none``,
+    ``--decoder auto`` (PyAV where DALI is absent: the GPU box), the crop
+    primitive the fused worker would pick on this device. Checks every video
+    ends ok with the planned number of clips, crops on the device and finite,
+    equal to the torch reference crop of the same frames; reports clips/s.
+    """
+    from cliper_batch import crop_primitives
+    from cliper_batch.crops import CLIP_MEAN, CLIP_STD
+    from cliper_batch.testvideos import CODECS, VideoSpec, write_video
+    from cliper_batch.types import AnnotateConfig, VideoRef
+    from cliper_batch.uris import normalize_uri
+    from cliper_batch.video_annotation import ClipPiece, FramePrimitives, VideoAnnotator
+
+    try:
+        import av  # noqa: F401 - the CPU decoder and the test-video writer
+    except ImportError as e:
+        raise SkipSection(f"PyAV not installed ({e}): carry the av wheel to run the per-video algorithm") from None
+    size, T = cfg.image_size, 8
+    w, h, secs = (128, 96, 2.0) if cfg.smoke else (1280, 720, 8.0)
+    choice = crop_primitives.select_crop_backend(device)
+    crop = crop_primitives.normalized_crops(choice.name, size, CLIP_MEAN, CLIP_STD, device=device)
+    reference = crop_primitives.normalized_crops("torch", size, CLIP_MEAN, CLIP_STD)
+    checked: list[float] = []
+
+    def checked_crop(frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        out = crop(frames, boxes)
+        if not checked:  # the first piece of each video: compare with the torch reference crop of the same frames
+            checked.append(float((out - reference(frames, boxes)).abs().max()))
+        return out
+
+    prims = FramePrimitives(frames_device=device, decoder_device=f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu",
+                            crop=checked_crop, crop_name=choice.name, detector_device=device)
+    config = AnnotateConfig(segment_seconds=1.0, frames_per_segment=T, faces="none", decoder="auto",
+                            device=str(device), decode_chunk_segments=4)
+    annotator = VideoAnnotator(config, size, prims, None, 0)
+    out: dict = {"crop_backend": choice.name, "crop_reason": choice.reason, "size": [w, h], "seconds": secs,
+                 "frames_per_segment": T, "videos": {}}
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="cliper_annotate_bench_") as tmp:
+        for codec in ("h264", "vp9"):
+            path = write_video(os.path.join(tmp, f"clip_{codec}{CODECS[codec][1]}"),
+                               VideoSpec(codec=codec, duration_s=secs, width=w, height=h, seed=3))
+            checked.clear()
+            n, on_device, finite = 0, True, True
+            t = time.perf_counter()
+            for item in annotator.annotate(VideoRef(video_id=codec, uri=normalize_uri(path))):
+                if isinstance(item, ClipPiece):
+                    n += item.n
+                    on_device &= item.crops.device.type == device.type
+                    finite &= bool(torch.isfinite(item.crops).all())
+                else:
+                    outcome = item
+            _sync(device)
+            el = time.perf_counter() - t
+            rec = {"status": outcome.status, "error": outcome.error, "decoder": outcome.extra.get("decoder"),
+                   "clips": n, "expected_clips": int(secs), "crops_on_device": on_device, "finite": finite,
+                   "max_abs_err_vs_torch_crop": checked[0] if checked else None,
+                   "seconds": round(el, 3), "clips_per_s": round(n / el, 2), "frames_per_s": round(n * T / el, 1)}
+            out["videos"][codec] = rec
+            if outcome.status != "ok" or n != int(secs) or not on_device or not finite or not checked or checked[0] > 2e-2:
+                problems.append(f"{codec}: {rec}")
+    if problems:
+        out.update(status="error", error="; ".join(problems)[:1500])
+    return out
+
+
 def pipeline_section(cfg: BenchConfig, device: torch.device, mb: ModelBench, budget: float) -> dict:
     """Kernel (fp16 out) feeding the fp16-autocast encoder, frames already on the GPU."""
     if device.type != "cuda":
@@ -1057,6 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
     # The Triton kernel runs last: a faulting kernel poisons the CUDA context for the rest of the process.
     triton = bench.run("kernel", lambda b: kernel_section(cfg, device, b))
     bench.run("kernel.dali_crops", lambda b: dali_crop_section(cfg, device, b, triton))
+    bench.run("annotate", lambda b: annotate_section(cfg, device, b))  # uses the Triton kernel on CUDA: after it
     bench.run("pipeline", lambda b: pipeline_section(cfg, device, mb, b))
     bench.write()
     print()
