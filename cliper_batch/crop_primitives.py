@@ -10,7 +10,7 @@ float32 (both on the frames' device) to ``N`` model-sized crops:
 * :func:`normalized_crops`: float32 ``[N, 3, S, S]`` ready for the encoder, for
   the fused worker whose crops never leave the device: the Triton kernel
   (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports, else
-  DALI's operators (:class:`cliper_batch.decode.dali_crops.DaliBoxCropper`)
+  DALI's operators (:class:`cliper_batch.dali_crops.DaliBoxCropper`)
   on CUDA when DALI is installed, else the torch reference
   :func:`cliper_batch.crops.crop_resize_normalize` (:func:`select_crop_backend`
   decides and says why). Triton stays first until the GPU check
@@ -130,7 +130,7 @@ def normalized_crops(
         # the boxes come from video_annotation (centre square / validated face squares): no host sync to re-check them
         return partial(load_triton_crop(), size=int(size), mean=mean_t, std=std_t, check_boxes=False)
     if backend == "dali":
-        from .decode.dali_crops import DaliBoxCropper
+        from .dali_crops import DaliBoxCropper
 
         dev = torch.device(device)
         cropper = DaliBoxCropper(device="gpu" if dev.type == "cuda" else "cpu", device_id=dev.index)
