@@ -16,6 +16,7 @@ LAYERS = [
     ["video_annotation"],
     ["model", "compile"],
     ["writer", "compact", "incremental", "query"],
+    ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
     ["pipeline"],
     ["cli", "synthetic", "training"],
 ]
