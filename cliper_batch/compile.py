@@ -10,9 +10,10 @@ Fallback chain (each step logs a WARNING with the reason, recorded in
 - ``tensorrt``: needs CUDA and the optional ``torch-tensorrt`` package
   (``pip install 'cliper-batch[tensorrt]'``).  Compiled ahead of time through the
   dynamo IR with a dynamic batch dimension
-  (``Input(min_shape=1, opt_shape=example_batch, max_shape=max_batch)``) in the
+  (``Input(min_shape=1, opt_shape=opt, max_shape=max_batch)``) in the
   requested precision (default fp16).  If the import, compilation or the
-  check against eager fails it falls back to ``torch.compile``, then eager.
+  check against eager fails it falls back to ``torch.compile``, then eager;
+  a failed check is logged as a WARNING with the measured cosine.
   On a CPU-only host it goes straight to eager (reason ``no CUDA device``):
   torch.compile costs 30-50 s per worker there for little or no gain.
 - ``torch.compile``: compiled with a dynamic batch dimension, warmed up and
@@ -21,11 +22,27 @@ Fallback chain (each step logs a WARNING with the reason, recorded in
   to eager for good.
 - ``eager``: the model as is, under ``torch.autocast`` for fp16/bf16.
 
+Batch profile (the frames one engine call takes): ``max_batch`` defaults to
+:data:`DEFAULT_MAX_BATCH` = 512 and the tuned (opt) shape to at most
+:data:`DEFAULT_OPT_BATCH` = 256; calls larger than ``max_batch`` are split
+into opt-sized chunks, so full batches run at the shape the engine was tuned
+for. Why not 1024 = the fused worker's 128 segments x 8 frames: ViT-B/16 at
+224 px has 197 tokens per crop, so at 256 crops every GEMM has M = 50,432
+rows - with 128x256 tiles that is already >= 394 tiles for the narrowest
+(N = 768) projection, about three waves on a 132-SM H100/H200 - and a bigger
+batch adds little but build time (tactics are timed at opt and max) and
+activation memory at max (the 3072-wide MLP output alone is 1024 x 197 x
+3072 x 2 B = 1.2 GB in fp16 at 1024), in an actor that also holds DALI's
+decode chunks and MTCNN. ``bench/gpu/run.py`` times this very profile at
+64/256/512/1024 frames so the choice can be checked on the card.
+
 With ``cache_dir`` the TensorRT engine is saved (``torch_tensorrt.save``, an
 ExportedProgram) under a key made of the model id, precision, shapes, GPU and
-library versions, and reloaded by later workers; a cached engine is checked
-against eager before use.  The cache holds serialized programs: point it only
-at a directory this job controls.
+library versions, and reloaded by later workers with ``torch_tensorrt.load``
+(which also registers torch-tensorrt's Python runtime op where the C++
+runtime is absent; ``torch.export.load`` where it is not available); a cached
+engine is checked against eager before use.  The cache holds serialized
+programs: point it only at a directory this job controls.
 """
 from __future__ import annotations
 
@@ -47,6 +64,9 @@ log = logging.getLogger(__name__)
 BACKENDS = ("eager", "torch.compile", "tensorrt")
 # Compiled output must match eager to this cosine similarity (per frame), else fall back.
 MIN_COSINE_VS_EAGER = 0.99
+# Default batch profile of the compiled encoder (frames per call); see the module docstring for why.
+DEFAULT_MAX_BATCH = 512
+DEFAULT_OPT_BATCH = 256
 
 _DTYPE_NAMES = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
@@ -119,8 +139,9 @@ class CompiledEncoder:
     """A frame encoder ``images [N,3,S,S] -> float32 L2-normalised [N,D]`` and how it was obtained.
 
     ``backend`` is what actually runs, ``requested`` what was asked for, and
-    ``reason`` why they differ (or how the backend was set up).  Calls are split
-    into chunks of at most ``max_batch`` frames (TensorRT's engine limit).
+    ``reason`` why they differ (or how the backend was set up).  Calls of more
+    than ``max_batch`` frames (TensorRT's engine limit) are split into chunks of
+    ``opt_batch`` frames, the shape the engine is tuned for.
     """
 
     fn: Callable[[Tensor], Tensor]
@@ -129,13 +150,14 @@ class CompiledEncoder:
     reason: str
     device: torch.device
     dtype: torch.dtype
-    max_batch: int = 1024
+    max_batch: int = DEFAULT_MAX_BATCH
+    opt_batch: int = DEFAULT_OPT_BATCH
 
     def __call__(self, images: Tensor) -> Tensor:
         with torch.inference_mode():
             if images.shape[0] <= self.max_batch:
                 return F.normalize(self.fn(images).float(), dim=-1)
-            parts = [self.fn(chunk).float() for chunk in images.split(self.max_batch)]
+            parts = [self.fn(chunk).float() for chunk in images.split(min(self.opt_batch, self.max_batch))]
             return F.normalize(torch.cat(parts), dim=-1)
 
     def _fall_back(self, backend: str, fn: Callable[[Tensor], Tensor], why: str) -> None:
@@ -178,20 +200,32 @@ def _first(out: Any) -> Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
+@dataclass(frozen=True)
+class EagerCheck:
+    """How a compiled encoder compares with eager: the lowest per-frame cosine seen, and the problem if any."""
+
+    min_cosine: float | None
+    problem: str | None = None
+
+
 def _check_against_eager(
     fn: Callable[[Tensor], Tensor], eager: Callable[[Tensor], Tensor], batches: list[Tensor]
-) -> str | None:
-    """None if ``fn`` matches eager on every batch (cosine >= MIN_COSINE_VS_EAGER), else what went wrong."""
+) -> EagerCheck:
+    """Compare ``fn`` with eager on every batch (per-frame cosine must be >= MIN_COSINE_VS_EAGER)."""
+    lowest: float | None = None
     with torch.inference_mode():
         for x in batches:
             got = _first(fn(x)).float()
             ref = eager(x).float()
             if got.shape != ref.shape:
-                return f"output shape {tuple(got.shape)} != eager {tuple(ref.shape)} at batch {x.shape[0]}"
+                return EagerCheck(lowest, f"output shape {tuple(got.shape)} != eager {tuple(ref.shape)} at batch {x.shape[0]}")
             cos = F.cosine_similarity(got, ref, dim=-1).min().item()
+            lowest = cos if lowest is None else min(lowest, cos)
             if not cos >= MIN_COSINE_VS_EAGER:
-                return f"outputs differ from eager (min cosine {cos:.4f} < {MIN_COSINE_VS_EAGER}) at batch {x.shape[0]}"
-    return None
+                return EagerCheck(
+                    lowest, f"outputs differ from eager (min cosine {cos:.4f} < {MIN_COSINE_VS_EAGER}) at batch {x.shape[0]}"
+                )
+    return EagerCheck(lowest)
 
 
 def _example_batches(model: CLIPER, device: torch.device, sizes: list[int]) -> list[Tensor]:
@@ -222,17 +256,60 @@ def _try_torch_compile(
     batches = _example_batches(model, device, [warm, 1, warm + 3])
     torch._dynamo.mark_dynamic(batches[0], 0)
     try:
-        problem = _check_against_eager(fn, eager, batches)
+        check = _check_against_eager(fn, eager, batches)
     except Exception as exc:  # noqa: BLE001 - compiler errors come in many types
         return None, f"torch.compile failed at first call: {_summary(exc)}"
-    if problem:
-        return None, f"torch.compile {problem}"
-    return fn, "torch.compile (dynamic batch), warmed up and checked against eager"
+    if check.problem:
+        log.warning("frame encoder: torch.compile rejected, %s", check.problem)
+        return None, f"torch.compile {check.problem}"
+    return fn, f"torch.compile (dynamic batch), warmed up; min cosine vs eager {check.min_cosine:.4f}"
 
 
 def _gpu_tag(device: torch.device) -> str:
     props = torch.cuda.get_device_properties(device)
     return re.sub(r"[^A-Za-z0-9]+", "_", f"{props.name}-sm{props.major}{props.minor}")
+
+
+def tensorrt_compile_kwargs(torch_tensorrt: Any, dtype: torch.dtype) -> dict[str, Any]:
+    """Keyword arguments for ``torch_tensorrt.compile`` that give a ``dtype`` engine for a graph already in ``dtype``.
+
+    Older torch-tensorrt releases type weakly (kernel precision chosen from
+    ``enabled_precisions``); newer ones (2.10-2.12 at least) default to
+    explicit typing, where the graph's dtypes decide and ``enabled_precisions``
+    other than fp32 is refused with an assertion.  So: pass
+    ``enabled_precisions={dtype}`` only when the release does not type
+    explicitly by default.  Shared with ``bench/gpu/run.py``.
+    """
+    defaults = getattr(getattr(torch_tensorrt, "dynamo", None), "_defaults", None)
+    if getattr(defaults, "USE_EXPLICIT_TYPING", False):
+        return {}
+    return {"enabled_precisions": {dtype}}
+
+
+def tensorrt_batch_profile(example_batch: int, max_batch: int) -> tuple[int, int, int]:
+    """(min, opt, max) frames of the engine's dynamic batch dimension for these call sizes."""
+    return 1, max(1, min(example_batch, max_batch, DEFAULT_OPT_BATCH)), max_batch
+
+
+def tensorrt_input_spec(torch_tensorrt: Any, image_size: int, dtype: torch.dtype, example_batch: int, max_batch: int):
+    """The ``torch_tensorrt.Input`` of a dynamic-batch image encoder, and its opt batch. Shared with ``bench/gpu``."""
+    lo, opt, hi = tensorrt_batch_profile(example_batch, max_batch)
+    s = image_size
+    spec = torch_tensorrt.Input(min_shape=(lo, 3, s, s), opt_shape=(opt, 3, s, s), max_shape=(hi, 3, s, s), dtype=dtype)
+    return spec, opt
+
+
+def load_tensorrt_program(torch_tensorrt: Any, path: str) -> nn.Module:
+    """A saved engine (ExportedProgram) as a callable module.
+
+    ``torch_tensorrt.load`` first: importing torch-tensorrt registers its
+    runtime ops, and its loader picks the Python runtime when the C++ one is
+    absent; ``torch.export.load`` only for releases without ``load``.
+    """
+    loader = getattr(torch_tensorrt, "load", None)
+    program = loader(path) if callable(loader) else torch.export.load(path)
+    module = getattr(program, "module", None)
+    return module() if callable(module) else program
 
 
 def _try_tensorrt(
@@ -251,10 +328,7 @@ def _try_tensorrt(
         return None, f"torch_tensorrt not importable ({_summary(exc)}); install cliper-batch[tensorrt]"
 
     s = model.image_size
-    opt = max(1, min(example_batch, max_batch))
-    spec = torch_tensorrt.Input(
-        min_shape=(1, 3, s, s), opt_shape=(opt, 3, s, s), max_shape=(max_batch, 3, s, s), dtype=dtype
-    )
+    spec, opt = tensorrt_input_spec(torch_tensorrt, s, dtype, example_batch, max_batch)
     eager = _eager_fn(model, device, dtype)
     checks = _example_batches(model, device, sorted({1, opt, min(max_batch, opt + 3)}))
 
@@ -275,12 +349,11 @@ def _try_tensorrt(
 
     if cache_path and os.path.isfile(cache_path):
         try:
-            loaded = torch.export.load(cache_path).module()
-            fn = wrap(loaded)
-            problem = _check_against_eager(fn, eager, checks)
-            if problem is None:
-                return fn, f"tensorrt engine loaded from cache {cache_path}"
-            log.warning("cached TensorRT engine %s rejected (%s); recompiling", cache_path, problem)
+            fn = wrap(load_tensorrt_program(torch_tensorrt, cache_path))
+            check = _check_against_eager(fn, eager, checks)
+            if check.problem is None:
+                return fn, f"tensorrt engine loaded from cache {cache_path}; min cosine vs eager {check.min_cosine:.4f}"
+            log.warning("cached TensorRT engine %s rejected (%s); recompiling", cache_path, check.problem)
         except Exception as exc:  # noqa: BLE001
             log.warning("cannot load cached TensorRT engine %s (%s); recompiling", cache_path, exc)
         try:
@@ -291,23 +364,21 @@ def _try_tensorrt(
     try:
         # The engine runs in `dtype` end to end: weights cast here, inputs cast in `run`.
         encoder = _FrameEncoder(copy.deepcopy(model.visual)).eval().to(device=device, dtype=dtype)
-        kwargs: dict[str, Any] = {}
-        # Older torch-tensorrt releases type weakly (kernel precision chosen from enabled_precisions);
-        # newer ones default to explicit typing, where the graph's dtypes decide and enabled_precisions
-        # other than fp32 is refused.  The graph is already in `dtype`, so both give a `dtype` engine.
-        defaults = getattr(getattr(torch_tensorrt, "dynamo", None), "_defaults", None)
-        if not getattr(defaults, "USE_EXPLICIT_TYPING", False):
-            kwargs["enabled_precisions"] = {dtype}
         with torch.no_grad():  # export traces parameters; inference tensors are not allowed there
-            trt_module = torch_tensorrt.compile(encoder, ir="dynamo", inputs=[spec], **kwargs)
+            trt_module = torch_tensorrt.compile(
+                encoder, ir="dynamo", inputs=[spec], **tensorrt_compile_kwargs(torch_tensorrt, dtype)
+            )
     except Exception as exc:  # noqa: BLE001
         return None, f"tensorrt compilation failed: {_summary(exc)}"
     fn = wrap(trt_module)
-    problem = _check_against_eager(fn, eager, checks)
-    if problem:
-        return None, f"tensorrt {problem}"
+    check = _check_against_eager(fn, eager, checks)
+    if check.problem:
+        # Typically fp16 weights (cast for explicit typing) drifting from eager's fp32-weights autocast.
+        log.warning("frame encoder: TensorRT %s engine rejected, %s; falling back", dtype, check.problem)
+        return None, f"tensorrt {check.problem}"
 
-    note = f"tensorrt engine compiled (dynamic batch 1..{max_batch}, opt {opt}, {dtype})"
+    note = (f"tensorrt engine compiled (dynamic batch 1..{max_batch}, opt {opt}, {dtype}); "
+            f"min cosine vs eager {check.min_cosine:.4f}")
     if cache_path:
         os.makedirs(os.path.dirname(cache_path), exist_ok=True)
         tmp = f"{cache_path}.tmp-{os.getpid()}.ep"
@@ -336,7 +407,7 @@ def compile_encoder(
     *,
     dtype: torch.dtype | None = None,
     example_batch: int = 8,
-    max_batch: int = 1024,
+    max_batch: int = DEFAULT_MAX_BATCH,
     cache_dir: str | None = None,
     model_id: str | None = None,
     compile_options: dict[str, Any] | None = None,
@@ -344,8 +415,9 @@ def compile_encoder(
     """Build the frame encoder for ``backend``, falling back (with a WARNING and a recorded reason) when needed.
 
     ``example_batch`` is the usual number of frames per call (segments x frames
-    per segment): TensorRT's opt shape.  ``max_batch`` caps frames per engine
-    call (larger calls are chunked).  ``dtype`` defaults to :func:`select_dtype`.
+    per segment): TensorRT's opt shape, capped at :data:`DEFAULT_OPT_BATCH`.
+    ``max_batch`` caps frames per engine call (larger calls are split into
+    opt-sized chunks).  ``dtype`` defaults to :func:`select_dtype`.
     ``model_id`` (optional) keys the TensorRT cache without re-hashing the weights;
     ``compile_options`` go to ``torch.compile`` (e.g. ``{"mode": "max-autotune"}``).
     """
@@ -365,7 +437,8 @@ def compile_encoder(
             log.warning("frame encoder: requested %s, using %s: %s", backend, used, reason)
         else:
             log.info("frame encoder: %s (%s)", used, reason)
-        enc = CompiledEncoder(fn, used, backend, reason, device, dtype, max_batch)
+        _, opt, _ = tensorrt_batch_profile(example_batch, max_batch)
+        enc = CompiledEncoder(fn, used, backend, reason, device, dtype, max_batch, opt)
         if used == "torch.compile":
             enc.fn = _runtime_guard(enc, fn, eager)
         return enc

@@ -9,9 +9,13 @@ float32 (both on the frames' device) to ``N`` model-sized crops:
   the scoring device);
 * :func:`normalized_crops`: float32 ``[N, 3, S, S]`` ready for the encoder, for
   the fused worker whose crops never leave the device: the Triton kernel
-  (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports, else the
-  torch reference :func:`cliper_batch.crops.crop_resize_normalize`
-  (:func:`select_crop_backend` decides and says why).
+  (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports, else
+  DALI's operators (:class:`cliper_batch.dali_crops.DaliBoxCropper`)
+  on CUDA when DALI is installed, else the torch reference
+  :func:`cliper_batch.crops.crop_resize_normalize` (:func:`select_crop_backend`
+  decides and says why). Triton stays first until the GPU check
+  (``bench/gpu/run.py``: ``kernel`` vs ``kernel.dali_crops``) measures DALI
+  faster; ``dali`` can be forced by passing the choice to the stage.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ __all__ = ["CropBackendChoice", "CropFn", "load_triton_crop", "normalized_crops"
 class CropBackendChoice:
     """Which normalising crop implementation a worker uses, and why (logged, and exposed on the stage)."""
 
-    name: str  # 'triton' | 'torch'
+    name: str  # 'triton' | 'dali' | 'torch'
     reason: str
 
 
@@ -49,14 +53,19 @@ def load_triton_crop() -> Callable[..., torch.Tensor]:
     return mod.crop_resize_normalize_triton
 
 
-def select_crop_backend(device: torch.device | str, triton_available: bool | None = None) -> CropBackendChoice:
-    """``triton`` when the tensors live on CUDA and the kernel imports, else ``torch`` (:mod:`cliper_batch.crops`).
+def select_crop_backend(
+    device: torch.device | str, triton_available: bool | None = None, dali_installed: bool | None = None
+) -> CropBackendChoice:
+    """On CUDA: ``triton`` if the kernel imports, else ``dali`` if DALI is installed; otherwise ``torch``.
 
-    ``triton_available=None`` tries the import; tests pass it explicitly.
+    ``triton_available=None`` tries the import and ``dali_installed=None``
+    looks for ``nvidia.dali``; tests pass them explicitly. On the CPU the
+    torch reference is used: DALI's CPU operators are not faster there and
+    the staged worker's crops need no normalisation on the host.
     """
     dev = torch.device(device)
     if dev.type != "cuda":
-        return CropBackendChoice("torch", f"tensors on {dev}: the Triton kernel needs CUDA, using the torch reference")
+        return CropBackendChoice("torch", f"tensors on {dev}: the Triton kernel and DALI crops run on CUDA, using the torch reference")
     why = ""
     if triton_available is None:
         try:
@@ -66,7 +75,13 @@ def select_crop_backend(device: torch.device | str, triton_available: bool | Non
             triton_available, why = False, f" ({exc})"
     if triton_available:
         return CropBackendChoice("triton", f"tensors on {dev} and Triton importable: fused crop_resize_normalize kernel")
-    return CropBackendChoice("torch", f"tensors on {dev} but the Triton kernel is not importable{why}: torch reference")
+    if dali_installed is None:
+        from .decode.dali_backend import dali_available
+
+        dali_installed = dali_available()
+    if dali_installed:
+        return CropBackendChoice("dali", f"tensors on {dev}, the Triton kernel is not importable{why}: DALI crop operators")
+    return CropBackendChoice("torch", f"tensors on {dev} but neither the Triton kernel{why} nor DALI is available: torch reference")
 
 
 def uint8_crops(size: int) -> CropFn:
@@ -103,12 +118,23 @@ def _pixel_copy(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
     return torch.stack([frames[i, y : y + size, x : x + size] for i, x, y in b[:, :3].long().tolist()])
 
 
-def normalized_crops(backend: str, size: int, mean: Sequence[float], std: Sequence[float]) -> CropFn:
-    """Crop + resize + normalise to float32 ``[N, 3, S, S]`` with ``backend`` (``'triton'`` or ``'torch'``)."""
+def normalized_crops(
+    backend: str, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cuda"
+) -> CropFn:
+    """Crop + resize + normalise to float32 ``[N, 3, S, S]`` with ``backend`` (``'triton'``, ``'dali'`` or ``'torch'``).
+
+    ``device``: where the frames live (used by ``'dali'``, whose operators run there).
+    """
     mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if backend == "triton":
         # the boxes come from video_annotation (centre square / validated face squares): no host sync to re-check them
         return partial(load_triton_crop(), size=int(size), mean=mean_t, std=std_t, check_boxes=False)
+    if backend == "dali":
+        from .dali_crops import DaliBoxCropper
+
+        dev = torch.device(device)
+        cropper = DaliBoxCropper(device="gpu" if dev.type == "cuda" else "cpu", device_id=dev.index)
+        return partial(cropper, size=int(size), mean=mean_t, std=std_t)
     if backend == "torch":
         return partial(crop_resize_normalize, size=int(size), mean=mean_t, std=std_t)
-    raise ValueError(f"crop backend must be 'triton' or 'torch', got {backend!r}")
+    raise ValueError(f"crop backend must be 'triton', 'dali' or 'torch', got {backend!r}")

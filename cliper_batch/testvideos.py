@@ -16,6 +16,8 @@ import numpy as np
 
 FRAME_CODE_BITS = 12
 CODECS = {"h264": ("libx264", ".mp4"), "vp9": ("libvpx-vp9", ".webm"), "mjpeg": ("mjpeg", ".avi"), "vp8": ("libvpx", ".webm")}
+# FFmpeg muxer for each container extension (needed when writing to a file object rather than a path)
+CONTAINER_FORMATS = {".mp4": "mp4", ".webm": "webm", ".avi": "avi"}
 
 
 @dataclass(frozen=True)
@@ -72,15 +74,20 @@ def render_frame(spec: VideoSpec, index: int) -> np.ndarray:
     return out
 
 
-def write_video(path: str, spec: VideoSpec) -> str:
-    """Encode ``spec`` to ``path`` with PyAV (its bundled FFmpeg has x264 and libvpx)."""
+def write_video(path, spec: VideoSpec):
+    """Encode ``spec`` to ``path`` with PyAV (its bundled FFmpeg has x264 and libvpx).
+
+    ``path`` may also be a writable, seekable binary file object (e.g. ``io.BytesIO``):
+    the container is then the codec's usual one (.mp4 for H.264, .webm for VP8/VP9, .avi for MJPEG).
+    """
     import av
 
     if spec.codec not in CODECS:
         raise ValueError(f"unknown codec {spec.codec!r}; choose from {sorted(CODECS)}")
-    encoder, _ = CODECS[spec.codec]
+    encoder, ext = CODECS[spec.codec]
     rate = Fraction(spec.fps).limit_denominator(1001)
-    with av.open(path, mode="w") as container:
+    fmt = None if isinstance(path, (str, os.PathLike)) else CONTAINER_FORMATS[ext]
+    with av.open(path, mode="w", format=fmt) as container:
         stream = container.add_stream(encoder, rate=rate)
         stream.width, stream.height = spec.width, spec.height
         stream.pix_fmt = "yuvj420p" if spec.codec == "mjpeg" else "yuv420p"

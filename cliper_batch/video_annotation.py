@@ -12,8 +12,10 @@ Per video (:meth:`VideoAnnotator.annotate`):
 
 1. :func:`~cliper_batch.probe.probe` the file and
    :func:`~cliper_batch.sampling.plan_for` its segments;
-2. :func:`~cliper_batch.decode.select.choose_decoder` (built once per backend
-   and kept);
+2. :func:`~cliper_batch.decode.select.choose_usable_decoder` (built once per
+   backend and kept): the decoder policy, plus NVDEC's once-per-process
+   self-test, so an unusable NVDEC means PyAV with a logged reason, not a
+   failed row per video;
 3. face framing: ``faces="none"`` decodes at short side = model input and
    takes the centre square; ``faces="detect"`` decodes at the detection size
    twice: pass 1 finds tracks (:func:`~cliper_batch.faces.framing.find_tracks`),
@@ -44,7 +46,7 @@ from . import rows
 from .crop_primitives import CropFn
 from .crops import center_crop_plan
 from .decode.base import DecodeError
-from .decode.select import choose_decoder
+from .decode.select import choose_usable_decoder
 from .faces import framing
 from .probe import ProbeError, probe
 from .sampling import plan_for
@@ -220,7 +222,7 @@ class VideoAnnotator:
             outcome.info = info
             segments = plan_for(info, self.config.segment_seconds, self.T)
             video.total_segments = len(segments)
-            choice = choose_decoder(self.config.decoder, info, self.prims.decoder_device)
+            choice = choose_usable_decoder(self.config.decoder, info, self.prims.decoder_device)
             outcome.extra["decoder"] = choice.backend
             decoder = self._decoder_for(choice)
             if self.config.faces == "detect":

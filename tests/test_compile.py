@@ -3,21 +3,26 @@ from __future__ import annotations
 
 import logging
 
+import types
+
+import open_clip  # noqa: F401 - a hard dependency: a broken install must fail here, not skip the module
 import pytest
 import torch
 import torch.nn.functional as F
 
-pytest.importorskip("open_clip")
-
-from cliper_batch.compile import (  # noqa: E402
+from cliper_batch.compile import (
+    DEFAULT_MAX_BATCH,
+    DEFAULT_OPT_BATCH,
     CompiledEncoder,
     DeviceError,
     compile_encoder,
+    load_tensorrt_program,
     select_device,
     select_dtype,
+    tensorrt_compile_kwargs,
 )
-from cliper_batch.model import Scorer, score_clips  # noqa: E402
-from cliper_batch.model.factory import TINY_ARCH, load_model  # noqa: E402
+from cliper_batch.model import Scorer, score_clips
+from cliper_batch.model.factory import TINY_ARCH, load_model
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -73,10 +78,68 @@ def test_eager_encoder_and_chunking(tiny):
     torch.testing.assert_close(enc(x), ref, atol=1e-6, rtol=1e-6)  # 10 frames in chunks of 4
 
 
+def test_default_batch_profile_tunes_below_its_limit(tiny):
+    """opt < max: full fused-worker batches (1024 frames) run as opt-sized chunks, the shape TensorRT tunes for."""
+    assert DEFAULT_OPT_BATCH < DEFAULT_MAX_BATCH < 1024
+    enc = compile_encoder(tiny, "eager", "cpu", example_batch=1024)
+    assert (enc.max_batch, enc.opt_batch) == (DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH)
+    calls = []
+    inner = enc.fn
+    enc.fn = lambda x: calls.append(x.shape[0]) or inner(x)
+    x = _images(DEFAULT_MAX_BATCH + 44)
+    out = enc(x)
+    assert calls == [DEFAULT_OPT_BATCH, DEFAULT_OPT_BATCH, 44]
+    with torch.no_grad():
+        torch.testing.assert_close(out, tiny.encode_frames(x), atol=1e-5, rtol=1e-5)
+    assert compile_encoder(tiny, "eager", "cpu", example_batch=64).opt_batch == 64
+
+
+def test_tensorrt_kwargs_follow_the_typing_mode():
+    """Explicit typing (torch-tensorrt's newer default) refuses enabled_precisions != fp32; weak typing needs it."""
+    explicit = types.SimpleNamespace(dynamo=types.SimpleNamespace(_defaults=types.SimpleNamespace(USE_EXPLICIT_TYPING=True)))
+    weak = types.SimpleNamespace(dynamo=types.SimpleNamespace(_defaults=types.SimpleNamespace(USE_EXPLICIT_TYPING=False)))
+    assert tensorrt_compile_kwargs(explicit, torch.float16) == {}
+    assert tensorrt_compile_kwargs(weak, torch.float16) == {"enabled_precisions": {torch.float16}}
+    assert tensorrt_compile_kwargs(types.SimpleNamespace(), torch.bfloat16) == {"enabled_precisions": {torch.bfloat16}}
+
+
+def test_saved_program_loads_without_torch_tensorrt_load(tmp_path):
+    """Releases without ``torch_tensorrt.load`` fall back to ``torch.export.load`` (a real saved program here)."""
+    lin = torch.nn.Linear(4, 3).eval()
+    x = torch.randn(5, 4)
+    path = str(tmp_path / "prog.ep")
+    torch.export.save(torch.export.export(lin, (x,)), path)
+    module = load_tensorrt_program(types.SimpleNamespace(), path)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), lin(x))
+    # With a ``load`` it is used (torch_tensorrt.load returns an ExportedProgram too).
+    used = []
+    module = load_tensorrt_program(types.SimpleNamespace(load=lambda p: used.append(p) or torch.export.load(p)), path)
+    assert used == [path]
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), lin(x))
+
+
+def test_compiled_output_far_from_eager_is_rejected_with_the_measured_cosine(tiny, caplog):
+    """A compiler that silently changes results is caught by the cosine check and logged with the figure."""
+
+    def backend_flipping_signs(gm, example_inputs):
+        def run(*args):
+            out = gm.forward(*args)
+            return tuple(-o for o in out) if isinstance(out, (tuple, list)) else -out
+        return run
+
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+        enc = compile_encoder(tiny, "torch.compile", "cpu", compile_options={"backend": backend_flipping_signs})
+    assert (enc.backend, enc.requested) == ("eager", "torch.compile")
+    assert "min cosine -1.0000 < 0.99" in enc.reason
+    assert any(r.levelno == logging.WARNING and "min cosine -1.0000" in r.getMessage() for r in caplog.records)
+
+
 def test_torch_compile_matches_eager(tiny):
     enc = compile_encoder(tiny, "torch.compile", "cpu", example_batch=8)
     assert enc.backend == "torch.compile", enc.reason
-    assert "checked against eager" in enc.reason
+    assert "min cosine vs eager 1.0000" in enc.reason
     with torch.no_grad():
         for n in (1, 5, 16):  # dynamic batch, including the padded single frame
             x = _images(n, seed=n)

@@ -11,7 +11,7 @@ LAYERS = [
     ["rows", "listing"],
     ["probe", "sampling"],
     ["decode"],
-    ["crops", "kernels", "crop_primitives"],
+    ["crops", "kernels", "dali_crops", "crop_primitives"],
     ["faces"],
     ["video_annotation"],
     ["model", "compile"],

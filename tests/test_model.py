@@ -8,10 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
+import open_clip  # a hard dependency: a broken install must fail here, not skip the module
 import torch.nn.functional as F
-
-open_clip = pytest.importorskip("open_clip")
-
 from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 

@@ -80,3 +80,19 @@ def test_the_centre_crop_is_an_exact_pixel_copy(size):
     mean, std = torch.tensor(CLIP_MEAN), torch.tensor(CLIP_STD)
     want = ((expected.float() / 255 - mean) / std).permute(0, 3, 1, 2)
     torch.testing.assert_close(normalized_crops("torch", S, CLIP_MEAN, CLIP_STD)(frames, boxes), want, atol=1e-4, rtol=0)
+
+
+def test_unusable_nvdec_decodes_with_pyav_instead_of_failing_the_video(h264_video):
+    """A worker on a CUDA device whose NVDEC cannot work (here: DALI installed, no GPU, so the real self-test fails)."""
+    from cliper_batch.decode.dali_backend import dali_available
+    from cliper_batch.decode.select import cuda_available
+
+    if not dali_available() or cuda_available():
+        pytest.skip("needs DALI installed on a host where NVDEC cannot work")
+    path, spec = h264_video
+    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=4, faces="none", decoder="auto")
+    annotator = VideoAnnotator(cfg, S, FramePrimitives(CPU, "cuda:0", uint8_crops(S), "torch", CPU))
+    items = list(annotator.annotate(VideoRef(video_id="v", uri=normalize_uri(path))))
+    outcome = items[-1]
+    assert isinstance(outcome, VideoOutcome) and outcome.status == "ok", outcome.error
+    assert outcome.extra["decoder"] == "pyav" and sum(p.n for p in items[:-1]) == int(spec.duration_s)

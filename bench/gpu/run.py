@@ -20,11 +20,19 @@ section, so even a killed run leaves what it measured):
   and 512 boxes at 224 px: correctness against the torch reference, effective
   GB/s (distinct input bytes its taps read + output bytes written) and a
   device-to-device ``copy_`` of the same byte count.
+* ``kernel.dali_crops``: the DALI crop primitive on the same frames and boxes,
+  beside the Triton figure (skipped where nvidia.dali is not installed).
 * ``model.*``: crops/s of the image encoder at batch 64/256/512/1024 for eager
   fp32, fp16 autocast, bf16 autocast, CUDA graphs (fp16, static batch),
-  torch.compile (fp16, default mode) and Torch-TensorRT (if importable),
-  with achieved TFLOP/s and % of the bf16 dense roofline.
+  torch.compile (fp16, default mode) and Torch-TensorRT (if importable: one
+  engine with the engine's own dynamic batch profile from
+  ``cliper_batch.compile``, called through ``CompiledEncoder``), with achieved
+  TFLOP/s and % of the bf16 dense roofline. Each point is written to the JSON
+  as soon as it is measured, so a section that times out keeps its points.
 * ``pipeline``: kernel (fp16 out) + fp16 encoder on GPU-resident frames at one batch.
+* ``annotate``: the engine's shared per-video algorithm (``VideoAnnotator``)
+  with frames uploaded to the GPU, on real H.264 and VP9 files (needs PyAV:
+  carry its wheel; skipped with the reason otherwise).
 
 The encoder is *architecture-equivalent* to open_clip's ``ViT-B-16`` visual
 tower (width 768, 12 layers, 12 heads, patch 16, 224 px, 512-d projection)
@@ -107,6 +115,7 @@ class BenchConfig:
                 "decode": 40, "flops": 20, "kernel": 45,
                 "model.eager_fp32": 35, "model.fp16_autocast": 20, "model.bf16_autocast": 20,
                 "model.cudagraph_fp16": 35, "pipeline": 15, "model.compile_fp16": 150, "model.tensorrt_fp16": 60,
+                "kernel.dali_crops": 20, "annotate": 40,
             },
         )
 
@@ -121,6 +130,7 @@ class BenchConfig:
                 "decode": 20, "flops": 10, "kernel": 30,
                 "model.eager_fp32": 10, "model.fp16_autocast": 10, "model.bf16_autocast": 10,
                 "model.cudagraph_fp16": 10, "pipeline": 10, "model.compile_fp16": 60, "model.tensorrt_fp16": 30,
+                "kernel.dali_crops": 20, "annotate": 30,
             },
         )
 
@@ -129,8 +139,13 @@ class SkipSection(Exception):
     """A section cannot run here (missing package or device); the message is the reason."""
 
 
-class SectionTimeout(BaseException):
-    """A section overran its hard time limit (BaseException: per-point handlers must not swallow it)."""
+class SectionTimeout(Exception):
+    """A section overran its hard time limit.
+
+    An ``Exception``, so nothing outside :meth:`Bench.run` ever sees it; handlers
+    inside a section that catch ``Exception`` per point re-raise it first, and
+    :meth:`Bench.run` keeps every point the section measured before it fired.
+    """
 
 
 @contextlib.contextmanager
@@ -165,9 +180,16 @@ class Bench:
         self.skip = skip
         self.t0 = time.perf_counter()
         self.results: dict = {"meta": {}, "sections": {}}
+        self._live: dict | None = None  # the running section's partial result (points so far)
 
     def remaining(self) -> float:
         return self.cfg.total_budget_s - (time.perf_counter() - self.t0)
+
+    def record_point(self, point: dict) -> None:
+        """Keep one measured point of the running section and rewrite the JSON, so no timeout or kill loses it."""
+        if self._live is not None:
+            self._live.setdefault("points", []).append(point)
+            self.write()
 
     def run(self, key: str, fn: Callable[[float], dict]) -> dict:
         budget = min(self.cfg.budgets.get(key, 30.0), self.remaining() - self.RESERVE_S)
@@ -180,19 +202,25 @@ class Bench:
             res = {"status": "skipped", "reason": f"total time budget ({self.cfg.total_budget_s:.0f} s) exhausted"}
         else:
             print(f"[bench] {key}: budget {budget:.0f} s", flush=True)
+            self._live = {"status": "running"}
+            self.results["sections"][key] = self._live
             try:
                 with hard_timeout(budget + self.GRACE_S):
                     res = fn(budget) or {}
                 res.setdefault("status", "ok")
             except SkipSection as e:
                 res = {"status": "skipped", "reason": str(e)}
-            except (Exception, SectionTimeout) as e:  # noqa: BLE001 - a section's failure must not stop the others
+            except Exception as e:  # noqa: BLE001 - a section's failure (or timeout) must not stop the others
+                kept = {k: v for k, v in self._live.items() if k != "status"}
                 res = {
-                    "status": "error",
+                    **kept,
+                    "status": "timeout" if isinstance(e, SectionTimeout) else "error",
                     "error": f"{type(e).__name__}: {e}"[:2000],
                     "traceback": traceback.format_exc()[-3000:],
+                    "points_kept": len(kept.get("points", [])),
                 }
             finally:
+                self._live = None
                 _free_cuda()
             res["budget_s"] = round(budget, 1)
         res["elapsed_s"] = round(time.perf_counter() - t, 2)
@@ -382,11 +410,13 @@ def peak_bf16_tflops(device_name: str) -> tuple[float | None, str]:
 class ModelBench:
     """Shared state for the encoder sections: model, inputs, FLOPs, roofline."""
 
-    def __init__(self, cfg: BenchConfig, device: torch.device, model: nn.Module, flops_per_crop: float | None):
+    def __init__(self, cfg: BenchConfig, device: torch.device, model: nn.Module, flops_per_crop: float | None,
+                 on_point: Callable[[dict], None] = lambda point: None):
         self.cfg = cfg
         self.device = device
         self.model = model
         self.flops = flops_per_crop
+        self.on_point = on_point  # called with each point as soon as it is measured (Bench.record_point)
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
         self.peak, self.peak_source = peak_bf16_tflops(name)
         self.x_max = None
@@ -433,6 +463,9 @@ class ModelBench:
                 secs = min(self.cfg.seconds_per_point, max(left / 4, 0.05))
                 timing = time_call(fn, self.device, self.cfg.warmup_iters, secs, self.cfg.max_iters)
                 points.append(self.point(b, timing))
+                self.on_point(points[-1])
+            except SectionTimeout:
+                raise
             except torch.cuda.OutOfMemoryError as e:
                 skipped.append({"batch": b, "reason": f"CUDA OOM: {str(e)[:200]}"})
             except Exception as e:  # noqa: BLE001 - one batch size failing must not hide the others
@@ -546,27 +579,39 @@ class ModelBench:
             import torch_tensorrt
         except Exception as e:  # noqa: BLE001 - ImportError or a broken install (missing libnvinfer)
             raise SkipSection(f"torch_tensorrt not importable: {type(e).__name__}: {e}") from None
+        from cliper_batch.compile import (
+            DEFAULT_MAX_BATCH,
+            CompiledEncoder,
+            tensorrt_compile_kwargs,
+            tensorrt_input_spec,
+        )
+
+        # The engine the fused worker builds: one dynamic-batch profile (compile.py's defaults), fp16 weights,
+        # the same explicit-typing handling; calls above max_batch are chunked by CompiledEncoder as in production.
+        max_batch = min(DEFAULT_MAX_BATCH, max(self.cfg.batches))
+        spec, opt = tensorrt_input_spec(torch_tensorrt, self.cfg.image_size, torch.half, max(self.cfg.batches), max_batch)
         half = copy.deepcopy(self.model).half()
-        build_times: dict[int, float] = {}
+        t = time.perf_counter()
+        with torch.no_grad():
+            trt = torch_tensorrt.compile(half, ir="dynamo", inputs=[spec],
+                                         **tensorrt_compile_kwargs(torch_tensorrt, torch.half))
+        build_s = round(time.perf_counter() - t, 1)
+        print(f"[bench]   tensorrt dynamic engine (1..{max_batch}, opt {opt}) built in {build_s} s", flush=True)
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            out = trt(x.half())
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        enc = CompiledEncoder(run, "tensorrt", "tensorrt", "bench", self.device, torch.half, max_batch, opt)
 
         def make(b: int):
-            x = self.inputs(b).half()
-            t = time.perf_counter()
-            trt = torch_tensorrt.compile(
-                half, ir="dynamo", inputs=[torch_tensorrt.Input(shape=list(x.shape), dtype=torch.half)],
-                enabled_precisions={torch.half},
-            )
-            build_times[b] = round(time.perf_counter() - t, 1)
+            x = self.inputs(b)
+            return lambda: enc(x)
 
-            def fn():
-                with torch.inference_mode():
-                    return trt(x)
-
-            return fn
-
-        res = self.sweep(budget, make, "tensorrt fp16")
-        res["build_s"] = build_times
-        res["torch_tensorrt"] = getattr(torch_tensorrt, "__version__", "?")
+        res = self.sweep(max(budget - build_s, 1.0), make, "tensorrt fp16")
+        res.update({"build_s": build_s, "profile": {"min": 1, "opt": opt, "max": max_batch},
+                    "explicit_typing": not tensorrt_compile_kwargs(torch_tensorrt, torch.half),
+                    "torch_tensorrt": getattr(torch_tensorrt, "__version__", "?")})
         return res
 
 
@@ -663,6 +708,109 @@ def kernel_section(cfg: BenchConfig, device: torch.device, budget: float) -> dic
                        min_iters=1)["s_per_call"]
         out["torch_reference_ms"] = round(tr * 1e3, 3)
         out["speedup_vs_torch_reference"] = round(tr / (out["fp32"]["ms"] / 1e3), 2)
+    return out
+
+
+def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, triton: dict) -> dict:
+    """The DALI crop primitive (per-box ROI crop, cliper_batch/dali_crops.py) on the kernel section's frames and boxes.
+
+    Skipped where DALI is absent (the GPU test box has no DALI). ``triton`` is
+    the kernel section's result, for the side-by-side ratio.
+    """
+    from cliper_batch.decode.dali_backend import dali_available
+
+    if not dali_available():
+        raise SkipSection("nvidia.dali not installed")
+    from cliper_batch.kernels.crop_resize import crop_resize_bytes_moved
+
+    from cliper_batch.crops import crop_resize_normalize
+    from cliper_batch.dali_crops import PAD_TOLERANCE, DaliBoxCropper
+
+    frames = _random_frames(cfg, device, seed=1)
+    boxes = _random_boxes(cfg, cfg.kernel_boxes).to(device)
+    s = cfg.kernel_size
+    cropper = DaliBoxCropper(device="gpu" if device.type == "cuda" else "cpu", max_batch=cfg.kernel_boxes)
+    err = float((cropper(frames, boxes, s) - crop_resize_normalize(frames, boxes, s)).abs().max())
+    warm, iters, secs = (1, 2, 0.05) if cfg.smoke else (2, 20, min(1.0, budget / 4))
+    t = time_call(lambda: cropper(frames, boxes, s), device, warm, secs, iters, min_iters=1)["s_per_call"]
+    nbytes = crop_resize_bytes_moved(frames.shape, boxes, s, torch.float32)["total"]
+    out = {"device": str(device), "boxes": cfg.kernel_boxes, "size": s, "max_abs_err": err,
+           "tolerance": PAD_TOLERANCE, "correct": err <= PAD_TOLERANCE, "ms": round(t * 1e3, 4),
+           "crops_per_s": round(cfg.kernel_boxes / t, 1), "effective_GBps": round(nbytes / t / 1e9, 2)}
+    if not out["correct"]:
+        out.update(status="error", error=f"DALI crops differ from the torch reference by {err:.4g} > {PAD_TOLERANCE:.4g}")
+    if "fp32" in triton:
+        out["triton_fp32_ms"] = triton["fp32"]["ms"]
+        out["triton_speedup_over_dali"] = round(out["ms"] / triton["fp32"]["ms"], 2)
+    return out
+
+
+def annotate_section(cfg: BenchConfig, device: torch.device, budget: float) -> dict:
+    """The engine's shared per-video algorithm (``VideoAnnotator``) with frames uploaded to ``device``.
+
+    Real H.264 (with B-frames) and VP9 files written here, ``--faces none``,
+    ``--decoder auto`` (PyAV where DALI is absent: the GPU box), the crop
+    primitive the fused worker would pick on this device. Checks every video
+    ends ok with the planned number of clips, crops on the device and finite,
+    equal to the torch reference crop of the same frames; reports clips/s.
+    """
+    from cliper_batch import crop_primitives
+    from cliper_batch.crops import CLIP_MEAN, CLIP_STD
+    from cliper_batch.testvideos import CODECS, VideoSpec, write_video
+    from cliper_batch.types import AnnotateConfig, VideoRef
+    from cliper_batch.uris import normalize_uri
+    from cliper_batch.video_annotation import ClipPiece, FramePrimitives, VideoAnnotator
+
+    try:
+        import av  # noqa: F401 - the CPU decoder and the test-video writer
+    except ImportError as e:
+        raise SkipSection(f"PyAV not installed ({e}): carry the av wheel to run the per-video algorithm") from None
+    size, T = cfg.image_size, 8
+    w, h, secs = (128, 96, 2.0) if cfg.smoke else (1280, 720, 8.0)
+    choice = crop_primitives.select_crop_backend(device)
+    crop = crop_primitives.normalized_crops(choice.name, size, CLIP_MEAN, CLIP_STD, device=device)
+    reference = crop_primitives.normalized_crops("torch", size, CLIP_MEAN, CLIP_STD)
+    checked: list[float] = []
+
+    def checked_crop(frames: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        out = crop(frames, boxes)
+        if not checked:  # the first piece of each video: compare with the torch reference crop of the same frames
+            checked.append(float((out - reference(frames, boxes)).abs().max()))
+        return out
+
+    prims = FramePrimitives(frames_device=device, decoder_device=f"cuda:{device.index or 0}" if device.type == "cuda" else "cpu",
+                            crop=checked_crop, crop_name=choice.name, detector_device=device)
+    config = AnnotateConfig(segment_seconds=1.0, frames_per_segment=T, faces="none", decoder="auto",
+                            device=str(device), decode_chunk_segments=4)
+    annotator = VideoAnnotator(config, size, prims, None, 0)
+    out: dict = {"crop_backend": choice.name, "crop_reason": choice.reason, "size": [w, h], "seconds": secs,
+                 "frames_per_segment": T, "videos": {}}
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="cliper_annotate_bench_") as tmp:
+        for codec in ("h264", "vp9"):
+            path = write_video(os.path.join(tmp, f"clip_{codec}{CODECS[codec][1]}"),
+                               VideoSpec(codec=codec, duration_s=secs, width=w, height=h, seed=3))
+            checked.clear()
+            n, on_device, finite = 0, True, True
+            t = time.perf_counter()
+            for item in annotator.annotate(VideoRef(video_id=codec, uri=normalize_uri(path))):
+                if isinstance(item, ClipPiece):
+                    n += item.n
+                    on_device &= item.crops.device.type == device.type
+                    finite &= bool(torch.isfinite(item.crops).all())
+                else:
+                    outcome = item
+            _sync(device)
+            el = time.perf_counter() - t
+            rec = {"status": outcome.status, "error": outcome.error, "decoder": outcome.extra.get("decoder"),
+                   "clips": n, "expected_clips": int(secs), "crops_on_device": on_device, "finite": finite,
+                   "max_abs_err_vs_torch_crop": checked[0] if checked else None,
+                   "seconds": round(el, 3), "clips_per_s": round(n / el, 2), "frames_per_s": round(n * T / el, 1)}
+            out["videos"][codec] = rec
+            if outcome.status != "ok" or n != int(secs) or not on_device or not finite or not checked or checked[0] > 2e-2:
+                problems.append(f"{codec}: {rec}")
+    if problems:
+        out.update(status="error", error="; ".join(problems)[:1500])
     return out
 
 
@@ -880,6 +1028,12 @@ def markdown_summary(results: dict, cfg: BenchConfig) -> str:
                      + (" [interpreted]" if k.get("interpreted") else ""))
     else:
         lines.append(f"crop kernel: {k.get('status')} {k.get('reason') or k.get('error') or ''}")
+    dc = sec.get("kernel.dali_crops", {})
+    if "ms" in dc:
+        lines.append(f"DALI crops ({dc['device']}): {dc['ms']} ms, {dc['effective_GBps']} GB/s, max err {dc['max_abs_err']:.2e}"
+                     + (f"; Triton is {dc['triton_speedup_over_dali']}x faster" if "triton_speedup_over_dali" in dc else ""))
+    else:
+        lines.append(f"DALI crops: {dc.get('status')} {dc.get('reason') or dc.get('error') or ''}")
     p = sec.get("pipeline", {})
     if p.get("points"):
         pp = p["points"][0]
@@ -962,7 +1116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bench.run("flops", flops)
     model = model.to(device)
-    mb = ModelBench(cfg, device, model, flops_holder.get("value") or analytic_flops_per_crop(cfg)["flops"])
+    mb = ModelBench(cfg, device, model, flops_holder.get("value") or analytic_flops_per_crop(cfg)["flops"],
+                    on_point=bench.record_point)
     meta["roofline"] = {"peak_bf16_dense_tflops_device": mb.peak, "peak_source": mb.peak_source,
                         "reference_tflops": H100_SXM_BF16_DENSE_TFLOPS, "flops_per_crop_used": mb.flops}
     bench.run("model.eager_fp32", lambda b: mb.eager(b, None))
@@ -972,7 +1127,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.run("model.compile_fp16", lambda b: mb.compiled(b, dynamic=not args.static_compile))
     bench.run("model.tensorrt_fp16", mb.tensorrt)
     # The Triton kernel runs last: a faulting kernel poisons the CUDA context for the rest of the process.
-    bench.run("kernel", lambda b: kernel_section(cfg, device, b))
+    triton = bench.run("kernel", lambda b: kernel_section(cfg, device, b))
+    bench.run("kernel.dali_crops", lambda b: dali_crop_section(cfg, device, b, triton))
+    bench.run("annotate", lambda b: annotate_section(cfg, device, b))  # uses the Triton kernel on CUDA: after it
     bench.run("pipeline", lambda b: pipeline_section(cfg, device, mb, b))
     bench.write()
     print()

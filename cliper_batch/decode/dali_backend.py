@@ -5,7 +5,9 @@ How a call works:
 1. The encoded file is read once through fsspec into memory (DALI decodes
    in-memory streams; memory use is the *encoded* size, not the decoded one).
 2. PyAV demuxes those bytes (no decoding) to get every frame's presentation
-   time - the same packet index, sorted by pts, that DALI builds. Timestamps map to frame indices by PTS - the frame displayed at ``t``
+   time - the same packet index, sorted by pts, that DALI builds (B-frames
+   reordered, frames an edit list hides left out; see :func:`frame_timeline`).
+   Timestamps map to frame indices by PTS - the frame displayed at ``t``
    - so variable frame rate is handled, and a file FFmpeg cannot parse fails
    here with :class:`DecodeError` before DALI sees it (DALI#5155: a corrupt
    file aborts the DALI pipeline).
@@ -79,11 +81,18 @@ def frame_timeline(uri: str, data: bytes) -> FrameTimeline:
             codec = canonical_codec_name(stream.codec_context)
             tb = float(stream.time_base)
             # Mirror DALI's own index (FramesDecoderBase::BuildIndex): every packet of the
-            # stream, keyed by pts (dts when pts is missing), sorted by that key.
+            # stream, keyed by pts (dts when pts is missing), sorted by that key - except
+            # packets the demuxer flags as discarded: an edit list that starts the
+            # presentation after the stream's first frames (a trimmed .mp4/.mov) keeps those
+            # frames only as references. FFmpeg's decoder drops them, and so does DALI's
+            # index (checked with DALI 2.4's CPU decoder on VP9 in .mp4 with such an edit
+            # list: index 0 is the first displayed frame), so they must not count here.
             pts: list[tuple[int, int | None]] = []
             n_without_ts = 0
             try:
                 for packet in container.demux(stream):
+                    if packet.is_discard:
+                        continue
                     key = packet.pts if packet.pts is not None else packet.dts
                     if key is None:
                         if packet.size:  # (PyAV's final empty flush packet has neither)
@@ -124,20 +133,54 @@ def _rotate_tensor(img, rotation: int):
 
 
 def _gpu_output_to_torch(tensor_gpu, device_id: int | None):
-    """Copy one DALI ``TensorGPU`` into a new torch tensor on ``cuda:device_id`` (device to device).
+    """Copy one DALI ``TensorGPU`` into a new torch tensor on ``cuda:device_id``; returns (tensor, copy-done event).
 
-    ``feed_ndarray`` runs ``copy_to_external`` on torch's current stream; DALI
-    inserts the stream dependencies both ways (its producing work -> the copy
-    -> its next use of the buffer), so neither a host sync nor a host copy is
-    needed and the torch tensor outlives DALI's output buffer.
+    Ordering, made explicit rather than left to DALI's internals:
+
+    1. *DALI's work -> the copy.* Our pipeline runs with the legacy
+       synchronous executor and ``pipe.run()`` gets no ``cuda_stream``, so
+       its outputs are host-synchronous (``Pipeline.run`` in DALI 2.4: "If
+       skipped, the results are host-synchronous"): the decode has finished
+       when ``run()`` returns.
+    2. *torch's earlier work -> the copy.* The destination comes from torch's
+       caching allocator, which may hand out a block that kernels still queued
+       on torch's current stream were using. ``feed_ndarray(...,
+       cuda_stream=torch's stream)`` (DALI 2.4 ``plugin/pytorch/torch_utils.py``)
+       calls ``copy_to_external(ptr, stream, non_blocking=True)``, an async copy
+       queued on that very stream, so it runs after them - the same choice as
+       DALI's own ``DALIGenericIterator``.
+    3. *the copy -> DALI reusing its output buffer.* The copy is asynchronous
+       and DALI overwrites the same output buffer on its next run; the returned
+       event is recorded on torch's stream right after the copy, and
+       :class:`DaliDecoder` waits for it before the next ``run()`` (or before
+       dropping a pipeline), so the host never blocks on the copy itself.
     """
     import torch
     from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
     device = torch.device("cuda", 0 if device_id is None else int(device_id))
+    stream = torch.cuda.current_stream(device)
     dst = torch.empty(tuple(tensor_gpu.shape()), dtype=to_torch_type[tensor_gpu.dtype], device=device)
-    feed_ndarray(tensor_gpu, dst, cuda_stream=torch.cuda.current_stream(device))
-    return dst
+    feed_ndarray(tensor_gpu, dst, cuda_stream=stream)
+    done = torch.cuda.Event()
+    done.record(stream)
+    return dst, done
+
+
+class CopyFence:
+    """The last device copy out of a DALI pipeline's output buffer; wait on it before the pipeline runs again."""
+
+    def __init__(self) -> None:
+        self._event = None
+
+    def set(self, event) -> None:
+        self._event = event
+
+    def wait(self) -> None:
+        """Block until that copy has finished (see ``_gpu_output_to_torch``); no-op if there is none."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
 
 
 class DaliDecoder:
@@ -185,6 +228,7 @@ class DaliDecoder:
             raise ValueError("chunk_bytes and max_chunk_frames must be >= 1")
         self._pipelines: dict[bool, object] = {}
         self._lock = threading.Lock()
+        self._copy = CopyFence()  # the last device copy out of DALI's output buffer
         self.last_stats: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -233,18 +277,21 @@ class DaliDecoder:
                 pipe = self._pipelines.get(key)
                 if pipe is None:
                     pipe = self._pipelines[key] = self._build(key)
+                self._copy.wait()  # DALI may overwrite the buffer the last copy reads from
                 pipe.feed_input("encoded", [data])
                 pipe.feed_input("frames", [indices.astype(np.int32)])
                 if hw is not None:
                     pipe.feed_input("size", [np.asarray(hw, dtype=np.float32)])
                 (out,) = pipe.run()
                 if as_torch and self.device == "gpu":
-                    arr = _gpu_output_to_torch(out[0], self.device_id)
+                    arr, done = _gpu_output_to_torch(out[0], self.device_id)
+                    self._copy.set(done)
                 else:
                     if self.device == "gpu":
                         out = out.as_cpu()
                     arr = np.array(out[0], copy=True)
             except Exception as exc:  # DALI raises RuntimeError subclasses; any failure poisons the pipeline
+                self._copy.wait()
                 self._pipelines.pop(key, None)
                 msg = str(exc).strip().splitlines()
                 detail = next((line for line in msg if "Assert" in line or "not supported" in line), msg[0] if msg else "")
@@ -284,18 +331,21 @@ class DaliDecoder:
         For the GPU decoder the frames stay on ``cuda:device_id``: DALI's
         output (a ``TensorListGPU``) is copied device-to-device into a
         torch-owned tensor with ``nvidia.dali.plugin.pytorch.feed_ndarray``
-        on torch's current stream (DALI orders the copy after its own work and
-        its next run after the copy, DALI PR #3950), so there is no host round
-        trip and the frame stays valid after DALI reuses its buffers. Rotation
+        on torch's current stream, after DALI's run has finished and before
+        its next run may reuse the buffer (an event; see
+        ``_gpu_output_to_torch``), so there is no host round trip and the
+        frame stays valid after DALI reuses its buffers. Rotation
         is applied on the device. For ``dali-cpu`` the tensors are on the CPU.
         Frames of one decode chunk are views into one chunk tensor.
         """
         yield from self._iter(uri, info, timestamps, size, as_torch=True)
 
-    def _iter(self, uri: str, info: VideoInfo, timestamps: Sequence[float], size, as_torch: bool):
-        ts = validate_request(uri, timestamps, size)
-        if not ts:
-            return
+    def load_indices(self, uri: str, info: VideoInfo, timestamps: Sequence[float]) -> tuple[np.ndarray, list[int]]:
+        """Read ``uri`` into memory and map each timestamp to DALI's frame index: (encoded bytes, indices).
+
+        Raises :class:`DecodeError` for unreadable files, codecs this decoder
+        lacks and timestamps with no frame near them, before DALI sees the file.
+        """
         try:
             with open_binary(uri, **self.storage_options) as fh:
                 raw = fh.read()
@@ -308,8 +358,27 @@ class DaliDecoder:
             raise DecodeError(
                 uri, f"codec {timeline.codec!r} is not supported by {self.name} (supported: {', '.join(sorted(self.codecs))})"
             )
-        indices = [self._index_for(uri, info, timeline, t) for t in ts]
-        data = np.frombuffer(raw, dtype=np.uint8)
+        indices = [self._index_for(uri, info, timeline, t) for t in timestamps]
+        return np.frombuffer(raw, dtype=np.uint8), indices
+
+    @staticmethod
+    def chunk_plan(indices: Sequence[int], chunk: int) -> Iterator[tuple[int, int, list[int]]]:
+        """Split requests into runs: (start, stop, sorted distinct frame indices) with at most ``chunk`` distinct frames each."""
+        start = 0
+        while start < len(indices):
+            wanted: set[int] = set()
+            stop = start
+            while stop < len(indices) and (indices[stop] in wanted or len(wanted) < chunk):
+                wanted.add(indices[stop])
+                stop += 1
+            yield start, stop, sorted(wanted)
+            start = stop
+
+    def _iter(self, uri: str, info: VideoInfo, timestamps: Sequence[float], size, as_torch: bool):
+        ts = validate_request(uri, timestamps, size)
+        if not ts:
+            return
+        data, indices = self.load_indices(uri, info, ts)
         stored_w, stored_h = (info.height, info.width) if info.rotation in (90, 270) else (info.width, info.height)
         pre = pre_rotation_size(info, size)
         hw = None if pre is None or pre == (stored_w, stored_h) else (pre[1], pre[0])
@@ -317,15 +386,7 @@ class DaliDecoder:
         chunk = max(1, min(self.max_chunk_frames, self.chunk_bytes // per_frame))
         stats = {"runs": 0, "decoded": 0}
         try:
-            start = 0
-            while start < len(indices):
-                # Consecutive timestamps whose distinct frames fit in one chunk.
-                wanted: dict[int, int] = {}
-                stop = start
-                while stop < len(indices) and (indices[stop] in wanted or len(wanted) < chunk):
-                    wanted.setdefault(indices[stop], len(wanted))
-                    stop += 1
-                order = sorted(wanted)
+            for start, stop, order in self.chunk_plan(indices, chunk):
                 frames = self._run(uri, data, np.asarray(order, dtype=np.int32), hw, as_torch=as_torch)
                 stats["runs"] += 1
                 stats["decoded"] += len(order)
@@ -338,7 +399,6 @@ class DaliDecoder:
                         # A copy, so a frame the caller keeps does not pin the whole chunk.
                         yield rotate_upright(img, info.rotation) if info.rotation else img.copy()
                 del frames
-                start = stop
         finally:
             self.last_stats = stats
 

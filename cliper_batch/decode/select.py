@@ -2,8 +2,11 @@
 
 ``choose_decoder`` is pure (only the codec, the device string and whether DALI
 is installed matter), so the policy is testable without a GPU;
-``build_decoder`` turns a choice into a (process-wide cached) decoder object,
-and ``select_decoder`` does both.
+``choose_usable_decoder`` adds the one check that needs the device: a
+``dali-gpu`` choice stands only if NVDEC passed its self-test in this process
+(:func:`nvdec_self_test`), else ``auto`` falls back to PyAV with the reason
+logged; ``build_decoder`` turns a choice into a (process-wide cached) decoder
+object, and ``select_decoder`` does both.
 
 Policy for ``preference='auto'``:
 
@@ -16,16 +19,28 @@ Policy for ``preference='auto'``:
   frames in 230-460 ms vs 350-440 ms; MJPEG 1150-1450 vs 330-500 frames/s.
   PyAV also streams, while DALI needs the whole encoded file in memory.
   DALI-CPU stays available with ``preference='dali'``.
+
+NVDEC can be present on paper and unusable in practice: containers started
+without the NVIDIA ``video`` driver capability have CUDA but no
+``libnvcuvid``, and then every DALI 'mixed' decode fails. Without a check a
+run would "succeed" with every video failed, so the first ``dali-gpu`` choice
+per device runs :func:`nvdec_self_test` (decode a tiny in-memory H.264 clip,
+frame-exactly) once per process; when it fails, ``auto`` uses PyAV (one
+WARNING with the reason) and an explicit ``dali`` raises
+:class:`DecoderUnavailable`, a setup error, instead of failing every row.
 """
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from ..types import VideoInfo
-from .base import DecoderUnavailable, FrameDecoder
+from .base import DecodeError, DecoderUnavailable, FrameDecoder
 from .dali_backend import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_available
 
 __all__ = [
@@ -34,6 +49,8 @@ __all__ = [
     "cuda_available",
     "parse_device",
     "choose_decoder",
+    "choose_usable_decoder",
+    "nvdec_self_test",
     "build_decoder",
     "select_decoder",
     "CPU_POLICY_NOTE",
@@ -142,6 +159,82 @@ def choose_decoder(preference: str, info: VideoInfo, device: str, dali_installed
     return DecoderChoice("pyav", None, f"auto: {codec!r} on CPU -> PyAV (DALI's CPU decoder lacks it)")
 
 
+# The self-test clip: H.264 with B-frames (x264 'veryfast' uses 3), 12 frames, each carrying its index.
+_SELF_TEST_FRAMES = 12
+_NVCUVID = "libnvcuvid.so.1"
+
+
+def _self_test_clip() -> bytes:
+    """A tiny H.264 .mp4 (128x64, 12 frames with frame codes), encoded in memory with PyAV."""
+    from ..testvideos import VideoSpec, write_video
+
+    buf = io.BytesIO()
+    write_video(buf, VideoSpec(codec="h264", fps=25.0, duration_s=_SELF_TEST_FRAMES / 25.0, width=128, height=64))
+    return buf.getvalue()
+
+
+def _nvcuvid_note() -> str:
+    """Why NVDEC may be missing, if the driver's video library cannot be loaded."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(_NVCUVID)
+    except OSError as exc:
+        return (f"; {_NVCUVID} cannot be loaded ({exc}): the NVIDIA driver's video decode library is absent "
+                "(in a container, enable the 'video' driver capability, e.g. NVIDIA_DRIVER_CAPABILITIES=compute,utility,video)")
+    return ""
+
+
+@functools.lru_cache(maxsize=None)
+def nvdec_self_test(device_id: int) -> str | None:
+    """None if DALI's NVDEC decoder decodes a tiny H.264 clip exactly on ``cuda:device_id``, else why not.
+
+    Runs once per process and device (cached): it builds a DALI 'mixed'
+    pipeline, decodes every frame of a 12-frame clip with B-frames and checks
+    each frame's embedded index, so a missing ``libnvcuvid``, a driver too old
+    for DALI, no CUDA at all or a wrong frame order all make NVDEC unusable
+    for this process. Logs the outcome once (WARNING on failure).
+    """
+    from ..testvideos import read_frame_code
+    from .dali_backend import DaliDecoder
+
+    try:
+        if not dali_available():
+            raise DecoderUnavailable("nvidia.dali is not installed")
+        decoder = DaliDecoder(device="gpu", device_id=device_id, num_threads=1)
+        wanted = np.arange(_SELF_TEST_FRAMES, dtype=np.int32)
+        frames = decoder._run("<nvdec self-test clip>", np.frombuffer(_self_test_clip(), np.uint8), wanted, None)
+        got = [read_frame_code(f) for f in frames]
+        if got != wanted.tolist():
+            raise DecodeError(f"decoded frame order {got} != {wanted.tolist()}")
+    except Exception as exc:  # noqa: BLE001 - whatever breaks, NVDEC is not usable in this process
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:400] + _nvcuvid_note()
+        log.warning("NVDEC self-test on cuda:%d failed, DALI GPU decoding disabled in this process: %s", device_id, reason)
+        return reason
+    log.info("NVDEC self-test on cuda:%d passed (%d H.264 frames decoded exactly)", device_id, _SELF_TEST_FRAMES)
+    return None
+
+
+def choose_usable_decoder(preference: str, info: VideoInfo, device: str) -> DecoderChoice:
+    """:func:`choose_decoder`, then, for a ``dali-gpu`` choice, NVDEC's once-per-process self-test.
+
+    If NVDEC is unusable, ``auto`` returns PyAV with the self-test's reason
+    (logged once, as a WARNING, by :func:`nvdec_self_test`), and ``dali``
+    raises :class:`DecoderUnavailable` (an explicit request is not silently
+    changed).
+    """
+    choice = choose_decoder(preference, info, device)
+    if choice.backend != "dali-gpu":
+        return choice
+    problem = nvdec_self_test(int(choice.device_id or 0))
+    if problem is None:
+        return choice
+    if (preference or "auto").strip().lower() == "dali":
+        raise DecoderUnavailable(f"decoder 'dali' requested but NVDEC is unusable on cuda:{choice.device_id}: {problem}")
+    return replace(choice, backend="pyav", device_id=None,
+                   reason=f"auto: NVDEC unusable on cuda:{choice.device_id} ({problem}) -> PyAV on CPU")
+
+
 def _make_decoder(backend: str, device_id: int | None, threads: int, storage_options: dict | None) -> FrameDecoder:
     if backend == "pyav":
         from .pyav_backend import PyAVDecoder
@@ -184,7 +277,7 @@ def select_decoder(
     threads: int = 0,
     storage_options: dict | None = None,
 ) -> FrameDecoder:
-    """``build_decoder(choose_decoder(...))``, logging the choice and its reason."""
-    choice = choose_decoder(preference, info, device)
+    """``build_decoder(choose_usable_decoder(...))``, logging the choice and its reason."""
+    choice = choose_usable_decoder(preference, info, device)
     log.debug("decoder for codec %s on %s: %s (%s)", info.codec, device, choice.backend, choice.reason)
     return build_decoder(choice, threads=threads, storage_options=storage_options)

@@ -101,7 +101,7 @@ class FusedStage:
         primitives = FramePrimitives(
             frames_device=dev,
             decoder_device=f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu",
-            crop=normalized_crops(choice.name, self.scorer.image_size, self.scorer.mean, self.scorer.std),
+            crop=normalized_crops(choice.name, self.scorer.image_size, self.scorer.mean, self.scorer.std, device=dev),
             crop_name=choice.name,
             detector_device=dev,
         )
@@ -115,7 +115,25 @@ class FusedStage:
         return [b.n_clips for b in self.batches]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-        """Process every video of the block; yields output blocks as model batches fill, flushes at the end."""
+        """Process every video of the block; yields output blocks as model batches fill, flushes at the end.
+
+        The queue belongs to one call: it starts empty, and if the call ends
+        early (a scoring error such as a CUDA OOM fails the task, or the
+        consumer stops), what it queued is dropped, so a retried or later block
+        never emits the failed block's pieces.
+        """
+        self._clear_queue()
+        try:
+            yield from self._process(batch)
+        except BaseException:
+            self._clear_queue()
+            raise
+
+    def _clear_queue(self) -> None:
+        self._queue.clear()
+        self._queued_clips = 0
+
+    def _process(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         bsz = self.config.batch_size
         for ref_json in batch["ref"]:
             ref = rows.decode_ref(str(ref_json))
