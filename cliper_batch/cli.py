@@ -114,7 +114,10 @@ def _init_ray(address: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a refused option value (2, message already printed)
+        return int(exc.code or 0)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("cliper_batch.annotate")
     ray_address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
