@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from .preflight import gpu_fraction, positive_float, positive_int
 from .types import AnnotateConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -32,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect (default): find, track and crop every face, one timeline per track; "
         "none: clips are already face-centred (DFEW/FERV39k style), each frame is centre-cropped",
     )
-    p.add_argument("--segment-seconds", type=float, default=2.0, help="segment length in seconds (default 2.0)")
-    p.add_argument("--frames-per-segment", type=int, default=8, help="frames sampled per segment (default 8)")
-    p.add_argument("--batch-size", type=int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")
+    p.add_argument("--segment-seconds", type=positive_float, default=2.0, help="segment length in seconds (default 2.0)")
+    p.add_argument("--frames-per-segment", type=positive_int, default=8, help="frames sampled per segment (default 8)")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")
     p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "dali"], help="frame decoder (default: auto per device and codec)")
     p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
     p.add_argument("--engine-cache", default="~/.cache/cliper_batch/tensorrt", help="folder for compiled TensorRT engines (built once per model, GPU, versions and batch profile)")
@@ -48,29 +49,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gpu-fraction",
-        type=float,
+        type=gpu_fraction,
         default=1.0,
         help="fused worker on CUDA: GPUs per actor, in (0, 1]; 0.5 runs two fused actors per GPU so one decodes "
         "while the other scores (default 1.0)",
     )
     p.add_argument(
         "--videos-per-task",
-        type=int,
+        type=positive_int,
         default=8,
         help="fused worker: videos per Ray task; model batches span them (default 8); a task that still crashes after its retries records all of them as WorkerLost",
     )
-    p.add_argument("--decode-workers", type=int, default=None, help="staged: decode actors (default: CPUs left after scoring)")
+    p.add_argument("--decode-workers", type=positive_int, default=None, help="staged: decode actors (default: CPUs left after scoring)")
     p.add_argument(
         "--score-workers",
-        type=int,
+        type=positive_int,
         default=None,
         help="scoring actors (staged: default one per GPU, or 1 on CPU); fused actors (default GPUs / --gpu-fraction, or 1 on CPU)",
     )
-    p.add_argument("--video-timeout", type=float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
+    p.add_argument("--video-timeout", type=positive_float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
     p.add_argument("--force", action="store_true", help="re-annotate videos already done with this model and config")
     p.add_argument("--since", type=_parse_since, default=None, help="only videos modified at/after this time (ISO date/time, or POSIX seconds)")
-    p.add_argument("--limit", type=int, default=None, help="annotate at most N videos this run (the rest next time)")
-    p.add_argument("--commit-every", type=int, default=2000, help="commit output every N finished videos (default 2000; also every 120 s)")
+    p.add_argument("--limit", type=positive_int, default=None, help="annotate at most N videos this run (the rest next time)")
+    p.add_argument("--commit-every", type=positive_int, default=2000, help="commit output every N finished videos (default 2000; also every 120 s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
@@ -100,61 +101,68 @@ def _init_ray(address: str | None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        # A cluster: token auth as the environment says (RAY_AUTH_MODE=token plus
+        # ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see README).
         ray.init(address=address, log_to_driver=True)
     else:
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    # Quieter progress output for batch logs.
-    ray.data.DataContext.get_current().enable_progress_bars = sys.stderr.isatty()
+    # Progress is the driver's own line (cliper_batch.progress), on any terminal or log;
+    # Ray Data's bars are off, and so is its note saying how to turn them on.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a refused option value (2, message already printed)
+        return int(exc.code or 0)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("cliper_batch.annotate")
+    ray_address = args.ray_address or os.environ.get("RAY_ADDRESS") or None
+    if ray_address is None and "ray" not in sys.modules:
+        # The embedded runtime gets Ray 2.60's default, token auth on (a token is created in
+        # ~/.ray/auth_token if missing), said explicitly so Ray does not warn about it. Ray
+        # reads this when it is imported, hence here, before anything imports it.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-    from .compile import select_device
-    from .listing import CorpusNotFound, list_videos
-    from .model.checkpoint import CheckpointError
-    from .model.factory import ModelSpecError
-    from .pipeline.run import RunOptions, annotate, check_locations, describe_model
+    from .pipeline.run import RunOptions, annotate
+    from .preflight import PreflightError, check_run
     from .writer import OutputBusy
+    from .listing import CorpusNotFound
     from .uris import InvalidURI
 
+    # Fail fast, before Ray starts: everything every video will need (see preflight.py).
     try:
-        device = select_device(args.device)
-        batch_size = args.batch_size or (128 if device.type == "cuda" else 8)
-        config = AnnotateConfig(
-            segment_seconds=args.segment_seconds,
-            frames_per_segment=args.frames_per_segment,
-            faces=args.faces,
-            decoder=args.decoder,
-            device=args.device,
-            compile=args.compile,
-            batch_size=batch_size,
-            video_timeout_s=args.video_timeout,
-            engine_cache=args.engine_cache,
+        checked = check_run(
+            args.input, args.output, args.model,
+            device=args.device, decoder=args.decoder, faces=args.faces, local=ray_address is None,
         )
-        # Fail fast, before starting Ray: corpus, output location, model spec.
-        if args.limit is not None and args.limit < 1:
-            raise ValueError("--limit must be >= 1")
-        if args.commit_every < 1:
-            raise ValueError("--commit-every must be >= 1")
-        options = RunOptions(
-            force=args.force,
-            since=args.since,
-            limit=args.limit,
-            videos_per_part=args.commit_every,
-            worker=args.worker,
-            gpu_fraction=args.gpu_fraction,
-            videos_per_task=args.videos_per_task,
-        )
-        list_videos(args.input)
-        check_locations(args.input, args.output)
-        model_info = describe_model(args.model)
-    except (ValueError, CorpusNotFound, InvalidURI, ModelSpecError, CheckpointError, RuntimeError) as exc:
+    except PreflightError as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    batch_size = args.batch_size or (128 if checked.device.startswith("cuda") else 8)
+    config = AnnotateConfig(
+        segment_seconds=args.segment_seconds,
+        frames_per_segment=args.frames_per_segment,
+        faces=args.faces,
+        decoder=args.decoder,
+        device=args.device,
+        compile=args.compile,
+        batch_size=batch_size,
+        video_timeout_s=args.video_timeout,
+        engine_cache=args.engine_cache,
+    )
+    options = RunOptions(
+        force=args.force,
+        since=args.since,
+        limit=args.limit,
+        videos_per_part=args.commit_every,
+        worker=args.worker,
+        gpu_fraction=args.gpu_fraction,
+        videos_per_task=args.videos_per_task,
+    )
 
     _init_ray(args.ray_address)
     try:
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             config,
             decode_workers=args.decode_workers,
             score_workers=args.score_workers,
-            model_info=model_info,
+            model_info=checked.model,
             options=options,
         )
     except (CorpusNotFound, InvalidURI, OutputBusy) as exc:
@@ -175,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("annotation run failed")
         return EXIT_FAILED
     print(summary.line(), flush=True)
+    return finish(summary)
+
+
+def finish(summary) -> int:
+    """Exit status of a run that ran: 0, or 1 (with the reason) when every video failed for one setup reason."""
+    if summary.failure_reason:
+        print(f"annotate: error: {summary.failure_reason}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create/refresh the project virtualenv (.venv) from scratch: everything the engine,
-# the tests and the demo need comes from pyproject.toml. Idempotent: it re-installs
+# the tests and the demo need comes from pyproject.toml (the face-detector weights ship
+# inside the package); this script does nothing a plain `pip install -e '.[dev]'` would not. Idempotent: it re-installs
 # only when pyproject.toml changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,13 +12,14 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import cliper_batch" 2>/dev/null; then
   exit 0
 fi
-echo "setup: installing cliper-batch and its dependencies into $VENV (first run: several minutes)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-"$VENV/bin/python" -m pip install --quiet --upgrade pip
-"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
-# Face-detector weights (MTCNN P/R/O-Net state dicts, loaded with weights_only=True by
-# cliper_batch.faces.detect). The package is only a carrier for those files: its code is
-# never imported, and its stale pins (torch<2.3, numpy<2) must not touch our environment,
-# hence --no-deps and no entry in pyproject.
-"$VENV/bin/python" -m pip install --quiet --no-deps facenet-pytorch==2.6.0
+# pip's and setuptools' chatter (index notes, the editable-install notice) goes to a log
+# that is shown only if the install fails.
+log="$VENV/install.log"
+echo "setup: installing cliper-batch and its dependencies into $VENV (first run: several minutes; log: $log)" >&2
+if ! { "$VENV/bin/python" -m pip install --quiet --upgrade pip && "$VENV/bin/python" -m pip install --quiet -e ".[dev]"; } >"$log" 2>&1; then
+  tail -n 40 "$log" >&2
+  echo "setup: pip install failed (full log: $log)" >&2
+  exit 1
+fi
 echo "$want" > "$stamp"

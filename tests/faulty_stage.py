@@ -11,3 +11,12 @@ class CrashingDecodeStage(DecodeStage):
         if self.CRASH_ON in ref.uri:
             os._exit(139)  # no Python exception, no cleanup: the actor process just dies
         yield from super().process(ref)
+
+
+class MissingWeightsDecodeStage(DecodeStage):
+    """A decode stage whose face detector points at weights that are not there: a broken install on a worker."""
+
+    def _face_detector(self):
+        from cliper_batch.faces.detect import FaceDetector
+
+        return FaceDetector(device="cpu", weights_path="/nonexistent/mtcnn.safetensors")

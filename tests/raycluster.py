@@ -1,5 +1,13 @@
 """A real local Ray head for tests: loopback only, its own temp dir, free ports, stopped by PID.
 
+Started the README's way, token authentication **on**: ``ray get-auth-token
+--generate`` writes the token, then ``RAY_AUTH_MODE=token ray start --head``.
+The head and every client the test runs get their own ``HOME`` (a temp dir),
+so the token is ``<temp HOME>/.ray/auth_token`` and the real user's
+``~/.ray`` is neither read nor written. :meth:`LocalRayHead.env` is the
+environment of a client that has the token; :meth:`LocalRayHead.env_without_token`
+one that does not.
+
 ``ray start --head --block`` runs in the foreground as our child, in a new
 session; we stop it with SIGTERM (it tears down the processes it started)
 and, if anything of that session is left, SIGKILL that process group only.
@@ -51,26 +59,46 @@ class LocalRayHead:
         self.extra_env = env or {}
         self.proc: subprocess.Popen | None = None
         self.temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths have a length limit
+        self.home = os.path.join(self.temp_dir, "home")  # HOME of the head and its clients: holds .ray/auth_token
+        os.makedirs(self.home)
         self.port = free_port()
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
 
+    @property
+    def token_path(self) -> str:
+        return os.path.join(self.home, ".ray", "auth_token")
+
     def env(self) -> dict:
+        """Environment of the head and of a client on this machine, as the README sets it up."""
         env = dict(os.environ)
+        for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            env.pop(key, None)
         env.update(
             PATH=VENV_BIN + os.pathsep + env.get("PATH", ""),  # `python` in a job entrypoint = this venv
+            HOME=self.home,
             RAY_USAGE_STATS_ENABLED="0",
-            RAY_ADDRESS="",
-            # A throwaway loopback cluster: no token auth, whatever ~/.ray/auth_token holds.
-            RAY_AUTH_MODE="disabled",
+            RAY_AUTH_MODE="token",
         )
-        env.pop("RAY_ADDRESS")
         env.update(self.extra_env)
+        return env
+
+    def env_without_token(self) -> dict:
+        """A client that asks for token auth but has no token (another HOME, nothing in it)."""
+        env = self.env()
+        env["HOME"] = os.path.join(self.temp_dir, "stranger")
+        os.makedirs(env["HOME"], exist_ok=True)
         return env
 
     def start(self, timeout: float = 120.0) -> "LocalRayHead":
         worker_lo = free_port_range(40)
+        gen = subprocess.run(
+            [os.path.join(VENV_BIN, "ray"), "get-auth-token", "--generate"],
+            env=self.env(), capture_output=True, text=True, timeout=120,
+        )
+        if gen.returncode != 0 or not os.path.isfile(self.token_path):
+            raise RuntimeError(f"ray get-auth-token --generate failed: {gen.stderr[-2000:]}")
         cmd = [
             os.path.join(VENV_BIN, "ray"), "start", "--head", "--block",
             "--node-ip-address=127.0.0.1",
@@ -96,7 +124,12 @@ class LocalRayHead:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}: {self.read_log()}")
             try:
-                with urllib.request.urlopen(self.dashboard_url + "/api/version", timeout=2) as r:
+                with open(self.token_path) as fh:
+                    token = fh.read().strip()
+                req = urllib.request.Request(
+                    self.dashboard_url + "/api/version", headers={"Authorization": f"Bearer {token}"}
+                )
+                with urllib.request.urlopen(req, timeout=2) as r:
                     if r.status == 200:
                         return self
             except OSError:

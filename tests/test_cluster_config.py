@@ -25,7 +25,17 @@ def test_head_is_cpu_and_gpu_workers_autoscale_from_zero(config):
     assert head["resources"].get("GPU", 0) == 0
     gpu_types = [t for t in types.values() if t["resources"].get("GPU", 0) > 0]
     assert gpu_types and all(t["min_workers"] == 0 and t["max_workers"] > 0 for t in gpu_types)
-    assert any("pip install -e" in c and "cliper-batch" in c for c in config["setup_commands"])
+    assert any("pip install " in c and "cliper-batch[cloud]" in c for c in config["setup_commands"])
+    assert not any("facenet" in c for c in config["setup_commands"])  # the detector weights ship in the package
+
+
+def test_token_auth_is_on_for_every_node(config):
+    # the launching laptop's token reaches the head (and, through the head's copy, every worker)
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    ray_starts = [c for c in starts if "ray start" in c]
+    assert len(ray_starts) == 2 and all("RAY_AUTH_MODE=token" in c for c in ray_starts)
+    assert not any("RAY_AUTH_MODE=disabled" in c for c in starts)
 
 
 def test_validation_rejects_a_broken_config(config):

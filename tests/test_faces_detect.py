@@ -1,4 +1,4 @@
-"""Face detector (batched MTCNN on the facenet-pytorch weight files) on real photos shipped in packages.
+"""Face detector (batched MTCNN, weights packaged with the engine) on real photos shipped in packages.
 
 Real faces: scikit-image's ``astronaut`` (Eileen Collins) and the 100 LFW face
 crops of ``lfw_subset``; face-free photos: scikit-image's coffee, chelsea (a
@@ -19,12 +19,12 @@ from skimage import data as skdata
 from skimage import io as skio
 
 from cliper_batch.faces.detect import (
-    INSTALL_COMMAND,
+    MTCNN_SHA256,
+    WEIGHTS_FILE,
     Detection,
     DetectorUnavailable,
     FaceDetector,
     FaceInputError,
-    default_weights_dir,
     load_mtcnn_weights,
 )
 from cliper_batch.faces.track import iou
@@ -50,26 +50,36 @@ def detector() -> FaceDetector:
     return FaceDetector(device="cpu")
 
 
-def test_weights_are_plain_state_dicts_with_pinned_hashes():
+def test_packaged_weights_are_the_pinned_safetensors_file():
+    import hashlib
+
+    with open(WEIGHTS_FILE, "rb") as fh:
+        assert hashlib.sha256(fh.read()).hexdigest() == MTCNN_SHA256
+    assert os.path.isfile(os.path.join(os.path.dirname(WEIGHTS_FILE), "NOTICE"))
     weights = load_mtcnn_weights()
     assert set(weights) == {"pnet", "rnet", "onet"}
     for state in weights.values():
         assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert weights["onet"]["dense6_3.weight"].shape == (10, 256)  # the landmark head
+    assert weights["pnet"]["conv1.weight"].shape == (10, 3, 3, 3)
 
 
-def test_missing_or_altered_weights_are_refused(tmp_path):
-    with pytest.raises(DetectorUnavailable, match="pip install --no-deps facenet-pytorch==2.6.0"):
-        FaceDetector(weights_dir=str(tmp_path))
-    for name in ("pnet", "rnet", "onet"):
-        shutil.copy(os.path.join(default_weights_dir(), f"{name}.pt"), tmp_path / f"{name}.pt")
-    FaceDetector(weights_dir=str(tmp_path))  # an exact copy is fine
-    raw = bytearray((tmp_path / "rnet.pt").read_bytes())
-    raw[-100] ^= 0xFF
-    (tmp_path / "rnet.pt").write_bytes(bytes(raw))
-    with pytest.raises(DetectorUnavailable, match="rnet.pt has sha256"):
-        FaceDetector(weights_dir=str(tmp_path))
-    assert "facenet-pytorch==2.6.0" in INSTALL_COMMAND
+def test_missing_truncated_or_altered_weights_are_refused(tmp_path):
+    missing = tmp_path / "nothing.safetensors"
+    with pytest.raises(DetectorUnavailable, match="cannot be read.*reinstall cliper-batch"):
+        FaceDetector(weights_path=str(missing))
+    copy = tmp_path / "mtcnn.safetensors"
+    shutil.copy(WEIGHTS_FILE, copy)
+    FaceDetector(weights_path=str(copy))  # an exact copy is fine
+    raw = copy.read_bytes()
+    copy.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DetectorUnavailable, match="have sha256 .*truncated or altered"):
+        FaceDetector(weights_path=str(copy))
+    altered = bytearray(raw)
+    altered[-100] ^= 0xFF
+    copy.write_bytes(bytes(altered))
+    with pytest.raises(DetectorUnavailable, match="have sha256"):
+        load_mtcnn_weights(str(copy))
 
 
 def test_astronaut_face_found_like_the_reference_mtcnn(detector):

@@ -1,5 +1,9 @@
-"""`ray job submit` against a real local Ray head (loopback, own temp dir, free ports, stopped by PID)."""
-import json
+"""`ray job submit` exactly as the README says, against a real local Ray head started the README's way.
+
+Token authentication is on (``RAY_AUTH_MODE=token``, token from ``ray get-auth-token
+--generate`` in the head's own temp ``HOME``); loopback only, own temp dir, free
+ports, stopped by PID (see ``raycluster.py``).
+"""
 import os
 import subprocess
 import sys
@@ -32,22 +36,25 @@ def test_job_submit_annotates_corpus(head, tmp_path):
     torch.manual_seed(0)
     ckpt = save_checkpoint(load_model("openclip:Tiny-ViT-T-16").model, str(tmp_path / "tiny.safetensors"))
     out = tmp_path / "annotations"
-    runtime_env = {"excludes": [".venv", ".git", "*.egg-info", "__pycache__", "bench/results", "demo", "annotations"]}
+    # README: `ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/annotate.py ...`
+    # from the checkout, with RAY_AUTH_MODE=token exported (the dashboard port is a free one here).
     cmd = [
         os.path.join(VENV_BIN, "ray"), "job", "submit",
         "--address", head.dashboard_url,
-        "--working-dir", REPO,
-        "--runtime-env-json", json.dumps(runtime_env),
+        "--working-dir", ".",
         "--submission-id", f"test-{os.getpid()}",
         "--",
         "python", "jobs/annotate.py", "--input", str(corpus), "--output", str(out), "--model", ckpt,
         "--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none",
     ]
-    proc = subprocess.run(cmd, env=head.env(), capture_output=True, text=True, timeout=600)
-    log = proc.stdout[-6000:] + proc.stderr[-3000:]
+    proc = subprocess.run(cmd, env=head.env(), cwd=REPO, capture_output=True, text=True, timeout=600)
+    log = proc.stdout[-8000:] + proc.stderr[-3000:]
     assert proc.returncode == 0, log
     assert "succeeded" in log.lower(), log
     assert "videos ok=2 failed=1 of 3" in log, log
+    assert "progress: 3/3 videos (100%)" in log, log
+    for noise in ("Deprecat", "Progress bars disabled", "Traceback"):  # a clean first run
+        assert noise not in proc.stdout + proc.stderr, noise + "\n" + log
 
     videos = query.scan_videos(str(out)).sort("video_uri").collect()
     assert videos["status"].to_list() == ["failed", "ok", "ok"]
@@ -81,3 +88,17 @@ def test_job_imports_kernels_and_training_by_their_one_name_from_the_working_dir
     assert kernels == os.path.join(root, "cliper_batch", "kernels", "__init__.py"), log
     assert train == os.path.join(root, "cliper_batch", "training", "train.py"), log
     assert loop_module == "cliper_batch.training.train", log
+
+
+def test_the_head_refuses_clients_without_the_token(head):
+    """Token auth really is on: no token, or token mode not asked for (the README's export missing), is refused."""
+    list_jobs = [os.path.join(VENV_BIN, "ray"), "job", "list", "--address", head.dashboard_url]
+    ok = subprocess.run(list_jobs, env=head.env(), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    stranger = subprocess.run(list_jobs, env=head.env_without_token(), capture_output=True, text=True, timeout=120)
+    assert stranger.returncode != 0
+    assert "token" in (stranger.stdout + stranger.stderr).lower(), stranger.stderr[-3000:]
+    no_mode = head.env()
+    no_mode.pop("RAY_AUTH_MODE")
+    plain = subprocess.run(list_jobs, env=no_mode, capture_output=True, text=True, timeout=120)
+    assert plain.returncode != 0 and "AuthenticationError" in plain.stdout + plain.stderr, plain.stderr[-3000:]

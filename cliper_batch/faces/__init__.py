@@ -12,11 +12,10 @@ Long videos can be fed in chunks: ``detector.detect(chunk, frame_indices=...)``,
 give the same result as the one-call helpers. See ``docs/faces.md``.
 """
 from .cuts import CutInputError, CutParams, ShotCutDetector, cut_scores, detect_cuts
-from .detect import INSTALL_COMMAND, Detection, DetectorUnavailable, FaceDetector, FaceInputError
+from .detect import Detection, DetectorUnavailable, FaceDetector, FaceInputError
 from .track import FaceTracker, Track, TrackingError, track_video
 
 __all__ = [
-    "INSTALL_COMMAND",
     "CutInputError",
     "CutParams",
     "Detection",

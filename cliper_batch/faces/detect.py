@@ -1,12 +1,13 @@
 """Batched MTCNN face detection in torch (CPU or GPU) on sampled video frames.
 
 Why MTCNN, and why our own code: no model hub is reachable, so the weights
-must ship inside an installable package. ``facenet-pytorch`` 2.6.0 (MIT) ships
-the three MTCNN nets as plain ``state_dict`` files (``pnet.pt``, ``rnet.pt``,
-``onet.pt``, 2 MB together) that load with ``torch.load(weights_only=True)``,
-i.e. without executing pickled code. Its own Python code pins torch<2.3, so we
-install it with ``pip install --no-deps`` and use it **only as a weights
-carrier**: this module re-implements the P/R/O-Net architectures (same
+must ship inside the installable package. They do: ``weights/mtcnn.safetensors``
+(2 MB, next to a NOTICE stating origin, licences and checksums) holds the three
+MTCNN nets of ``facenet-pytorch`` 2.6.0 (MIT), converted once from its plain
+``state_dict`` files by ``scripts/convert_mtcnn_weights.py``. safetensors
+loads without executing any code, and the file's sha256 is pinned here, so a
+truncated or altered file is refused instead of silently giving different
+detections. This module re-implements the P/R/O-Net architectures (same
 parameter names, same flatten order) and a detection cascade written for
 batches:
 
@@ -30,7 +31,6 @@ so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,19 +43,11 @@ from torch import nn
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
-WEIGHTS_DISTRIBUTION = "facenet-pytorch"
-WEIGHTS_VERSION = "2.6.0"
-WEIGHTS_MODULE = "facenet_pytorch"
-INSTALL_COMMAND = f"pip install --no-deps {WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}"
-
-# sha256 of the weight files in the facenet-pytorch 2.6.0 wheel: a different
-# file (another release, a truncated download) is refused instead of silently
-# giving different detections.
-WEIGHT_SHA256: dict[str, str] = {
-    "pnet": "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f",
-    "rnet": "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86",
-    "onet": "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
-}
+# The packaged weights: one safetensors file, keys ``pnet.*``, ``rnet.*``, ``onet.*``.
+WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "mtcnn.safetensors")
+# sha256 of that file (scripts/convert_mtcnn_weights.py reproduces it bit for bit).
+MTCNN_SHA256 = "74f1789698e8e455a7ce21e0b8cb7bd1b03ec330706ec0bbd9ef629931ff2136"
+NETS = ("pnet", "rnet", "onet")
 
 _PYRAMID_FACTOR = 0.709  # scale step between pyramid levels (the MTCNN paper's value)
 _PNET_CELL = 12  # P-Net's receptive field / window, in pixels
@@ -66,7 +58,7 @@ _MAX_PNET_CANDIDATES = 1000  # per frame, after P-Net NMS (bounds R-Net work on 
 
 
 class DetectorUnavailable(RuntimeError):
-    """The MTCNN weight files cannot be found or are not the expected ones."""
+    """The MTCNN weights cannot be read or are not the expected ones (a broken install)."""
 
 
 class FaceInputError(ValueError):
@@ -186,45 +178,40 @@ class ONet(nn.Module):
 # --------------------------------------------------------------------------- weights
 
 
-def default_weights_dir() -> str:
-    """Folder holding ``pnet.pt``/``rnet.pt``/``onet.pt`` inside the installed facenet-pytorch.
+def load_mtcnn_weights(weights_path: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """The three state dicts, read from the packaged safetensors file (or ``weights_path``) and sha256-checked.
 
-    Located with ``importlib.util.find_spec`` so facenet-pytorch's own modules
-    (which import its pinned old dependencies) are never executed.
+    Raises :class:`DetectorUnavailable`, saying what to do, when the file is
+    missing, unreadable, not the pinned one (truncated, altered) or not loadable.
     """
-    spec = importlib.util.find_spec(WEIGHTS_MODULE)
-    if spec is None or not spec.submodule_search_locations:
+    from safetensors.torch import load
+
+    path = weights_path if weights_path is not None else WEIGHTS_FILE
+    fix = (
+        "reinstall cliper-batch (the weights ship inside the package; "
+        "scripts/convert_mtcnn_weights.py rebuilds them from the facenet-pytorch 2.6.0 wheel)"
+    )
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise DetectorUnavailable(f"MTCNN weights {path} cannot be read ({exc.strerror or exc}); {fix}") from exc
+    got = hashlib.sha256(raw).hexdigest()
+    if got != MTCNN_SHA256:
         raise DetectorUnavailable(
-            f"face detection needs the MTCNN weights shipped in {WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}, "
-            f"which is not installed; install it with: {INSTALL_COMMAND}"
+            f"MTCNN weights {path} ({len(raw)} bytes) have sha256 {got}, expected {MTCNN_SHA256} "
+            f"(truncated or altered file); {fix}"
         )
-    return os.path.join(list(spec.submodule_search_locations)[0], "data")
-
-
-def load_mtcnn_weights(weights_dir: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
-    """Read and verify the three state dicts (``torch.load(weights_only=True)``, sha256-checked)."""
-    folder = weights_dir if weights_dir is not None else default_weights_dir()
-    out: dict[str, dict[str, torch.Tensor]] = {}
-    for name, digest in WEIGHT_SHA256.items():
-        path = os.path.join(folder, f"{name}.pt")
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise DetectorUnavailable(
-                f"MTCNN weight file {path} cannot be read ({exc.strerror or exc}); install the weights with: {INSTALL_COMMAND}"
-            ) from exc
-        got = hashlib.sha256(raw).hexdigest()
-        if got != digest:
-            raise DetectorUnavailable(
-                f"MTCNN weight file {path} has sha256 {got}, expected {digest} "
-                f"({WEIGHTS_DISTRIBUTION}=={WEIGHTS_VERSION}); reinstall with: {INSTALL_COMMAND}"
-            )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unpickling failure means unusable weights
-            raise DetectorUnavailable(f"MTCNN weight file {path} does not load as a plain state dict: {exc}") from exc
-        out[name] = state
+    try:
+        flat = load(raw)
+    except Exception as exc:  # noqa: BLE001 - only reachable if the pinned file itself were malformed
+        raise DetectorUnavailable(f"MTCNN weights {path} do not load as safetensors: {exc}; {fix}") from exc
+    out: dict[str, dict[str, torch.Tensor]] = {name: {} for name in NETS}
+    for key, value in flat.items():
+        net, _, param = key.partition(".")
+        if net not in out:
+            raise DetectorUnavailable(f"MTCNN weights {path} hold an unexpected tensor {key!r}; {fix}")
+        out[net][param] = value
     return out
 
 
@@ -329,7 +316,8 @@ class FaceDetector:
         measured on face-free photos without losing any real face (see ``docs/faces.md``).
     max_side: frames are shrunk so their long side is at most this (never enlarged).
     batch_size: frames per P-Net pass (bounds memory; results do not depend on it).
-    weights_dir: folder with ``pnet.pt``/``rnet.pt``/``onet.pt``; default: the installed facenet-pytorch.
+    weights_path: the MTCNN safetensors file; default: the one packaged with the engine
+        (:data:`WEIGHTS_FILE`). Any file must have the pinned sha256 :data:`MTCNN_SHA256`.
     """
 
     def __init__(
@@ -339,7 +327,7 @@ class FaceDetector:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
         max_side: int = 640,
         batch_size: int = 32,
-        weights_dir: str | None = None,
+        weights_path: str | None = None,
     ) -> None:
         if not isinstance(min_face_size, (int, np.integer)) or min_face_size < _PNET_CELL:
             raise FaceInputError(f"min_face_size must be an int >= {_PNET_CELL}, got {min_face_size!r}")
@@ -356,7 +344,7 @@ class FaceDetector:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.max_side = int(max_side)
         self.batch_size = int(batch_size)
-        weights = load_mtcnn_weights(weights_dir)
+        weights = load_mtcnn_weights(weights_path)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
             net.load_state_dict(weights[name], strict=True)
@@ -513,7 +501,7 @@ __all__ = [
     "DetectorUnavailable",
     "FaceDetector",
     "FaceInputError",
-    "INSTALL_COMMAND",
+    "MTCNN_SHA256",
+    "WEIGHTS_FILE",
     "load_mtcnn_weights",
-    "default_weights_dir",
 ]

@@ -366,6 +366,22 @@ def _check_tensors(uri: str, expected: Mapping[str, Tensor], found: Mapping[str,
         raise CheckpointError(f"{uri}: tensors do not match the stored config: " + "; ".join(problems))
 
 
+def check_checkpoint(uri: str, **storage_options: Any) -> CheckpointHeader:
+    """Check, without reading the weights, that a checkpoint will load: header, config, tensor layout.
+
+    Reads only the header (a few kB): the config must validate, the file must
+    hold every byte the header promises (a truncated download is refused), and
+    every tensor's name and shape must match the architecture the config builds
+    (built on the ``meta`` device: no memory, no weights). The content hash is
+    left to :func:`load_checkpoint_with_id`, which reads everything anyway.
+    """
+    header = read_checkpoint_header(uri, **storage_options)
+    with torch.device("meta"):
+        skeleton = model_from_config(header.config)
+    _check_tensors(header.uri, skeleton.state_dict(), header.tensors)
+    return header
+
+
 def load_checkpoint_with_id(
     uri: str, device: str | torch.device = "cpu", *, verify: bool = True, **storage_options: Any
 ) -> tuple[CLIPER, str]:

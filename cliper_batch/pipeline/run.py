@@ -8,14 +8,17 @@ import logging
 import os
 import secrets
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING
 
 import ray
 
 from .. import rows
+from ..failures import common_setup_failure
 from ..incremental import annotated_videos, plan_work
 from ..listing import list_videos
+from ..progress import RunProgress
 from ..types import AnnotateConfig
 from ..uris import InvalidURI, is_inside, normalize_uri
 from ..writer import OutputLock, OutputWriter, recover_output
@@ -45,6 +48,8 @@ class RunSummary:
     decode_workers: int
     score_workers: int
     videos_skipped: int = 0
+    # set when no video succeeded and all failed for one non-data reason: the run itself is broken
+    failure_reason: str | None = None
 
     @property
     def crops_per_s(self) -> float:
@@ -239,8 +244,11 @@ def annotate(
                 batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
             else:
                 batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
+            progress = RunProgress(len(plan.todo))
             for batch in batches:
                 writer.add_batch(batch)
+                progress.update(writer.stats.videos_ok + writer.stats.videos_failed, writer.stats.videos_failed,
+                                writer.stats.video_seconds)
         stats = writer.close()  # videos still incomplete become failed rows here
         wall = time.perf_counter() - t0
         summary = RunSummary(
@@ -258,6 +266,7 @@ def annotate(
             decode_workers=res.decode_workers,
             score_workers=res.score_workers,
             videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit,
+            failure_reason=_run_failure(output_uri, run_id, stats, storage_options),
         )
         writer.write_run_record(
             {
@@ -295,6 +304,30 @@ def annotate(
     return summary
 
 
+def _run_failure(output_uri: str, run_id: str, stats, storage_options) -> str | None:
+    """Why the run as a whole failed, when no video succeeded and all failed for the same non-data reason."""
+    if stats.videos_ok or not stats.videos_failed:
+        return None
+    import polars as pl
+
+    from ..query import scan_videos
+
+    failed = (
+        scan_videos(output_uri, storage_options=storage_options)
+        .filter((pl.col("run_id") == run_id) & (pl.col("status") == "failed"))
+        .select("error_type", "error")
+        .collect()
+    )
+    reason = common_setup_failure(failed["error_type"].to_list())
+    if reason is None:
+        return None
+    example = next((e for e in failed["error"].to_list() if e), "")
+    return (
+        f"every video of this run ({stats.videos_failed}) failed with {reason}, a problem of the run's setup, "
+        f"not of the videos; fix it and run again. First error: {example}"
+    )
+
+
 def _refs_dataset(refs) -> "ray.data.Dataset":
     """``{video_id, ref}`` rows, one per video to annotate.
 
@@ -312,7 +345,8 @@ def _stream(
 ):
     """The staged pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
     ds = _refs_dataset(refs)
-    ds = ds.map_batches(
+    ds = _map_batches(
+        ds,
         decode_stage or DecodeStage,
         fn_constructor_kwargs=dict(
             config=config,
@@ -324,10 +358,9 @@ def _stream(
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=res.decode_workers),
         num_cpus=1,
-        max_restarts=2,  # a decoder that crashes (e.g. a native fault on one file) is restarted
-        max_task_retries=2,
     )
-    ds = ds.map_batches(
+    ds = _map_batches(
+        ds,
         ScoreStage,
         fn_constructor_kwargs=dict(
             model_spec=model_spec,
@@ -347,17 +380,29 @@ def _stream(
 def _model_actor_options(res: Resources) -> dict:
     """``map_batches`` settings of the actors that hold the model (ScoreStage or FusedStage).
 
-    A fixed pool (the model loads once per actor) with its CPU/GPU share; an actor
-    that crashes is restarted and its task retried twice before the block's videos
-    become ``WorkerLost`` rows.
+    A fixed pool (the model loads once per actor) with its CPU/GPU share (crash
+    retries: ``_CRASH_RETRIES``).
     """
     return dict(
         compute=ray.data.ActorPoolStrategy(size=res.score_workers, max_tasks_in_flight_per_actor=2),
         num_cpus=res.score_num_cpus,
         num_gpus=res.score_num_gpus,
-        max_restarts=2,
-        max_task_retries=2,
     )
+
+
+# An actor that crashes (a native fault on one file) is restarted and its task retried
+# this often before the block's videos become WorkerLost rows. Ray 2.60's map_batches has
+# no named parameter for these (its defaults, -1, retry forever: one video that kills its
+# worker would stall the run); they pass only through the deprecated **ray_remote_args
+# (removal announced for Ray 2.64; pyproject pins 2.60), so exactly that warning is muted.
+_CRASH_RETRIES = dict(max_restarts=2, max_task_retries=2)
+
+
+def _map_batches(ds, fn, **kwargs):
+    """``ds.map_batches(fn, **kwargs)`` with bounded crash retries (see ``_CRASH_RETRIES``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
+        return ds.map_batches(fn, **kwargs, **_CRASH_RETRIES)
 
 
 def _stream_fused(
@@ -371,7 +416,8 @@ def _stream_fused(
     the block's videos become ``WorkerLost`` rows.
     """
     ds = _refs_dataset(refs)
-    ds = ds.map_batches(
+    ds = _map_batches(
+        ds,
         fused_stage or FusedStage,
         fn_constructor_kwargs=dict(
             model_spec=model_spec,
