@@ -15,10 +15,10 @@ LAYERS = [
     ["faces"],
     ["video_annotation"],
     ["model", "compile"],
-    ["writer", "compact", "incremental", "query"],
+    ["writer", "compact", "incremental", "query", "progress"],
     ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
     ["pipeline"],
-    ["cli", "synthetic", "training"],
+    ["cli", "preflight", "synthetic", "training"],
 ]
 # (importer, imported) pairs still allowed to reach up, and why. Each must still be in use (else delete it here).
 ALLOWED_UPWARD = {
