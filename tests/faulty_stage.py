@@ -14,9 +14,18 @@ class CrashingDecodeStage(DecodeStage):
 
 
 class MissingWeightsDecodeStage(DecodeStage):
-    """A decode stage whose face detector points at weights that are not there: a broken install on a worker."""
+    """A decode stage whose face detector points at weights that are not there: a broken install on a worker.
 
-    def _face_detector(self):
+    The detector is still built lazily, on the first video that needs it (as the shared per-video
+    algorithm does), so every video fails with ``DetectorUnavailable`` instead of the actor failing to start.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.annotator._face_detector = self._missing_weights_detector
+
+    @staticmethod
+    def _missing_weights_detector():
         from cliper_batch.faces.detect import FaceDetector
 
         return FaceDetector(device="cpu", weights_path="/nonexistent/mtcnn.safetensors")
