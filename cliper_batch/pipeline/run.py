@@ -6,18 +6,21 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import ray
 
-from ..incremental import annotated_videos, plan_work
+from ..incremental import manifest_state, plan_work
 from ..listing import list_videos
+from ..output import run_record
+from ..output.lock import OutputLock
+from ..output.recovery import recover_output
+from ..output.writer import OutputWriter
 from ..types import AnnotateConfig
 from ..uris import InvalidURI, is_inside, normalize_uri
-from ..writer import OutputLock, OutputWriter, recover_output
 from . import rows
+from .driver import RunStopped, StopSignals, drive
 from .decode_stage import DecodeStage
 from .fused_stage import FusedStage
 from .score_stage import ScoreStage
@@ -41,23 +44,42 @@ class RunSummary:
     decode_workers: int
     score_workers: int
     videos_skipped: int = 0
+    status: str = run_record.FINISHED  # finished | interrupted | stalled | failed
+    listed: int = 0
+    skipped_done: int = 0
+    not_retried_data: int = 0  # failed before as bad data, file unchanged
+    not_retried_gave_up: int = 0  # failed --max-attempts times before, file unchanged
+    retried: int = 0  # failed before, tried again
+    failed_by_class: dict = field(default_factory=dict)
+    videos_dropped: int = 0  # unfinished when interrupted: left for the next run
 
     @property
     def crops_per_s(self) -> float:
         return self.crops / self.wall_s if self.wall_s > 0 else 0.0
 
     def line(self) -> str:
+        not_retried = self.not_retried_data + self.not_retried_gave_up
+        failed_before = (
+            f"{not_retried} failed before and not retried ({self.not_retried_data} bad data, unchanged; "
+            f"{self.not_retried_gave_up} out of attempts; --retry-failed tries them again)"
+        )
+        if self.videos_total == 0:
+            return (
+                f"run {self.run_id}: nothing to do: {self.listed} listed, {self.skipped_done} already done, "
+                f"{failed_before}, {self.videos_skipped - self.skipped_done - not_retried} left out by --since/--limit; "
+                f"output={self.output}"
+            )
+        status = "" if self.status == run_record.FINISHED else f"{self.status.upper()}: "
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(self.failed_by_class.items()))
         return (
-            f"run {self.run_id}: videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total} "
-            f"(skipped {self.videos_skipped}); "
+            f"run {self.run_id}: {status}videos ok={self.videos_ok} failed={self.videos_failed}"
+            f"{f' ({classes})' if classes else ''} of {self.videos_total}"
+            f"{f', {self.videos_dropped} unfinished left for the next run' if self.videos_dropped else ''} "
+            f"(skipped {self.videos_skipped}: {self.skipped_done} done, {failed_before}; retried {self.retried}); "
             f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
             f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
             f"segments={self.segments}; output={self.output}"
         )
-
-
-def new_run_id() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def config_hash(config: AnnotateConfig) -> str:
@@ -183,6 +205,9 @@ class RunOptions:
     worker: str = "auto"  # auto (fused on CUDA, staged on CPU) | fused | staged
     gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
     videos_per_task: int = 8  # fused: videos per Ray task; batches span them; a task failing all retries makes them WorkerLost
+    max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
+    retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
+    stall_timeout_s: float = 600.0  # no batch for this long: commit what is done, record the rest ClusterStalled, stop
 
     def __post_init__(self) -> None:
         if self.worker not in WORKERS:
@@ -191,6 +216,10 @@ class RunOptions:
             raise ValueError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction}")
         if self.videos_per_task < 1:
             raise ValueError(f"videos_per_task must be >= 1, got {self.videos_per_task}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (self.stall_timeout_s > 0):
+            raise ValueError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
 
 
 def annotate(
@@ -221,32 +250,47 @@ def annotate(
     refs = list_videos(input_uri, **(storage_options or {}))
     info = model_info or describe_model(model_spec, storage_options)
     model_id, classes, image_size = info.model_id, info.classes, info.image_size
-    run_id = run_id or new_run_id()
+    run_id = run_id or run_record.new_run_id()
     chash = config_hash(config)
-    with OutputLock(output_uri, run_id, storage_options=storage_options):
+    with OutputLock(output_uri, run_id, storage_options=storage_options), StopSignals() as signals:
         recovery = recover_output(output_uri, current_run_id=run_id, storage_options=storage_options)
-        done = {} if options.force else annotated_videos(output_uri, model_id, chash, storage_options)
-        plan = plan_work(refs, done, force=options.force, since=options.since, limit=options.limit)
-        log.info(
-            "run %s: %d listed, %d to do (%d changed), %d already done, %d older than --since, %d deferred by --limit",
-            run_id, len(refs), len(plan.todo), plan.changed, plan.skipped_done, plan.skipped_since, plan.deferred_limit,
+        state = manifest_state(output_uri, model_id, chash, storage_options)
+        plan = plan_work(
+            refs, state, force=options.force, since=options.since, limit=options.limit,
+            max_attempts=options.max_attempts, retry_failed=options.retry_failed,
         )
-        writer = OutputWriter(
-            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
-            videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
-            storage_options=storage_options,
-            expected=plan.todo,
+        del state
+        log.info(
+            "run %s: %d listed, %d to do (%d changed, %d retried), %d already done, %d failed before and not retried "
+            "(%d bad data, %d out of attempts), %d older than --since, %d deferred by --limit",
+            run_id, len(refs), len(plan.todo), plan.changed, plan.retried, plan.skipped_done, plan.skipped_failed,
+            plan.skipped_data, plan.skipped_gave_up, plan.skipped_since, plan.deferred_limit,
         )
         res = plan_resources(config.device, decode_workers, score_workers, options.worker, options.gpu_fraction)
         log.info("run %s: %s worker on %s, resources %s", run_id, res.worker, res.device, res)
-        if plan.todo:
-            if res.worker == "fused":
-                batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+        status, why, error = run_record.FINISHED, "", None
+        with OutputWriter(
+            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
+            videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
+            storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
+        ) as writer:
+            if plan.todo:
+                if res.worker == "fused":
+                    batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+                else:
+                    batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
+                try:
+                    status, why = drive(batches, writer.add_batch, stall_timeout_s=options.stall_timeout_s, stop=signals)
+                except Exception as exc:  # the pipeline itself broke (not one video): keep what is done
+                    log.exception("run %s: the pipeline failed", run_id)
+                    status, why, error = "failed", f"the pipeline failed: {type(exc).__name__}: {exc}", exc
+            if status == run_record.INTERRUPTED:  # unfinished videos stay unrecorded: the next run does them
+                stats = writer.close(lost_error_type=None)
+            elif status == run_record.FINISHED:
+                stats = writer.close()  # videos still incomplete become failed rows here
             else:
-                batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
-            for batch in batches:
-                writer.add_batch(batch)
-        stats = writer.close()  # videos still incomplete become failed rows here
+                stats = writer.close(lost_error_type="ClusterStalled" if status == run_record.STALLED else "WorkerLost",
+                                     lost_reason=why)
         wall = time.perf_counter() - t0
         summary = RunSummary(
             run_id=run_id,
@@ -262,12 +306,24 @@ def annotate(
             score_backend=",".join(sorted(stats.score_backends)) or config.compile,
             decode_workers=res.decode_workers,
             score_workers=res.score_workers,
-            videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit,
+            videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit + plan.skipped_failed,
+            status=status,
+            listed=len(refs),
+            skipped_done=plan.skipped_done,
+            not_retried_data=plan.skipped_data,
+            not_retried_gave_up=plan.skipped_gave_up,
+            retried=plan.retried,
+            failed_by_class=dict(stats.failed_by_class),
+            videos_dropped=stats.videos_dropped,
         )
-        writer.write_run_record(
+        run_record.write_record(
+            writer.fs,
+            writer.root,
+            run_id,
             {
                 "run_id": run_id,
-                "status": "finished",
+                "status": status,
+                "stopped_because": why or None,
                 "started_at": started.isoformat(),
                 "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "input": input_uri,
@@ -279,8 +335,9 @@ def annotate(
                 "options": asdict(options),
                 "resources": asdict(res),
                 "listed": len(refs),
-                "plan": {k: v for k, v in asdict(plan).items() if k != "todo"},
+                "plan": {k: v for k, v in asdict(plan).items() if k not in ("todo", "attempts")},
                 "recovery": asdict(recovery),
+                "retired": asdict(writer.retired) if writer.retired else None,
                 "summary": asdict(summary),
                 "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
                 "crops_per_s": summary.crops_per_s,
@@ -295,8 +352,10 @@ def annotate(
                     if stats.score_window_s
                     else None,
                 },
-            }
+            },
         )
+    if status != run_record.FINISHED:
+        raise RunStopped(summary, why, signals.signum) from error
     return summary
 
 
