@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 
 from .types import VideoRef
-from .uris import VIDEO_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, protocol_of, video_id_for
+from .uris import VIDEO_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
 
 MANIFEST_URI_COLUMNS = ("video_uri", "uri", "path")
 
@@ -49,8 +49,12 @@ def fingerprint_of(info: dict) -> tuple[int | None, float | None, str | None]:
     return (int(size) if size is not None else None), mtime, fp
 
 
-def _infos(fs, paths: list[str], workers: int = 32) -> dict[str, dict]:
-    """fsspec ``info`` for many paths (threads: one HEAD each on object stores); a failure gives ``{}``."""
+def _infos(fs, paths: list[str], workers: int = 32, chunk: int = 256) -> list[dict]:
+    """fsspec ``info`` for many paths, in order (threads: one HEAD each on object stores); a failure gives ``{}``.
+
+    Paths go to the threads in chunks, so a million-entry manifest makes thousands of
+    tasks, not a million futures.
+    """
 
     def one(p):
         try:
@@ -58,8 +62,11 @@ def _infos(fs, paths: list[str], workers: int = 32) -> dict[str, dict]:
         except (OSError, ValueError):
             return {}
 
+    def many(ps):
+        return [one(p) for p in ps]
+
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        return dict(zip(paths, ex.map(one, paths)))
+        return [i for got in ex.map(many, [paths[k : k + chunk] for k in range(0, len(paths), chunk)]) for i in got]
 
 
 def _is_video(path: str) -> bool:
@@ -124,19 +131,18 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
             unusable.append(u)
     normalised = list(dict.fromkeys(normalised))
     missing = [u for u in normalised if u not in infos]
-    if missing:  # manifest entries: one info call each, in threads, grouped by filesystem
-        by_fs: dict[int, list] = {}
+    if missing:  # manifest entries: one info call each, in threads, grouped by protocol (one filesystem each)
+        by_proto: dict[str, list[str]] = {}
         for u in missing:
-            mfs, mpath = filesystem_for(u, **storage_options)
-            by_fs.setdefault(id(mfs), []).append((mfs, mpath, u))
-        for group in by_fs.values():
-            mfs = group[0][0]
-            got = _infos(mfs, [mp for _, mp, _ in group])
-            infos.update({u: got.get(mp, {}) for _, mp, u in group})
+            by_proto.setdefault(protocol_of(u), []).append(u)
+        for group in by_proto.values():
+            mfs, _ = filesystem_for(group[0], **storage_options)
+            paths = group if is_local(group[0]) else [mfs._strip_protocol(u) for u in group]
+            infos.update(zip(group, _infos(mfs, paths)))
     refs: dict[str, VideoRef] = {}
     for n in normalised:
         size, mtime, fp = fingerprint_of(infos.get(n, {}))
-        refs[n] = VideoRef(video_id=video_id_for(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
+        refs[n] = VideoRef(video_id=normalized_id(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
     for u in unusable:
         refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:

@@ -94,7 +94,7 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str,
 
 
 def encode_ref(ref: VideoRef) -> str:
-    return json.dumps(asdict(ref))
+    return json.dumps(vars(ref))  # a flat dataclass: no asdict() deep copy (the driver encodes every listed video)
 
 
 def decode_ref(text: str) -> VideoRef:
