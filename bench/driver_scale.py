@@ -4,11 +4,11 @@
 
 Per size, in a fresh process (so peak RSS is that size's own):
 
-* night 1: list a Parquet manifest of N video URIs (files that do not exist: one
-  ``info`` each, as for a manifest on an object store), plan against an empty output,
+* night 1: list a corpus folder of N empty ``.mp4`` files (100 subfolders; one
+  recursive ``find``, as for a directory or bucket prefix), plan against an empty output,
   build the Ray Data items, feed the writer one scored segment and one outcome per
   video in batches of 256 (what the pipeline would send), close (commit parts);
-* night 2: the same listing with ``--changed`` of the videos' fingerprints changed:
+* night 2: the same corpus with ``--changed`` of the files rewritten (new size):
   list, read the manifest state (N rows), plan (only the changed ones), feed and
   close them (which moves the superseded rows of night 1 to history/).
 
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,14 +31,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
 from bench.common import machine, write_result  # noqa: E402
 from cliper_batch.incremental import manifest_state, plan_work  # noqa: E402
 from cliper_batch.listing import list_videos  # noqa: E402
 from cliper_batch.output.writer import OutputWriter  # noqa: E402
 from cliper_batch.pipeline import rows  # noqa: E402
+from cliper_batch.pipeline.run import refs_table  # noqa: E402
 from cliper_batch.types import VideoInfo  # noqa: E402
 
 CLASSES = ("neutral", "happy", "sad")
@@ -68,19 +68,23 @@ def _batches(refs):
         yield b
 
 
-def night(manifest: str, out: str, run_id: str) -> dict:
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def night(corpus: str, out: str, run_id: str) -> dict:
     t = {}
     t0 = time.perf_counter()
-    refs = list_videos(manifest)
-    t["list_s"] = time.perf_counter() - t0
+    refs = list_videos(corpus)
+    t["list_s"], t["peak_gib_after_list"] = time.perf_counter() - t0, _peak_gib()
     t0 = time.perf_counter()
     state = manifest_state(out, "m", "c")
     plan = plan_work(refs, state)
     del state
-    t["plan_s"] = time.perf_counter() - t0
+    t["plan_s"], t["peak_gib_after_plan"] = time.perf_counter() - t0, _peak_gib()
     t0 = time.perf_counter()
-    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in plan.todo]  # what from_items gets
-    t["items_s"] = time.perf_counter() - t0
+    items = refs_table(plan.todo)  # what the Ray dataset is built from
+    t["items_s"], t["peak_gib_after_items"] = time.perf_counter() - t0, _peak_gib()
     busy = 0.0  # driver time only: making the synthetic batches is the workers' part
     with OutputWriter(out, CLASSES, run_id=run_id, model_id="m", config_hash="c", expected=plan.todo) as w:
         for b in _batches(plan.todo):
@@ -88,33 +92,38 @@ def night(manifest: str, out: str, run_id: str) -> dict:
             w.add_batch(b)
             busy += time.perf_counter() - t0
         t0 = time.perf_counter()
+        t["peak_gib_after_feed"] = _peak_gib()
         stats = w.close()
-        t["close_s"] = time.perf_counter() - t0
+        t["close_s"], t["peak_gib_after_close"] = time.perf_counter() - t0, _peak_gib()
     t["write_s"] = busy + t["close_s"]
-    t.update(listed=len(refs), todo=len(plan.todo), done=plan.skipped_done, items=len(items), videos_ok=stats.videos_ok,
+    t.update(listed=len(refs), todo=len(plan.todo), done=plan.skipped_done, items=items.num_rows, videos_ok=stats.videos_ok,
              parts=stats.parts, rows_retired=w.retired.rows_moved if w.retired else {})
     return t
 
 
 def one(n: int, changed: float) -> dict:
+    baseline = _peak_gib()  # the driver's imports (ray, torch, polars): paid once, whatever the corpus
     tmp = tempfile.mkdtemp(prefix="cbdriver")
-    uris = [f"{tmp}/corpus/d{i // 10000:03d}/v{i:08d}.mp4" for i in range(n)]
-    manifest = os.path.join(tmp, "list.parquet")
-    pq.write_table(pa.table({"video_uri": uris}), manifest)
+    corpus = os.path.join(tmp, "corpus")
+    paths = [f"{corpus}/d{i % 100:02d}/v{i:08d}.mp4" for i in range(n)]
+    for d in range(min(n, 100)):
+        os.makedirs(f"{corpus}/d{d:02d}")
+    for p in paths:  # empty files: the listing's cost is per entry, not per byte
+        open(p, "wb").close()
     out = os.path.join(tmp, "out")
-    first = night(manifest, out, "20260101T000000Z-000001")
-    # night 2: some videos appear (change): the listing sees them with a size, the rest still missing
+    first = night(corpus, out, "20260101T000000Z-000001")
     k = int(n * changed)
-    step = max(1, n // max(k, 1))
-    for i in range(0, n, step)[:k]:
-        os.makedirs(os.path.dirname(uris[i]), exist_ok=True)
-        with open(uris[i], "wb") as f:
+    for i in range(0, n, max(1, n // max(k, 1)))[:k]:
+        with open(paths[i], "wb") as f:
             f.write(b"x")
-    second = night(manifest, out, "20260102T000000Z-000002")
+    del paths
+    second = night(corpus, out, "20260102T000000Z-000002")
     total = sum(v for x in (first, second) for k, v in x.items() if k in ("list_s", "plan_s", "items_s", "write_s"))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    shutil.rmtree(tmp, ignore_errors=True)
     return {"n": n, "night1": first, "night2": second, "wall_s": total, "peak_rss_gib": peak / 2**30,
-            "s_per_video": total / n, "peak_rss_bytes_per_video": peak / n}
+            "baseline_rss_gib": baseline, "s_per_video": total / n,
+            "peak_rss_bytes_per_video": (peak / 2**30 - baseline) * 2**30 / n}
 
 
 def main() -> int:
@@ -126,14 +135,14 @@ def main() -> int:
     if a.one:
         print(json.dumps(one(a.one, a.changed)))
         return 0
-    res = {"changed_fraction": a.changed, **machine()}
+    res = {"changed_fraction": a.changed, "load_avg_1m_at_start": os.getloadavg()[0], **machine()}
     for n in a.sizes:
         r = subprocess.run([sys.executable, __file__, "--one", str(n), "--changed", str(a.changed)],
                            capture_output=True, text=True, check=True)
         res[str(n)] = json.loads(r.stdout.strip().splitlines()[-1])
         x = res[str(n)]
         print(f"{n:>9} videos: {x['wall_s']:.1f} s ({x['s_per_video'] * 1e6:.1f} us/video), peak RSS {x['peak_rss_gib']:.2f} GiB "
-              f"({x['peak_rss_bytes_per_video']:.0f} B/video); night1 {json.dumps({k: round(v, 1) for k, v in x['night1'].items() if k.endswith('_s')})}; "
+              f"(imports {x['baseline_rss_gib']:.2f} GiB + {x['peak_rss_bytes_per_video']:.0f} B/video); night1 {json.dumps({k: round(v, 1) for k, v in x['night1'].items() if k.endswith('_s')})}; "
               f"night2 {json.dumps({k: round(v, 1) for k, v in x['night2'].items() if k.endswith('_s')})}", flush=True)
     if len(a.sizes) >= 2:
         lo, hi = str(min(a.sizes)), str(max(a.sizes))

@@ -105,15 +105,18 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     """
     uri = normalize_uri(input_uri)
     fs, path = filesystem_for(uri, **storage_options)
-    infos: dict[str, dict] = {}  # normalised URI -> fsspec info
+    # normalised URI -> (size, mtime, fingerprint): three values per video, not fsspec's info dict
+    marks: dict[str, tuple] = {}
     if any(ch in path for ch in "*?["):
         found = {p: i for p, i in fs.glob(path, detail=True).items() if _is_video(p) and i.get("type") == "file"}
-        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
-        uris = list(infos)
+        marks = {normalize_uri(_unstrip(fs, uri, p)): fingerprint_of(i) for p, i in found.items()}
+        uris = list(marks)
     elif fs.isdir(path):
-        found = {p: i for p, i in fs.find(path, detail=True).items() if _is_video(p)}
-        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
-        uris = list(infos)
+        for _, _, files in fs.walk(path, detail=True):  # one folder's infos at a time
+            for i in files.values():
+                if _is_video(i["name"]):
+                    marks[normalize_uri(_unstrip(fs, uri, i["name"]))] = fingerprint_of(i)
+        uris = list(marks)
     elif fs.isfile(path):
         if path.lower().endswith((".txt", ".lst", ".parquet")):
             uris = _read_manifest(fs, path, uri)
@@ -130,7 +133,7 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
         except InvalidURI:
             unusable.append(u)
     normalised = list(dict.fromkeys(normalised))
-    missing = [u for u in normalised if u not in infos]
+    missing = [u for u in normalised if u not in marks]
     if missing:  # manifest entries: one info call each, in threads, grouped by protocol (one filesystem each)
         by_proto: dict[str, list[str]] = {}
         for u in missing:
@@ -138,11 +141,12 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
         for group in by_proto.values():
             mfs, _ = filesystem_for(group[0], **storage_options)
             paths = group if is_local(group[0]) else [mfs._strip_protocol(u) for u in group]
-            infos.update(zip(group, _infos(mfs, paths)))
+            marks.update(zip(group, map(fingerprint_of, _infos(mfs, paths))))
     refs: dict[str, VideoRef] = {}
     for n in normalised:
-        size, mtime, fp = fingerprint_of(infos.get(n, {}))
+        size, mtime, fp = marks.get(n, (None, None, None))
         refs[n] = VideoRef(video_id=normalized_id(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
+    del marks
     for u in unusable:
         refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:

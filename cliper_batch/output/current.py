@@ -45,25 +45,30 @@ class Retirement:
     parts_rewritten: list[str] = field(default_factory=list)
 
 
-def _manifest(fs, root: str, base: str) -> pl.DataFrame:
-    """Key, run and status of every manifest row in ``<root>/<base>/<run>/*.parquet`` (with its file path)."""
-    frames = []
-    for path in sorted(fs.glob(join(root, base, "*", "*.parquet"))):
-        t = read_table(fs, path, columns=[*KEY, "run_id", "status"])
-        frames.append(pl.from_arrow(t).with_columns(pl.lit(path).alias("path")))
+def _manifest(fs, root: str, base: str) -> tuple[pl.DataFrame, list[str]]:
+    """Key, run, status and file number of every manifest row in ``<root>/<base>/<run>/*.parquet``; the files."""
+    files = sorted(fs.glob(join(root, base, "*", "*.parquet")))
+    frames = [
+        pl.from_arrow(read_table(fs, path, columns=[*KEY, "run_id", "status"])).with_columns(pl.lit(i, pl.UInt32).alias("file"))
+        for i, path in enumerate(files)
+    ]
     if not frames:
-        return pl.DataFrame(schema={**{k: pl.String for k in KEY}, "run_id": pl.String, "status": pl.String, "path": pl.String})
-    return pl.concat(frames, how="vertical_relaxed")
+        return pl.DataFrame(schema={**{k: pl.String for k in KEY}, "run_id": pl.String, "status": pl.String, "file": pl.UInt32}), files
+    return pl.concat(frames, how="vertical_relaxed"), files
 
 
 def retire_superseded(fs, root: str, *, runs: list[str] | None, token: str) -> Retirement:
     """Move the rows that ``runs`` superseded (``None``: every run, a full pass) to ``history/``."""
     out = Retirement()
-    cur = _manifest(fs, root, VIDEOS)
+    cur, cur_files = _manifest(fs, root, VIDEOS)
     if cur.is_empty():
         return out
+    hist, _ = _manifest(fs, root, f"{HISTORY}/{VIDEOS}")
+    # Only a key with more than one row in videos/, or rows in history/ already, can have stale rows
+    # (a first annotation supersedes nothing): on a first night this keeps the work at one group-by.
     scope = cur if runs is None else cur.filter(pl.col("run_id").is_in(list(runs)))
-    keys = scope.select(KEY).unique()
+    multi = cur.group_by(KEY).len().filter(pl.col("len") > 1).select(KEY)
+    keys = pl.concat([multi, hist.select(KEY).unique()]).unique().join(scope.select(KEY).unique(), on=KEY, how="semi")
     if keys.is_empty():
         return out
     cur_k = cur.join(keys, on=KEY, how="semi")
@@ -71,13 +76,13 @@ def retire_superseded(fs, root: str, *, runs: list[str] | None, token: str) -> R
     latest = cur_k.group_by(KEY).agg(pl.col("run_id").max().alias("latest"))
     stale_videos = cur_k.join(latest, on=KEY).filter(pl.col("run_id") != pl.col("latest"))
     # timelines/: rows of ok runs other than the latest ok run per key (ok rows may sit in history/ already)
-    hist = _manifest(fs, root, f"{HISTORY}/{VIDEOS}")
     ok = pl.concat([cur_k, hist.join(keys, on=KEY, how="semi")], how="vertical_relaxed").filter(pl.col("status") == "ok")
     latest_ok = ok.group_by(KEY).agg(pl.col("run_id").max().alias("latest"))
     stale_pairs = ok.join(latest_ok, on=KEY).filter(pl.col("run_id") != pl.col("latest")).select(*KEY, "run_id").unique()
+    del cur, hist, scope, multi
 
-    for path, rows in stale_videos.group_by("path"):
-        _move_rows(fs, root, VIDEOS, path[0], rows.select(*KEY, "run_id"), token, out)
+    for (file,), rows in stale_videos.group_by("file"):
+        _move_rows(fs, root, VIDEOS, cur_files[file], rows.select(*KEY, "run_id"), token, out)
     for run in sorted(stale_pairs["run_id"].unique().to_list()):
         pairs = stale_pairs.filter(pl.col("run_id") == run)
         for path, _, _ in part_files(fs, join(root, TIMELINES, run, "*.parquet")):
