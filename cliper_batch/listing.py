@@ -127,12 +127,16 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     # A manifest entry that is not a usable URI (unknown scheme, NUL byte) still becomes a
     # video, one that will fail with that reason in the manifest: never a failed listing.
     normalised, unusable = [], []
-    for u in dict.fromkeys(uris):
-        try:
-            normalised.append(normalize_uri(u))
-        except InvalidURI:
-            unusable.append(u)
-    normalised = list(dict.fromkeys(normalised))
+    if marks:  # a folder or glob: its URIs are normalised and unique already (no second copy of each)
+        normalised = uris
+    else:
+        for u in dict.fromkeys(uris):
+            try:
+                normalised.append(normalize_uri(u))
+            except InvalidURI:
+                unusable.append(u)
+        normalised = list(dict.fromkeys(normalised))
+    del uris
     missing = [u for u in normalised if u not in marks]
     if missing:  # manifest entries: one info call each, in threads, grouped by protocol (one filesystem each)
         by_proto: dict[str, list[str]] = {}
@@ -144,9 +148,9 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
             marks.update(zip(group, map(fingerprint_of, _infos(mfs, paths))))
     refs: dict[str, VideoRef] = {}
     for n in normalised:
-        size, mtime, fp = marks.get(n, (None, None, None))
+        size, mtime, fp = marks.pop(n, (None, None, None))
         refs[n] = VideoRef(video_id=normalized_id(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
-    del marks
+    del marks, normalised
     for u in unusable:
         refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:
