@@ -46,7 +46,7 @@ BATCH = 256
 
 def _batches(refs):
     """Scored batches as the pipeline sends them: per video one segment row, then its outcome row."""
-    info = VideoInfo(2.0, 25.0, 64, 48, "h264")
+    info_json = json.dumps(vars(VideoInfo(2.0, 25.0, 64, 48, "h264")))
     for lo in range(0, len(refs), BATCH):
         chunk = refs[lo : lo + BATCH]
         n = len(chunk)
@@ -55,7 +55,7 @@ def _batches(refs):
         uris = np.array([r.uri for r in chunk for _ in (0, 1)], dtype=object)
         # (the workers' encoding, done cheaply here: its cost is not the driver's)
         outcome = np.array(
-            [x for r in chunk for x in ("", json.dumps({"ref": vars(r), "status": "ok", "info": vars(info), "n_segments": 1}))],
+            [x for r in chunk for x in ("", '{"ref": %s, "status": "ok", "info": %s, "n_segments": 1}' % (rows.encode_ref(r), info_json))],
             dtype=object,
         )
         b = {
