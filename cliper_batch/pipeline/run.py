@@ -73,10 +73,11 @@ class RunSummary:
         status = "" if self.status == run_record.FINISHED else f"{self.status.upper()}: "
         classes = ", ".join(f"{k} {v}" for k, v in sorted(self.failed_by_class.items()))
         return (
-            f"run {self.run_id}: {status}videos ok={self.videos_ok} failed={self.videos_failed}"
-            f"{f' ({classes})' if classes else ''} of {self.videos_total}"
+            f"run {self.run_id}: {status}videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total}"
+            f"{f' (failed: {classes})' if classes else ''}"
             f"{f', {self.videos_dropped} unfinished left for the next run' if self.videos_dropped else ''} "
-            f"(skipped {self.videos_skipped}: {self.skipped_done} done, {failed_before}; retried {self.retried}); "
+            f"(skipped {self.videos_skipped}: {self.skipped_done} done{f', {failed_before}' if not_retried else ''}"
+            f"{f'; retried {self.retried} failed before' if self.retried else ''}); "
             f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
             f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
             f"segments={self.segments}; output={self.output}"
