@@ -1,7 +1,7 @@
 """Report cost at corpus scale: time and peak memory of ``python -m cliper_batch.report`` on synthetic outputs.
 
-    .venv/bin/python bench/report.py                      # 1,000 and 10,000 videos
-    .venv/bin/python bench/report.py --videos 1000 10000 100000
+    .venv/bin/python -m bench.report                      # 1,000 and 10,000 videos
+    .venv/bin/python -m bench.report --videos 1000 10000 100000
 
 Each output is written directly in the engine's format (``cliper_batch.schema``
 tables and a run record; no decoding): 60-second videos, 2-second segments,
@@ -22,16 +22,14 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-
-from bench.common import machine, write_result  # noqa: E402
-from cliper_batch import schema  # noqa: E402
-from cliper_batch.testvideos import VideoSpec, write_video  # noqa: E402
-from cliper_batch.uris import video_id_for  # noqa: E402
+from bench.common import machine, write_result
+from cliper_batch import schema
+from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.uris import video_id_for
 
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
 RUN_ID = "20260101T000000Z-bench0"

@@ -71,6 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-annotate videos already done with this model and config")
     p.add_argument("--since", type=_parse_since, default=None, help="only videos modified at/after this time (ISO date/time, or POSIX seconds)")
     p.add_argument("--limit", type=positive_int, default=None, help="annotate at most N videos this run (the rest next time)")
+    p.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        help="a video that failed for a transient or setup reason (timeout, lost worker, I/O) is retried by later "
+        "runs until it has been tried this many times (default 3); bad data (not a video, truncated) is not "
+        "retried until the file changes",
+    )
+    p.add_argument("--retry-failed", action="store_true", help="retry every failed video once more, whatever its failure class")
+    p.add_argument(
+        "--stall-timeout",
+        type=positive_float,
+        default=600.0,
+        help="seconds without any finished batch after which the run stops (e.g. a lost node): what is done is "
+        "committed, unfinished videos are recorded as ClusterStalled (retried next run), exit 1 (default 600)",
+    )
     p.add_argument("--commit-every", type=positive_int, default=2000, help="commit output every N finished videos (default 2000; also every 120 s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -129,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from .pipeline.run import RunOptions, annotate
     from .preflight import PreflightError, check_run
-    from .writer import OutputBusy
+    from .output.lock import OutputBusy
+    from .pipeline.driver import RunStopped
     from .listing import CorpusNotFound
     from .uris import InvalidURI
 
@@ -162,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         worker=args.worker,
         gpu_fraction=args.gpu_fraction,
         videos_per_task=args.videos_per_task,
+        max_attempts=args.max_attempts,
+        retry_failed=args.retry_failed,
+        stall_timeout_s=args.stall_timeout,
     )
 
     _init_ray(args.ray_address)
@@ -179,6 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CorpusNotFound, InvalidURI, OutputBusy) as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except RunStopped as stopped:  # what was done is committed; the next run resumes
+        print(stopped.summary.line(), flush=True)
+        print(f"annotate: stopped: {stopped.why}; finished videos are committed, the next run resumes", file=sys.stderr)
+        return 128 + stopped.signum if stopped.signum else EXIT_FAILED
     except Exception:
         log.exception("annotation run failed")
         return EXIT_FAILED

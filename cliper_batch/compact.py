@@ -3,14 +3,16 @@
     python -m cliper_batch.compact ./annotations
 
 Runs with more than one part get one merged part per table, named after the part
-range it replaces (``part-00000-00041.parquet``). Order of operations, so a kill at
-any point leaves the folder correct after the next :func:`recover_output`:
+range it replaces (``part-00000-00041.parquet``). Before merging, compaction moves
+every superseded row to ``history/`` (a full pass of
+:func:`cliper_batch.output.current.retire_superseded`), which also brings output
+written before the current/history split up to date.
 
-1. merged timelines and videos files are written to ``_staging`` and moved into place
-   (timelines first: a merged timelines file without its merged videos file is an
-   orphan and is removed by recovery, the original parts being intact);
-2. the original parts covered by the range are deleted (recovery finishes this step
-   if it was interrupted).
+Order of operations, so a kill at any point leaves the folder correct after the
+next :func:`~cliper_batch.output.recovery.recover_output`: per table, the merged file
+is written to ``_staging`` and moved into place, then the parts it covers are
+deleted. A merged file is complete (staging), so recovery deletes parts covered by
+one if compaction was killed before it did.
 
 Compaction holds the output lock, so it never runs beside an annotate run.
 """
@@ -21,70 +23,57 @@ import sys
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from . import schema
-from .pipeline.run import new_run_id
+from .output import current
+from .output.layout import TABLES, PartName, commit_table, drop_staging, part_files, read_table
+from .output.lock import OutputBusy, OutputLock
+from .output.recovery import recover_output
+from .output.run_record import new_run_id
 from .uris import filesystem_for, join
-from .writer import OutputBusy, OutputLock, recover_output
-from .writer import part_range
-
 
 
 @dataclass
 class CompactionReport:
     runs_compacted: list[str] = field(default_factory=list)
-    files_before: int = 0
+    files_before: int = 0  # manifest (videos/) parts
     files_after: int = 0
+    rows_retired: dict[str, int] = field(default_factory=dict)
 
 
 def _merge(fs, files: list[str]) -> pa.Table:
-    tables = []
-    for f in files:
-        with fs.open(f, "rb") as fh:
-            tables.append(pq.read_table(fh))
+    tables = [read_table(fs, f) for f in files]
     meta = tables[0].schema.metadata
-    return pa.concat_tables(tables).replace_schema_metadata(meta)
+    return pa.concat_tables(tables, promote_options="default").replace_schema_metadata(meta)
 
 
 def compact(output_uri: str, *, min_parts: int = 2, storage_options: dict | None = None) -> CompactionReport:
-    """Merge every run folder that has at least ``min_parts`` parts."""
+    """Retire superseded rows, then merge every run folder (per table) that has at least ``min_parts`` parts."""
     fs, root = filesystem_for(output_uri, **(storage_options or {}))
     report = CompactionReport()
     token = "compact-" + new_run_id()
     with OutputLock(output_uri, token, storage_options=storage_options):
         recover_output(output_uri, current_run_id=token, storage_options=storage_options)
-        runs = sorted({p.rstrip("/").split("/")[-1] for p in fs.glob(join(root, schema.VIDEOS, "*")) if fs.isdir(p)})
-        for run in runs:
-            names = sorted(
-                p.split("/")[-1] for p in fs.glob(join(root, schema.VIDEOS, run, "*.parquet")) if part_range(p.split("/")[-1])
-            )
-            report.files_before += len(names)
-            if len(names) < min_parts:
-                report.files_after += len(names)
-                continue
-            ranges = [part_range(n) for n in names]
-            merged = f"part-{min(r[0] for r in ranges):05d}-{max(r[1] for r in ranges):05d}.parquet"
-            for table in (schema.TIMELINES, schema.VIDEOS):  # timelines first (see module docstring)
-                files = [join(root, table, run, n) for n in names if fs.exists(join(root, table, run, n))]
-                if not files:
-                    continue
-                staging = join(root, "_staging", token, table, run, merged)
-                fs.makedirs(join(root, "_staging", token, table, run), exist_ok=True)
-                merged_table = _merge(fs, files)
-                with fs.open(staging, "wb") as fh:
-                    pq.write_table(merged_table, fh, compression="zstd")
-                fs.mv(staging, join(root, table, run, merged))
-            for table in (schema.VIDEOS, schema.TIMELINES):
-                for n in names:
-                    if n != merged and fs.exists(join(root, table, run, n)):
-                        fs.rm(join(root, table, run, n))
-            report.runs_compacted.append(run)
-            report.files_after += 1
-        try:
-            fs.rm(join(root, "_staging", token), recursive=True)
-        except FileNotFoundError:
-            pass
+        report.rows_retired = current.retire_superseded(fs, root, runs=None, token=token).rows_moved
+        compacted: set[str] = set()
+        for table in TABLES:
+            by_run: dict[str, list] = {}
+            for path, run, pn in part_files(fs, join(root, table, "*", "*.parquet")):
+                by_run.setdefault(run, []).append((path, pn))
+            for run, files in sorted(by_run.items()):
+                n_after = len(files)
+                if len(files) >= min_parts:
+                    merged = PartName(min(pn.first for _, pn in files), max(pn.last for _, pn in files))
+                    commit_table(fs, root, token, _merge(fs, [p for p, _ in files]), join(root, table, run, merged.name()))
+                    for p, pn in files:
+                        if pn != merged:
+                            fs.rm(p)
+                    compacted.add(run)
+                    n_after = 1
+                if table == TABLES[1]:
+                    report.files_before += len(files)
+                    report.files_after += n_after
+        report.runs_compacted = sorted(compacted)
+        drop_staging(fs, root, token)
     return report
 
 

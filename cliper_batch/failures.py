@@ -54,6 +54,7 @@ ERROR_CLASSES: dict[str, FailureClass] = {
     "TimeoutError": TRANSIENT,
     "WorkerLost": TRANSIENT,
     "IncompleteVideo": TRANSIENT,
+    "ClusterStalled": TRANSIENT,  # the run stopped: the cluster made no progress (e.g. a node was lost)
     "OSError": TRANSIENT,
     "ConnectionError": TRANSIENT,
     "MemoryError": TRANSIENT,

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 
 from .types import VideoRef
-from .uris import VIDEO_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, protocol_of, video_id_for
+from .uris import VIDEO_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
 
 MANIFEST_URI_COLUMNS = ("video_uri", "uri", "path")
 
@@ -49,8 +49,12 @@ def fingerprint_of(info: dict) -> tuple[int | None, float | None, str | None]:
     return (int(size) if size is not None else None), mtime, fp
 
 
-def _infos(fs, paths: list[str], workers: int = 32) -> dict[str, dict]:
-    """fsspec ``info`` for many paths (threads: one HEAD each on object stores); a failure gives ``{}``."""
+def _infos(fs, paths: list[str], workers: int = 32, chunk: int = 256) -> list[dict]:
+    """fsspec ``info`` for many paths, in order (threads: one HEAD each on object stores); a failure gives ``{}``.
+
+    Paths go to the threads in chunks, so a million-entry manifest makes thousands of
+    tasks, not a million futures.
+    """
 
     def one(p):
         try:
@@ -58,8 +62,11 @@ def _infos(fs, paths: list[str], workers: int = 32) -> dict[str, dict]:
         except (OSError, ValueError):
             return {}
 
+    def many(ps):
+        return [one(p) for p in ps]
+
     with ThreadPoolExecutor(max_workers=workers) as ex:
-        return dict(zip(paths, ex.map(one, paths)))
+        return [i for got in ex.map(many, [paths[k : k + chunk] for k in range(0, len(paths), chunk)]) for i in got]
 
 
 def _is_video(path: str) -> bool:
@@ -98,15 +105,18 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     """
     uri = normalize_uri(input_uri)
     fs, path = filesystem_for(uri, **storage_options)
-    infos: dict[str, dict] = {}  # normalised URI -> fsspec info
+    # normalised URI -> (size, mtime, fingerprint): three values per video, not fsspec's info dict
+    marks: dict[str, tuple] = {}
     if any(ch in path for ch in "*?["):
         found = {p: i for p, i in fs.glob(path, detail=True).items() if _is_video(p) and i.get("type") == "file"}
-        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
-        uris = list(infos)
+        marks = {normalize_uri(_unstrip(fs, uri, p)): fingerprint_of(i) for p, i in found.items()}
+        uris = list(marks)
     elif fs.isdir(path):
-        found = {p: i for p, i in fs.find(path, detail=True).items() if _is_video(p)}
-        infos = {normalize_uri(_unstrip(fs, uri, p)): i for p, i in found.items()}
-        uris = list(infos)
+        for _, _, files in fs.walk(path, detail=True):  # one folder's infos at a time
+            for i in files.values():
+                if _is_video(i["name"]):
+                    marks[normalize_uri(_unstrip(fs, uri, i["name"]))] = fingerprint_of(i)
+        uris = list(marks)
     elif fs.isfile(path):
         if path.lower().endswith((".txt", ".lst", ".parquet")):
             uris = _read_manifest(fs, path, uri)
@@ -117,26 +127,30 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     # A manifest entry that is not a usable URI (unknown scheme, NUL byte) still becomes a
     # video, one that will fail with that reason in the manifest: never a failed listing.
     normalised, unusable = [], []
-    for u in dict.fromkeys(uris):
-        try:
-            normalised.append(normalize_uri(u))
-        except InvalidURI:
-            unusable.append(u)
-    normalised = list(dict.fromkeys(normalised))
-    missing = [u for u in normalised if u not in infos]
-    if missing:  # manifest entries: one info call each, in threads, grouped by filesystem
-        by_fs: dict[int, list] = {}
+    if marks:  # a folder or glob: its URIs are normalised and unique already (no second copy of each)
+        normalised = uris
+    else:
+        for u in dict.fromkeys(uris):
+            try:
+                normalised.append(normalize_uri(u))
+            except InvalidURI:
+                unusable.append(u)
+        normalised = list(dict.fromkeys(normalised))
+    del uris
+    missing = [u for u in normalised if u not in marks]
+    if missing:  # manifest entries: one info call each, in threads, grouped by protocol (one filesystem each)
+        by_proto: dict[str, list[str]] = {}
         for u in missing:
-            mfs, mpath = filesystem_for(u, **storage_options)
-            by_fs.setdefault(id(mfs), []).append((mfs, mpath, u))
-        for group in by_fs.values():
-            mfs = group[0][0]
-            got = _infos(mfs, [mp for _, mp, _ in group])
-            infos.update({u: got.get(mp, {}) for _, mp, u in group})
+            by_proto.setdefault(protocol_of(u), []).append(u)
+        for group in by_proto.values():
+            mfs, _ = filesystem_for(group[0], **storage_options)
+            paths = group if is_local(group[0]) else [mfs._strip_protocol(u) for u in group]
+            marks.update(zip(group, map(fingerprint_of, _infos(mfs, paths))))
     refs: dict[str, VideoRef] = {}
     for n in normalised:
-        size, mtime, fp = fingerprint_of(infos.get(n, {}))
-        refs[n] = VideoRef(video_id=video_id_for(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
+        size, mtime, fp = marks.pop(n, (None, None, None))
+        refs[n] = VideoRef(video_id=normalized_id(n), uri=n, size_bytes=size, mtime=mtime, fingerprint=fp)
+    del marks, normalised
     for u in unusable:
         refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:

@@ -5,7 +5,9 @@
 
 ``scan_timelines`` returns only the *current* rows: for every (video, model,
 config) the rows of the latest run that annotated that video successfully, so
-re-annotated videos never count twice.
+re-annotated videos never count twice. After a finished run these are exactly the
+files under ``timelines/`` (superseded rows live under ``history/``, see
+:mod:`cliper_batch.output.current`), so a plain ``pl.scan_parquet`` agrees.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import schema
+from .output.layout import HISTORY
 from .uris import filesystem_for, is_local, join
 
 KEY = ("video_id", "model_id", "config_hash")
@@ -28,9 +31,10 @@ class NoAnnotations(FileNotFoundError):
     """The folder holds no cliper-batch output (yet)."""
 
 
-def _files(output: str, table: str, storage_options: dict) -> tuple[object, list[str]]:
+def _files(output: str, table: str, storage_options: dict, history: bool) -> tuple[object, list[str]]:
     fs, root = filesystem_for(output, **storage_options)
-    files = sorted(p for p in fs.glob(join(root, table, "**", "*.parquet")) if "/_staging/" not in p)
+    bases = [join(root, table), *([join(root, HISTORY, table)] if history else [])]
+    files = sorted(p for b in bases for p in fs.glob(join(b, "**", "*.parquet")) if "/_staging/" not in p)
     return fs, files
 
 
@@ -46,30 +50,40 @@ def _check_versions(fs, files: list[str]) -> None:
             schema.check_metadata(pq.read_schema(fh).metadata, f)
 
 
-def _scan(output: str, table: str, check_schema: bool, storage_options: dict | None) -> pl.LazyFrame:
+def _scan(output: str, table: str, check_schema: bool, storage_options: dict | None, history: bool) -> pl.LazyFrame:
     storage_options = storage_options or {}
-    fs, files = _files(output, table, storage_options)
+    fs, files = _files(output, table, storage_options, history)
     if not files:
         raise NoAnnotations(f"no {table} Parquet files under {output!r} (has an annotate run finished there?)")
     if check_schema:
         _check_versions(fs, files)
+    # videos: columns added to schema v1 later (error_class, attempt) read as null from older files
+    pa_schema = schema.video_schema() if table == schema.VIDEOS else None
     if is_local(output):
-        return pl.scan_parquet(files)
-    return pl.scan_pyarrow_dataset(pads.dataset(files, filesystem=fs, format="parquet"))
+        if pa_schema is None:
+            return pl.scan_parquet(files)
+        return pl.scan_parquet(files, schema=pl.from_arrow(pa_schema.empty_table()).schema, missing_columns="insert")
+    return pl.scan_pyarrow_dataset(pads.dataset(files, schema=pa_schema, filesystem=fs, format="parquet"))
 
 
-def scan_videos(output: str, *, check_schema: bool = True, storage_options: dict | None = None) -> pl.LazyFrame:
-    """Every manifest row of every run (one row per video per run)."""
-    return _scan(output, schema.VIDEOS, check_schema, storage_options)
+def scan_videos(
+    output: str, *, current_only: bool = False, check_schema: bool = True, storage_options: dict | None = None
+) -> pl.LazyFrame:
+    """Manifest rows: every row of every run (one per video per run), or ``current_only``: the latest per
+    (video, model, config), i.e. the files under ``videos/`` without ``history/``."""
+    return _scan(output, schema.VIDEOS, check_schema, storage_options, history=not current_only)
 
 
 def scan_timelines(
     output: str, *, current_only: bool = True, check_schema: bool = True, storage_options: dict | None = None
 ) -> pl.LazyFrame:
-    """Timeline rows, lazily. ``current_only``: keep the latest successful run per (video, model, config)."""
-    timelines = _scan(output, schema.TIMELINES, check_schema, storage_options)
+    """Timeline rows, lazily. ``current_only``: keep the latest successful run per (video, model, config);
+    else every row ever written, superseded ones (under ``history/``) included."""
+    timelines = _scan(output, schema.TIMELINES, check_schema, storage_options, history=not current_only)
     if not current_only:
         return timelines
+    # The files under timelines/ are current after every finished run; the join also keeps a
+    # reader right while a run is still committing (or was killed before it retired old rows).
     current = (
         scan_videos(output, check_schema=False, storage_options=storage_options)
         .filter(pl.col("status") == "ok")

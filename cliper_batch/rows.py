@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import numpy as np
 
@@ -127,8 +127,12 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...] | None = None
     return out
 
 
+_REF_FIELDS = tuple(f.name for f in fields(VideoRef))
+
+
 def encode_ref(ref: VideoRef) -> str:
-    return json.dumps(asdict(ref))
+    # a flat dataclass: no asdict() deep copy (the driver encodes every listed video)
+    return json.dumps({k: getattr(ref, k) for k in _REF_FIELDS})
 
 
 def decode_ref(text: str) -> VideoRef:

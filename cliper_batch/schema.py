@@ -61,6 +61,9 @@ def video_schema() -> pa.Schema:
         pa.field("status", pa.string(), nullable=False),  # ok | failed
         pa.field("error_type", pa.string()),
         pa.field("error", pa.string()),
+        # added within v1 (nullable, read as null from older files): retry policy bookkeeping
+        pa.field("error_class", pa.string()),  # data | setup | transient (cliper_batch.failures); null when ok
+        pa.field("attempt", pa.int32()),  # 1 for a video's first try at this fingerprint, +1 per retry
         pa.field("duration_s", pa.float64()),
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VideoRef:
     """One input video: a stable id, the fsspec URI it is read from, and what identifies its content.
 
     ``fingerprint`` (size plus mtime or ETag, from the listing) tells an
-    incremental run whether a video changed since it was last annotated.
+    incremental run whether a video changed since it was last annotated. Slotted: the
+    driver holds one per listed video (no per-instance ``__dict__`` at a million).
     """
 
     video_id: str

@@ -55,7 +55,12 @@ def is_local(uri: str) -> bool:
 
 def video_id_for(uri: str) -> str:
     """A stable id for a video: the first 16 hex digits of sha256(normalised URI)."""
-    return hashlib.sha256(normalize_uri(uri).encode("utf-8")).hexdigest()[:16]
+    return normalized_id(normalize_uri(uri))
+
+
+def normalized_id(normalized_uri: str) -> str:
+    """:func:`video_id_for` of a URI that :func:`normalize_uri` already returned (no second normalisation)."""
+    return hashlib.sha256(normalized_uri.encode("utf-8")).hexdigest()[:16]
 
 
 def filesystem_for(uri: str, **storage_options) -> tuple[fsspec.AbstractFileSystem, str]:

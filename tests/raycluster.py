@@ -168,3 +168,72 @@ class LocalRayHead:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class LocalRayWorkerNode:
+    """A second Ray node on this machine joining a :class:`LocalRayHead`: its own CPUs, temp dir and ports.
+
+    ``ray start --address=HEAD --block`` runs as our child in a new session, so
+    :meth:`kill` (SIGKILL to that process group: the raylet, its object store and
+    every worker it started) loses the node the way a crashed machine would, and
+    :meth:`stop` cleans up whatever is left. Nothing else on the machine is touched.
+    """
+
+    def __init__(self, head: LocalRayHead, num_cpus: int = 2):
+        self.head = head
+        self.num_cpus = num_cpus
+        self.proc: subprocess.Popen | None = None
+        self.temp_dir = tempfile.mkdtemp(prefix="rayw", dir="/tmp")
+
+    def start(self, timeout: float = 120.0) -> "LocalRayWorkerNode":
+        worker_lo = free_port_range(40)
+        own_ports = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
+                     "runtime-env-agent")
+        cmd = [
+            os.path.join(VENV_BIN, "ray"), "start", "--block", f"--address={self.head.address}",
+            "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
+            *(f"--{name}-port={free_port()}" for name in own_ports),
+            f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 39}",
+            f"--temp-dir={self.temp_dir}", "--object-store-memory=300000000", "--disable-usage-stats",
+        ]
+        self.log = open(os.path.join(self.temp_dir, "ray-start.log"), "w")
+        before = max(alive_nodes(self.head), 1)  # the head itself, at least
+        self.proc = subprocess.Popen(cmd, env=self.head.env(), stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start (worker node) exited with {self.proc.returncode}")
+            if alive_nodes(self.head) > before:
+                return self
+            time.sleep(1.0)
+        self.stop()
+        raise RuntimeError(f"worker node did not join in {timeout:.0f} s")
+
+    def kill(self) -> None:
+        """Lose the node: SIGKILL every process of its ``ray start`` session at once."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.kill()
+        self.log.close()
+        self.proc = None
+
+
+def alive_nodes(head: LocalRayHead) -> int:
+    """Nodes the head's GCS reports alive (through the dashboard's state API)."""
+    import json
+
+    try:
+        with urllib.request.urlopen(head.dashboard_url + "/api/v0/nodes?limit=100", timeout=5) as r:
+            data = json.load(r)
+    except OSError:
+        return 0
+    rows = data.get("data", {}).get("result", {}).get("result", [])
+    return sum(1 for n in rows if n.get("state") == "ALIVE")

@@ -176,3 +176,102 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     row = v.filter(pl.col("video_uri").str.ends_with("crash_me.mp4")).row(0, named=True)
     assert row["status"] == "failed" and row["error_type"] == "WorkerLost"
     assert sorted(os.path.basename(u) for u in query.scan_timelines(str(tmp_path / "out")).collect()["video_uri"].unique()) == ["a.mp4", "b.mp4"]
+
+
+# -- retry policy ---------------------------------------------------------------------------
+
+
+def test_broken_files_are_not_retried_until_they_change(ray_runtime, tiny_checkpoint, tmp_path, capsys):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    _write(corpus / "good.mp4", seed=1)
+    (corpus / "empty.mp4").write_bytes(b"")
+    (corpus / "notes.mp4").write_text("not a video\n")
+    assert run(corpus, out, tiny_checkpoint) == 0
+    v = query.scan_videos(str(out)).collect()
+    assert sorted(zip(v["status"], v["error_class"].fill_null("-"), v["attempt"])) == [
+        ("failed", "data", 1), ("failed", "data", 1), ("ok", "-", 1)]
+    capsys.readouterr()
+    assert run(corpus, out, tiny_checkpoint) == 0  # unchanged corpus: nothing to do, and it says so
+    line = capsys.readouterr().out
+    assert "nothing to do" in line and "2 failed before and not retried (2 bad data" in line, line
+    assert query.scan_videos(str(out)).collect().height == 3
+    _write(corpus / "notes.mp4", seed=2)  # the owner replaced the broken file
+    assert run(corpus, out, tiny_checkpoint) == 0
+    cur = pl.scan_parquet(str(out / "videos" / "**" / "*.parquet")).collect()  # plain scan: the current state
+    assert dict(zip([os.path.basename(u) for u in cur["video_uri"]], cur["status"])) == {
+        "good.mp4": "ok", "notes.mp4": "ok", "empty.mp4": "failed"}
+    assert run(corpus, out, tiny_checkpoint, "--retry-failed") == 0  # every failed video once more
+    row = query.scan_videos(str(out), current_only=True).filter(pl.col("video_uri").str.ends_with("empty.mp4")).collect()
+    assert (row["status"][0], row["attempt"][0], row["error_class"][0]) == ("failed", 2, "data")
+
+
+def test_transient_failures_are_retried_up_to_max_attempts(ray_runtime, tiny_checkpoint, tmp_path, capsys):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    _write(corpus / "slow.mp4", seed=5)
+    timeout = ["--video-timeout", "0.000001", "--max-attempts", "2"]  # every try times out (transient)
+    assert run(corpus, out, tiny_checkpoint, *timeout) == 0
+    assert run(corpus, out, tiny_checkpoint, *timeout) == 0  # retried: attempt 2
+    v = query.scan_videos(str(out)).sort("run_id").collect()
+    assert list(zip(v["error_type"], v["error_class"], v["attempt"])) == [("VideoTimeout", "transient", 1),
+                                                                         ("VideoTimeout", "transient", 2)]
+    capsys.readouterr()
+    assert run(corpus, out, tiny_checkpoint, "--max-attempts", "2") == 0  # out of attempts: left alone
+    assert "1 out of attempts" in capsys.readouterr().out
+    assert run(corpus, out, tiny_checkpoint, "--max-attempts", "2", "--retry-failed") == 0
+    cur = pl.scan_parquet(str(out / "videos" / "**" / "*.parquet")).collect()
+    assert (cur.height, cur["status"][0], cur["attempt"][0]) == (1, "ok", 3)
+
+
+# -- stop signals -----------------------------------------------------------------------------
+
+
+def _annotate_subprocess(corpus, out, ckpt, *extra):
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    env.pop("RAY_ADDRESS", None)
+    cmd = [sys.executable, os.path.join(REPO, "jobs", "annotate.py"), "--input", str(corpus), "--output", str(out),
+           "--model", ckpt, *FAST, "--batch-size", "1", "--commit-every", "1", "--decode-workers", "1", *extra]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _wait_for_commit(proc, out, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "videos").exists() and list((out / "videos").rglob("*.parquet")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no commit before the signal (exit {proc.poll()})")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_a_stop_signal_ends_the_run_promptly_and_the_next_run_resumes(ray_runtime, tiny_checkpoint, tmp_path, sig):
+    corpus, out = tmp_path / "corpus", tmp_path / "out"
+    corpus.mkdir()
+    for i in range(12):
+        _write(corpus / f"s{i:02d}.mp4", seed=200 + i, duration=3.0)
+    proc = _annotate_subprocess(corpus, out, tiny_checkpoint)
+    try:
+        _wait_for_commit(proc, out)
+        t0 = time.time()
+        os.kill(proc.pid, sig)  # the driver only, as a terminal's Ctrl-C or a scheduler's SIGTERM reaches it
+        text, _ = proc.communicate(timeout=60)
+        stopped_in = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert proc.returncode == 128 + sig, text[-3000:]
+    assert stopped_in < 30, stopped_in
+    assert "INTERRUPTED" in text and "the next run resumes" in text, text[-3000:]
+    import json
+    (record,) = [json.loads(p.read_text()) for p in (out / "runs").glob("*.json")]
+    assert record["status"] == "interrupted" and record["summary"]["videos_ok"] >= 1
+    done = query.scan_videos(str(out)).collect()
+    assert 1 <= done.height < 12 and set(done["status"]) == {"ok"}  # unfinished videos are not recorded
+    assert not (out / "_lock.json").exists()
+
+    assert run(corpus, out, tiny_checkpoint) == 0  # resumes: only the rest
+    videos = query.scan_videos(str(out)).collect()
+    assert videos.height == 12 and videos["video_id"].n_unique() == 12 and set(videos["status"]) == {"ok"}

@@ -11,7 +11,7 @@ from cliper_batch import query, schema
 from cliper_batch import rows
 from cliper_batch.sampling import plan_segments
 from cliper_batch.types import VideoInfo, VideoOutcome, VideoRef
-from cliper_batch.writer import OutputWriter
+from cliper_batch.output.writer import OutputWriter
 
 CLASSES = ("neutral", "happy", "sad")
 INFO = VideoInfo(duration_s=6.0, fps=25.0, width=64, height=48, codec="h264")

@@ -6,23 +6,27 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import time
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 import ray
 
 from .. import rows
 from ..failures import common_setup_failure
-from ..incremental import annotated_videos, plan_work
+from ..incremental import manifest_state, plan_work
 from ..listing import list_videos
 from ..progress import RunProgress
 from ..types import AnnotateConfig
 from ..uris import InvalidURI, is_inside, normalize_uri
-from ..writer import OutputLock, OutputWriter, recover_output
+from ..output import run_record
+from ..output.lock import OutputLock
+from ..output.recovery import recover_output
+from ..output.writer import OutputWriter
 from .decode_stage import DecodeStage
+from .driver import RunStopped, StopSignals, drive
 from .fused_stage import FusedStage
 from .score_stage import ScoreStage
 
@@ -50,23 +54,43 @@ class RunSummary:
     videos_skipped: int = 0
     # set when no video succeeded and all failed for one non-data reason: the run itself is broken
     failure_reason: str | None = None
+    status: str = run_record.FINISHED  # finished | interrupted | stalled | failed
+    listed: int = 0
+    skipped_done: int = 0
+    not_retried_data: int = 0  # failed before as bad data, file unchanged
+    not_retried_gave_up: int = 0  # failed --max-attempts times before, file unchanged
+    retried: int = 0  # failed before, tried again
+    failed_by_class: dict = field(default_factory=dict)
+    videos_dropped: int = 0  # unfinished when interrupted: left for the next run
 
     @property
     def crops_per_s(self) -> float:
         return self.crops / self.wall_s if self.wall_s > 0 else 0.0
 
     def line(self) -> str:
+        not_retried = self.not_retried_data + self.not_retried_gave_up
+        failed_before = (
+            f"{not_retried} failed before and not retried ({self.not_retried_data} bad data, unchanged; "
+            f"{self.not_retried_gave_up} out of attempts; --retry-failed tries them again)"
+        )
+        if self.videos_total == 0:
+            return (
+                f"run {self.run_id}: nothing to do: {self.listed} listed, {self.skipped_done} already done, "
+                f"{failed_before}, {self.videos_skipped - self.skipped_done - not_retried} left out by --since/--limit; "
+                f"output={self.output}"
+            )
+        status = "" if self.status == run_record.FINISHED else f"{self.status.upper()}: "
+        classes = ", ".join(f"{k} {v}" for k, v in sorted(self.failed_by_class.items()))
         return (
-            f"run {self.run_id}: videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total} "
-            f"(skipped {self.videos_skipped}); "
+            f"run {self.run_id}: {status}videos ok={self.videos_ok} failed={self.videos_failed} of {self.videos_total}"
+            f"{f' (failed: {classes})' if classes else ''}"
+            f"{f', {self.videos_dropped} unfinished left for the next run' if self.videos_dropped else ''} "
+            f"(skipped {self.videos_skipped}: {self.skipped_done} done{f', {failed_before}' if not_retried else ''}"
+            f"{f'; retried {self.retried} failed before' if self.retried else ''}); "
             f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
             f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
             f"segments={self.segments}; output={self.output}"
         )
-
-
-def new_run_id() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
 def config_hash(config: AnnotateConfig) -> str:
@@ -183,6 +207,9 @@ class RunOptions:
     worker: str = "auto"  # auto (fused on CUDA, staged on CPU) | fused | staged
     gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
     videos_per_task: int = 8  # fused: videos per Ray task; batches span them; a task failing all retries makes them WorkerLost
+    max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
+    retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
+    stall_timeout_s: float = 600.0  # no batch for this long: commit what is done, record the rest ClusterStalled, stop
 
     def __post_init__(self) -> None:
         if self.worker not in WORKERS:
@@ -191,6 +218,10 @@ class RunOptions:
             raise ValueError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction}")
         if self.videos_per_task < 1:
             raise ValueError(f"videos_per_task must be >= 1, got {self.videos_per_task}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if not (self.stall_timeout_s > 0):
+            raise ValueError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
 
 
 def annotate(
@@ -221,35 +252,54 @@ def annotate(
     refs = list_videos(input_uri, **(storage_options or {}))
     info = model_info or describe_model(model_spec, storage_options)
     model_id, classes, image_size = info.model_id, info.classes, info.image_size
-    run_id = run_id or new_run_id()
+    run_id = run_id or run_record.new_run_id()
     chash = config_hash(config)
-    with OutputLock(output_uri, run_id, storage_options=storage_options):
+    with OutputLock(output_uri, run_id, storage_options=storage_options), StopSignals() as signals:
         recovery = recover_output(output_uri, current_run_id=run_id, storage_options=storage_options)
-        done = {} if options.force else annotated_videos(output_uri, model_id, chash, storage_options)
-        plan = plan_work(refs, done, force=options.force, since=options.since, limit=options.limit)
-        log.info(
-            "run %s: %d listed, %d to do (%d changed), %d already done, %d older than --since, %d deferred by --limit",
-            run_id, len(refs), len(plan.todo), plan.changed, plan.skipped_done, plan.skipped_since, plan.deferred_limit,
+        state = manifest_state(output_uri, model_id, chash, storage_options)
+        plan = plan_work(
+            refs, state, force=options.force, since=options.since, limit=options.limit,
+            max_attempts=options.max_attempts, retry_failed=options.retry_failed,
         )
-        writer = OutputWriter(
-            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
-            videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
-            storage_options=storage_options,
-            expected=plan.todo,
+        del state
+        log.info(
+            "run %s: %d listed, %d to do (%d changed, %d retried), %d already done, %d failed before and not retried "
+            "(%d bad data, %d out of attempts), %d older than --since, %d deferred by --limit",
+            run_id, len(refs), len(plan.todo), plan.changed, plan.retried, plan.skipped_done, plan.skipped_failed,
+            plan.skipped_data, plan.skipped_gave_up, plan.skipped_since, plan.deferred_limit,
         )
         res = plan_resources(config.device, decode_workers, score_workers, options.worker, options.gpu_fraction)
         log.info("run %s: %s worker on %s, resources %s", run_id, res.worker, res.device, res)
-        if plan.todo:
-            if res.worker == "fused":
-                batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+        status, why, error = run_record.FINISHED, "", None
+        with OutputWriter(
+            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
+            videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
+            storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
+        ) as writer:
+            if plan.todo:
+                if res.worker == "fused":
+                    batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+                else:
+                    batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
+                progress = RunProgress(len(plan.todo))
+
+                def consume(batch) -> None:
+                    writer.add_batch(batch)
+                    st = writer.stats
+                    progress.update(st.videos_ok + st.videos_failed, st.videos_failed, st.video_seconds)
+
+                try:
+                    status, why = drive(batches, consume, stall_timeout_s=options.stall_timeout_s, stop=signals)
+                except Exception as exc:  # the pipeline itself broke (not one video): keep what is done
+                    log.exception("run %s: the pipeline failed", run_id)
+                    status, why, error = "failed", f"the pipeline failed: {type(exc).__name__}: {exc}", exc
+            if status == run_record.INTERRUPTED:  # unfinished videos stay unrecorded: the next run does them
+                stats = writer.close(lost_error_type=None)
+            elif status == run_record.FINISHED:
+                stats = writer.close()  # videos still incomplete become failed rows here
             else:
-                batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
-            progress = RunProgress(len(plan.todo))
-            for batch in batches:
-                writer.add_batch(batch)
-                progress.update(writer.stats.videos_ok + writer.stats.videos_failed, writer.stats.videos_failed,
-                                writer.stats.video_seconds)
-        stats = writer.close()  # videos still incomplete become failed rows here
+                stats = writer.close(lost_error_type="ClusterStalled" if status == run_record.STALLED else "WorkerLost",
+                                     lost_reason=why)
         wall = time.perf_counter() - t0
         summary = RunSummary(
             run_id=run_id,
@@ -265,13 +315,25 @@ def annotate(
             score_backend=",".join(sorted(stats.score_backends)) or config.compile,
             decode_workers=res.decode_workers,
             score_workers=res.score_workers,
-            videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit,
+            videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit + plan.skipped_failed,
             failure_reason=_run_failure(output_uri, run_id, stats, storage_options),
+            status=status,
+            listed=len(refs),
+            skipped_done=plan.skipped_done,
+            not_retried_data=plan.skipped_data,
+            not_retried_gave_up=plan.skipped_gave_up,
+            retried=plan.retried,
+            failed_by_class=dict(stats.failed_by_class),
+            videos_dropped=stats.videos_dropped,
         )
-        writer.write_run_record(
+        run_record.write_record(
+            writer.fs,
+            writer.root,
+            run_id,
             {
                 "run_id": run_id,
-                "status": "finished",
+                "status": status,
+                "stopped_because": why or None,
                 "started_at": started.isoformat(),
                 "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "input": input_uri,
@@ -283,8 +345,9 @@ def annotate(
                 "options": asdict(options),
                 "resources": asdict(res),
                 "listed": len(refs),
-                "plan": {k: v for k, v in asdict(plan).items() if k != "todo"},
+                "plan": {k: v for k, v in asdict(plan).items() if k not in ("todo", "attempts")},
                 "recovery": asdict(recovery),
+                "retired": asdict(writer.retired) if writer.retired else None,
                 "summary": asdict(summary),
                 "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
                 "crops_per_s": summary.crops_per_s,
@@ -299,8 +362,10 @@ def annotate(
                     if stats.score_window_s
                     else None,
                 },
-            }
+            },
         )
+    if status != run_record.FINISHED:
+        raise RunStopped(summary, why, signals.signum) from error
     return summary
 
 
@@ -328,16 +393,24 @@ def _run_failure(output_uri: str, run_id: str, stats, storage_options) -> str | 
     )
 
 
+def refs_table(refs) -> pa.Table:
+    """The work list as Arrow columns (``video_id``, ``ref`` JSON): ~100 bytes a video, where a list of
+    dicts for ``from_items`` costs several times that on the driver at a million videos."""
+    return pa.table({"video_id": [r.video_id for r in refs], "ref": [rows.encode_ref(r) for r in refs]})
+
+
 def _refs_dataset(refs) -> "ray.data.Dataset":
-    """``{video_id, ref}`` rows, one per video to annotate.
+    """``{video_id, ref}`` rows, one per video to annotate, in up to 10 000 blocks (one video per block for
+    small corpora, as tasks retry per block).
 
     A block whose task still fails after the actor restarts and retries is
     dropped (``max_errored_blocks``) instead of failing the whole run; the
     writer then records its videos as ``WorkerLost``.
     """
     ray.data.DataContext.get_current().max_errored_blocks = len(refs)
-    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
-    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    table = refs_table(refs)
+    step = -(-table.num_rows // max(1, min(table.num_rows, 10_000)))
+    return ray.data.from_arrow([table.slice(i, step) for i in range(0, table.num_rows, step)])
 
 
 def _stream(

@@ -1,0 +1,196 @@
+"""``<output>/_lock.json``: one writer (annotate run or compaction) per output folder, across hosts.
+
+* **Create** is conditional: ``open(path, "xb")``, which is ``O_CREAT|O_EXCL`` on
+  local and POSIX shared filesystems (NFSv3+ honours it) and ``If-None-Match: *``
+  on object stores whose fsspec driver supports exclusive writes. Of two drivers
+  racing, exactly one creates the file; the other sees it.
+* **Lease**: the holder rewrites ``heartbeat_at`` every ``lease_s / 4`` seconds from a
+  background thread. A lock is *alive* while its process runs (same host) or its
+  heartbeat is younger than ``lease_s`` (another host). A dead one is taken over;
+  the caller then runs :func:`~.recovery.recover_output` before writing.
+* **Takeover** of a dead lock renames it away (atomic on POSIX: of two drivers
+  taking over, one rename succeeds) and checks that what it renamed is the dead
+  lock it read; a fresh lock renamed by mistake is linked back (``link`` fails if a
+  third driver got in between, which then holds the lock).
+
+On stores without exclusive create the lock falls back to write-then-read-back
+after a settle delay, which narrows but cannot close the race: use one scheduler
+per output there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from ..uris import filesystem_for, is_local, join
+from .layout import LOCK
+
+log = logging.getLogger(__name__)
+
+
+class OutputBusy(RuntimeError):
+    """Another live run holds the output folder."""
+
+
+class OutputLock:
+    """Hold ``<output>/_lock.json`` for the duration of a ``with`` block (or :meth:`acquire` / :meth:`release`)."""
+
+    def __init__(
+        self,
+        output_uri: str,
+        run_id: str,
+        *,
+        lease_s: float = 120.0,
+        settle_s: float = 2.0,
+        storage_options: dict | None = None,
+    ):
+        self.fs, self.root = filesystem_for(output_uri, **(storage_options or {}))
+        self.local = is_local(output_uri)
+        self.path = join(self.root, LOCK)
+        self.run_id = run_id
+        self.lease_s = lease_s
+        self.settle_s = settle_s
+        self.previous: dict | None = None  # the dead lock this one took over
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._host, self._pid = socket.gethostname(), os.getpid()
+        self._started = time.time()
+
+    # -- the lock file ----------------------------------------------------------
+    def _content(self) -> bytes:
+        return json.dumps(
+            {
+                "run_id": self.run_id,
+                "host": self._host,
+                "pid": self._pid,
+                "started_at": self._started,
+                "heartbeat_at": time.time(),
+                "lease_s": self.lease_s,
+            }
+        ).encode()
+
+    def _read(self, path: str | None = None) -> dict | None:
+        """The lock's content; None when there is no lock file; {} when it is unreadable (half-written)."""
+        try:
+            with self.fs.open(path or self.path, "rb") as f:
+                return json.loads(f.read() or b"{}")
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def _create(self) -> bool:
+        """Create the lock file only if there is none; False when one exists."""
+        self.fs.makedirs(self.root, exist_ok=True)
+        try:
+            with self.fs.open(self.path, "xb") as f:
+                f.write(self._content())
+            return True
+        except FileExistsError:
+            return False
+        except (ValueError, NotImplementedError):  # no exclusive create on this store: write, settle, read back
+            if self.fs.exists(self.path):
+                return False
+            with self.fs.open(self.path, "wb") as f:
+                f.write(self._content())
+            time.sleep(self.settle_s)
+            return (self._read() or {}).get("run_id") == self.run_id
+
+    def alive(self, held: dict) -> bool:
+        """Whether the run that wrote ``held`` may still be writing."""
+        if not held:
+            # unreadable: a lock being written right now, or garbage; garbage older than the lease is dead
+            return False
+        if held.get("host") == self._host:
+            try:
+                os.kill(int(held.get("pid", -1)), 0)
+            except (ProcessLookupError, ValueError, TypeError):
+                return False
+            except PermissionError:
+                return True
+            return True
+        beat = float(held.get("heartbeat_at", held.get("started_at", 0)))
+        return time.time() - beat < float(held.get("lease_s", self.lease_s))
+
+    def _take_over(self, held: dict) -> None:
+        """Remove the dead lock ``held``; raise OutputBusy if someone else got the folder meanwhile."""
+        aside = f"{self.path}.dead-{self.run_id}"
+        try:
+            self.fs.mv(self.path, aside)
+        except FileNotFoundError:
+            return  # another driver removed it first: race for the create
+        got = self._read(aside)
+        if got is not None and got.get("run_id") != held.get("run_id") and self.local:
+            # we moved a fresh lock of a driver that took over before us: put it back
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+            self.fs.rm(aside)
+            raise OutputBusy(f"output was taken over by run {got.get('run_id')} (host {got.get('host')})")
+        self.fs.rm(aside)
+
+    # -- public -----------------------------------------------------------------
+    def acquire(self) -> "OutputLock":
+        for _ in range(10):
+            if self._create():
+                self._start_heartbeat()
+                return self
+            held = self._read()
+            if held is None:
+                continue  # released between our create and read: try again
+            if self.alive(held):
+                raise OutputBusy(
+                    f"output is in use by run {held.get('run_id')} (host {held.get('host')}, pid {held.get('pid')}, "
+                    f"heartbeat {time.time() - float(held.get('heartbeat_at', held.get('started_at', 0))):.0f} s ago); "
+                    f"wait for it, or delete {self.path} if that run is gone"
+                )
+            log.warning("taking over the lock of run %s, which did not finish", held.get("run_id"))
+            self.previous = held
+            self._take_over(held)
+        raise OutputBusy(f"could not take {self.path}: other drivers keep racing for it")
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="output-lock-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                if (self._read() or {}).get("run_id") != self.run_id:
+                    log.error("lost the output lock %s to another run", self.path)
+                    return
+                tmp = f"{self.path}.beat-{self.run_id}"
+                with self.fs.open(tmp, "wb") as f:
+                    f.write(self._content())
+                self.fs.mv(tmp, self.path)
+            except OSError as exc:  # a flaky store: try again next beat, the lease is 4 beats long
+                log.warning("lock heartbeat failed: %s", exc)
+
+    def holds(self) -> bool:
+        return (self._read() or {}).get("run_id") == self.run_id
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
+            self._beat = None
+        try:
+            if self.holds():
+                self.fs.rm(self.path)
+        except OSError:
+            pass
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+__all__ = ["OutputBusy", "OutputLock"]

@@ -1,0 +1,211 @@
+"""Regroup scored rows into complete videos: a video is ready only when its outcome and every segment arrived.
+
+Rows of one video reach the driver in any order, spread over batches (segment rows,
+then the video's outcome row, or interleaved with other videos). :class:`Regrouper`
+holds them per video and releases a video's timeline rows together with its manifest
+row once all of them are there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import failures, schema
+from .. import rows
+from ..types import VideoOutcome, VideoRef
+
+
+@dataclass
+class _Pending:
+    """Rows of one video waiting for completeness."""
+
+    segments: list[dict] = field(default_factory=list)
+    outcome: VideoOutcome | None = None
+
+
+@dataclass
+class WriterStats:
+    videos_ok: int = 0
+    videos_failed: int = 0
+    segments: int = 0
+    video_seconds: float = 0.0
+    parts: int = 0
+    score_busy_s: float = 0.0  # summed over scoring actors
+    score_first_t: float | None = None  # wall clock when the first scoring batch started
+    score_last_t: float | None = None  # ... and when the last one ended
+    score_backends: set[str] = field(default_factory=set)  # e.g. {"eager@cpu"}, {"tensorrt@cuda:0"}
+    failed_by_class: dict[str, int] = field(default_factory=dict)  # failure class -> videos
+    videos_dropped: int = 0  # unfinished when the run was interrupted: not recorded, done by the next run
+
+    @property
+    def score_window_s(self) -> float:
+        if self.score_first_t is None or self.score_last_t is None:
+            return 0.0
+        return max(self.score_last_t - self.score_first_t, 0.0)
+
+
+class Regrouper:
+    """Scored batches in, complete per-video rows out (:meth:`take`)."""
+
+    def __init__(
+        self,
+        classes: tuple[str, ...],
+        *,
+        model_id: str,
+        config_hash: str,
+        run_id: str,
+        expected: list[VideoRef] | None = None,
+        attempts: dict[str, int] | None = None,
+    ):
+        self.classes = tuple(classes)
+        self.model_id, self.config_hash, self.run_id = model_id, config_hash, run_id
+        # Videos this run must account for: any that never reports back (its worker crashed
+        # past its retries) becomes a failed manifest row in finish().
+        self._unreported: dict[str, VideoRef] = {r.video_id: r for r in (expected or [])}
+        self._attempts = attempts or {}  # video_id -> attempt number of this run (1 when absent)
+        self.stats = WriterStats()
+        self._pending: dict[str, _Pending] = {}
+        self._failed: set[str] = set()  # videos already closed as failed: late segment rows are dropped
+        self.ready_timelines: list[dict] = []
+        self.ready_videos: list[dict] = []
+
+    def add_batch(self, batch: dict[str, np.ndarray]) -> None:
+        probs = batch["probs"]
+        if "score_t0" in batch and len(batch["score_t0"]):
+            t0 = float(batch["score_t0"].min())
+            busy = float(batch["score_busy_s"].sum())
+            st = self.stats
+            st.score_busy_s += busy
+            st.score_first_t = t0 if st.score_first_t is None else min(st.score_first_t, t0)
+            st.score_last_t = max(st.score_last_t or 0.0, t0 + busy)
+            if "score_backend" in batch:
+                st.score_backends.update(str(b) for b in set(batch["score_backend"]))
+        for i, kind in enumerate(batch["row_kind"]):
+            vid = str(batch["video_id"][i])
+            if kind == rows.VIDEO:
+                self._pending.setdefault(vid, _Pending()).outcome = rows.decode_outcome(str(batch["outcome"][i]))
+            else:
+                if vid in self._failed:
+                    continue
+                self._pending.setdefault(vid, _Pending()).segments.append(self._timeline_row(batch, i, probs[i]))
+            self._maybe_complete(vid)
+
+    def take(self) -> tuple[list[dict], list[dict]]:
+        """The complete videos so far: (timeline rows, manifest rows); the buffers are emptied."""
+        out = self.ready_timelines, self.ready_videos
+        self.ready_timelines, self.ready_videos = [], []
+        return out
+
+    def _timeline_row(self, batch, i: int, p: np.ndarray) -> dict:
+        best = int(np.argmax(p))
+        row = {
+            "video_id": str(batch["video_id"][i]),
+            "video_uri": str(batch["video_uri"][i]),
+            "track_id": int(batch["track_id"][i]),
+            "segment_index": int(batch["segment_index"][i]),
+            "start_s": float(batch["start_s"][i]),
+            "end_s": float(batch["end_s"][i]),
+            "label": self.classes[best],
+            "confidence": float(p[best]),
+            "descriptor": int(batch["descriptor"][i]),
+            "model_id": self.model_id,
+            "config_hash": self.config_hash,
+            "run_id": self.run_id,
+        }
+        for c, v in zip(self.classes, p):
+            row[schema.class_column(c)] = float(v)
+        for k in rows.FACE_FLOAT_COLUMNS:
+            v = batch.get(k)
+            x = None if v is None else float(v[i])
+            row[k] = None if x is None or np.isnan(x) else x
+        v = batch.get("frames_with_face")
+        row["frames_with_face"] = None if v is None or int(v[i]) < 0 else int(v[i])
+        return row
+
+    def _maybe_complete(self, vid: str) -> None:
+        self._unreported.pop(vid, None)
+        p = self._pending.get(vid)
+        if p is None or p.outcome is None:
+            return
+        o = p.outcome
+        if o.status == "ok" and len(p.segments) < o.n_segments:
+            return  # more segment rows still in flight
+        del self._pending[vid]
+        self._close(o, p.segments)
+
+    def _close(self, o: VideoOutcome, segments: list[dict]) -> None:
+        if o.status != "ok":
+            self._failed.add(o.ref.video_id)
+            self.stats.videos_failed += 1
+            cls = failures.classify(o.error_type)
+            self.stats.failed_by_class[cls] = self.stats.failed_by_class.get(cls, 0) + 1
+            segments = []
+        else:
+            segments.sort(key=lambda r: (r["track_id"], r["segment_index"]))
+            self.ready_timelines.extend(segments)
+            self.stats.videos_ok += 1
+            self.stats.segments += len(segments)
+            self.stats.video_seconds += o.info.duration_s if o.info else 0.0
+        self.ready_videos.append(self._video_row(o, n_tracks=len({r["track_id"] for r in segments})))
+
+    def _video_row(self, o: VideoOutcome, n_tracks: int) -> dict:
+        info = o.info
+        ok = o.status == "ok"
+        return {
+            "video_id": o.ref.video_id,
+            "video_uri": o.ref.uri,
+            "size_bytes": o.ref.size_bytes,
+            "fingerprint": o.ref.fingerprint,
+            "status": o.status,
+            "error_type": o.error_type,
+            "error": o.error,
+            "error_class": None if ok else failures.classify(o.error_type),
+            "attempt": self._attempts.get(o.ref.video_id, 1),
+            "duration_s": info.duration_s if info else None,
+            "fps": info.fps if info else None,
+            "width": info.width if info else None,
+            "height": info.height if info else None,
+            "codec": info.codec if info else None,
+            "rotation": info.rotation if info else None,
+            "n_segments": o.n_segments if ok else 0,
+            "n_tracks": n_tracks if ok else 0,
+            "decoder": o.extra.get("decoder"),
+            "model_id": self.model_id,
+            "config_hash": self.config_hash,
+            "run_id": self.run_id,
+        }
+
+    def finish(self, *, lost_error_type: str | None = "WorkerLost", lost_reason: str = "") -> None:
+        """Account for every expected video that is not complete.
+
+        ``lost_error_type`` set: a video whose rows never completed becomes a failed
+        row (``IncompleteVideo`` when its outcome came, else ``lost_error_type``).
+        ``None`` (the run was interrupted): they are dropped, unrecorded, so the next
+        run does them as if never tried.
+        """
+        unfinished = list(self._pending.items())
+        unreported = list(self._unreported.values())
+        self._pending, self._unreported = {}, {}
+        if lost_error_type is None:
+            self.stats.videos_dropped += len(unfinished) + len(unreported)
+            return
+        for vid, p in unfinished:
+            o = p.outcome
+            if o is None:
+                uri = p.segments[0]["video_uri"] if p.segments else ""
+                o = VideoOutcome(ref=VideoRef(vid, uri), status="failed")
+            else:
+                o.status = "failed"
+            o.error_type = o.error_type or "IncompleteVideo"
+            o.error = o.error or f"only {len(p.segments)} of {o.n_segments} segment rows reached the writer"
+            self._close(o, [])
+        why = lost_reason or "its worker crashed or was lost after retries"
+        for ref in unreported:
+            self._close(
+                VideoOutcome(ref=ref, status="failed", error_type=lost_error_type, error=f"{ref.uri}: no result came back ({why})"),
+                [],
+            )
+
+
+__all__ = ["Regrouper", "WriterStats"]
