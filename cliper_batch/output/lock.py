@@ -103,8 +103,8 @@ class OutputLock:
     def alive(self, held: dict) -> bool:
         """Whether the run that wrote ``held`` may still be writing."""
         if not held:
-            # unreadable: a lock being written right now, or garbage; garbage older than the lease is dead
-            return False
+            # unreadable: a lock being written right now (alive), or garbage; garbage older than the lease is dead
+            return self._age_s() < self.lease_s
         if held.get("host") == self._host:
             try:
                 os.kill(int(held.get("pid", -1)), 0)
@@ -115,6 +115,16 @@ class OutputLock:
             return True
         beat = float(held.get("heartbeat_at", held.get("started_at", 0)))
         return time.time() - beat < float(held.get("lease_s", self.lease_s))
+
+    def _age_s(self) -> float:
+        """Seconds since the lock file was last written (0 when the store cannot say: assume fresh)."""
+        try:
+            modified = self.fs.modified(self.path)
+        except FileNotFoundError:
+            return float("inf")
+        except (OSError, NotImplementedError, ValueError):
+            return 0.0
+        return time.time() - modified.timestamp()
 
     def _take_over(self, held: dict) -> None:
         """Remove the dead lock ``held``; raise OutputBusy if someone else got the folder meanwhile."""
