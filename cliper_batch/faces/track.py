@@ -265,6 +265,27 @@ class FaceTracker:
                 survivors.append(trk)
         self._active = survivors
 
+    def confident(self, frame_index: int, detections: Sequence[Detection], min_iou: float) -> bool:
+        """Whether ``detections`` at ``frame_index`` continue every open track without surprises.
+
+        True when each open track matches one detection, every detection
+        matches a track, and every matched detection overlaps its track's
+        *predicted* box by IoU >= ``min_iou``. False means a face appeared,
+        disappeared or moved against the motion model; a caller that skipped
+        frames since the last update should look at them. Reads state only.
+        """
+        states = [_to_cxcywh(d.box) for d in self._select(detections)]
+        if len(states) != len(self._active):
+            return False
+        if not states:
+            return True
+        pairs = self._match(int(frame_index), states)
+        if len(pairs) != len(states):
+            return False
+        return all(
+            iou(_to_xyxy(self._active[t].predict(int(frame_index))), _to_xyxy(states[d])) >= min_iou for t, d in pairs
+        )
+
     def finish(self) -> list[Track]:
         """Close all tracks; return those with >= ``min_track_length`` detections, ids 1.. by first appearance."""
         if not self._finished:
@@ -347,6 +368,36 @@ class FaceTracker:
         return Track(track_id, frames, boxes, scores, interp, trk.shot_index)
 
 
+def fill_gaps(track: Track) -> Track:
+    """The same track with a box at every frame index between its first and last one.
+
+    Indices the tracker never saw (frames a caller did not run the detector
+    on) get the box linearly interpolated between the detections on either
+    side, ``score=0.0`` and ``interpolated=True`` - the same convention as a
+    gap the tracker bridged itself.
+    """
+    have = set(track.frame_indices)
+    missing = [f for f in range(track.first_frame, track.last_frame + 1) if f not in have]
+    if not missing:
+        return track
+    real = [k for k, i in enumerate(track.interpolated) if not i]
+    xs = np.array([track.frame_indices[k] for k in real], np.float64)
+    ys = np.array([_to_cxcywh(track.boxes[k]) for k in real])
+    entries = [(f, track.boxes[k], track.scores[k], track.interpolated[k]) for k, f in enumerate(track.frame_indices)]
+    for f in missing:
+        s = np.array([np.interp(f, xs, ys[:, c]) for c in range(4)])
+        entries.append((f, _to_xyxy(s), 0.0, True))
+    entries.sort(key=lambda e: e[0])
+    return Track(
+        track.track_id,
+        [e[0] for e in entries],
+        [e[1] for e in entries],
+        [e[2] for e in entries],
+        [e[3] for e in entries],
+        track.shot_index,
+    )
+
+
 def track_video(
     detections_per_frame: Sequence[Sequence[Detection]],
     cuts: Iterable[int] = (),
@@ -375,4 +426,4 @@ def track_video(
     return tracker.finish()
 
 
-__all__ = ["FaceTracker", "Track", "TrackingError", "assign", "iou", "track_video"]
+__all__ = ["FaceTracker", "Track", "TrackingError", "assign", "fill_gaps", "iou", "track_video"]
