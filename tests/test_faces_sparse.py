@@ -172,3 +172,15 @@ def test_bad_stride_is_a_clear_error(detector):
         with pytest.raises(TrackingError, match="stride"):
             track_sparse([], detector.detect, stride=bad)
     assert track_sparse([], detector.detect, stride=4) == []
+
+
+def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only():
+    from cliper_batch.pipeline.run import config_hash
+    from cliper_batch.types import DEFAULT_DETECT_STRIDE, AnnotateConfig
+
+    assert AnnotateConfig().detect_stride == DEFAULT_DETECT_STRIDE
+    assert config_hash(AnnotateConfig(detect_stride=1)) != config_hash(AnnotateConfig(detect_stride=4))
+    assert config_hash(AnnotateConfig(faces="none", detect_stride=1)) == config_hash(AnnotateConfig(faces="none", detect_stride=4))
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="detect_stride"):
+            AnnotateConfig(detect_stride=bad)
