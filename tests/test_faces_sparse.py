@@ -162,6 +162,10 @@ def test_fill_gaps_interpolates_skipped_indices():
     f = fill_gaps(t)
     assert f.frame_indices == [0, 1, 2, 3, 4, 5]
     assert f.interpolated == [False, True, True, True, False, False]
+    assert f.skipped == [False, True, True, True, False, False] and t.skipped == [False] * 3
+    assert [f.present(k) for k in range(6)] == [True] * 6
+    missed = Track(2, [0, 1, 2], [(0, 0, 10, 10)] * 3, [0.9, 0.0, 0.9], [False, True, False])  # a bridged detector miss
+    assert [missed.present(k) for k in range(3)] == [True, False, True]
     assert f.scores[1:4] == [0.0, 0.0, 0.0]
     np.testing.assert_allclose(f.boxes[2], (20, 0, 30, 10))
     assert fill_gaps(f) is f
