@@ -52,8 +52,10 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
     frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts)))
     det = FaceDetector()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
     det.detect(frames[:2])
-    out: dict = {"video": f"{seconds:.0f} s, 640x360, 25 fps, H.264, 2 faces / cut / 1 face every 4 s", "samples": len(ts)}
+    out: dict = {"torch_threads": 1, "video": f"{seconds:.0f} s, 640x360, 25 fps, H.264, 2 faces / cut / 1 face every 4 s", "samples": len(ts)}
     ref = None
     for stride in strides:
         calls: list[int] = []
@@ -80,6 +82,7 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
             "boxes": len(ious),
         }
         print(f"stride {stride}", {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
+    torch.set_num_threads(threads)
     return out
 
 
