@@ -1,6 +1,6 @@
 """Decode efficiency: the engine's PyAV path frames/s divided by `ffmpeg -benchmark -i FILE -f null -`.
 
-    .venv/bin/python bench/decode.py            # needs the ffmpeg CLI (apt-get install ffmpeg)
+    .venv/bin/python -m bench.decode            # needs the ffmpeg CLI (apt-get install ffmpeg)
 
 Same file, same machine, one run. The PyAV path is ``PyAVDecoder.iter_frames``
 asked for every frame's timestamp at native size (RGB conversion included), and
@@ -26,14 +26,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import machine, write_result, write_two_face_cut_video  # noqa: E402
-from cliper_batch.decode.pyav_backend import PyAVDecoder  # noqa: E402
-from cliper_batch.pipeline.decode_stage import center_crop_plan  # noqa: E402
-from cliper_batch.probe import probe  # noqa: E402
-from cliper_batch.sampling import plan_segments  # noqa: E402
-from cliper_batch.testvideos import VideoSpec, write_video  # noqa: E402
+from bench.common import machine, write_result, write_two_face_cut_video
+from cliper_batch.decode.pyav_backend import PyAVDecoder
+from cliper_batch.crops import center_crop_plan
+from cliper_batch.probe import probe
+from cliper_batch.sampling import plan_segments
+from cliper_batch.testvideos import VideoSpec, write_video
 
 
 def all_timestamps(info):

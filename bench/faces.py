@@ -1,6 +1,6 @@
 """Faces on vs off: detection frames/s, crops/s, and the end-to-end cost of --faces detect.
 
-    .venv/bin/python bench/faces.py [--videos 6] [--strides 1,2,4,8]
+    .venv/bin/python -m bench.faces [--videos 6] [--strides 1,2,4,8]
 
 Same synthetic expression videos (one person each, cliper_batch.synthetic), same
 tiny model, same machine, one run: the annotate job with --faces none, with
@@ -19,29 +19,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import ray
+import torch
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import PeakRSS, machine, two_face_cut_truth, write_result, write_two_face_cut_video  # noqa: E402
-from cliper_batch.decode.pyav_backend import PyAVDecoder  # noqa: E402
-from cliper_batch.faces.detect import FaceDetector  # noqa: E402
-from cliper_batch.faces.sparse import track_sparse  # noqa: E402
-from cliper_batch.faces.track import iou  # noqa: E402
-from cliper_batch.model.checkpoint import save_checkpoint  # noqa: E402
-from cliper_batch.model.factory import load_model  # noqa: E402
-from cliper_batch.pipeline import face_framing as ff  # noqa: E402
-from cliper_batch.pipeline import run as pipeline_run  # noqa: E402
-from cliper_batch.probe import probe  # noqa: E402
-from cliper_batch.sampling import plan_segments  # noqa: E402
-from cliper_batch.synthetic import write_video_corpus  # noqa: E402
-from cliper_batch.types import AnnotateConfig  # noqa: E402
+from bench.common import PeakRSS, machine, two_face_cut_truth, write_result, write_two_face_cut_video
+from cliper_batch.decode.pyav_backend import PyAVDecoder
+from cliper_batch.faces import framing as ff
+from cliper_batch.faces.detect import FaceDetector
+from cliper_batch.faces.sparse import track_sparse
+from cliper_batch.faces.track import iou
+from cliper_batch.model.checkpoint import save_checkpoint
+from cliper_batch.model.factory import load_model
+from cliper_batch.pipeline import run as pipeline_run
+from cliper_batch.probe import probe
+from cliper_batch.sampling import plan_segments
+from cliper_batch.synthetic import write_video_corpus
+from cliper_batch.types import AnnotateConfig
 
 
 def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:

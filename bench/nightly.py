@@ -1,6 +1,6 @@
 """Corpus-scale run: wall time, videos/s and peak RSS for 100 vs 500 short generated videos.
 
-    .venv/bin/python bench/nightly.py [--sizes 100 500]
+    .venv/bin/python -m bench.nightly [--sizes 100 500]
 
 Each size is annotated into a fresh output through one embedded local Ray
 (tiny model, --faces none: the cost under test is the engine's per-video
@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import ray
+import torch
 
-import ray  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import PeakRSS, machine, write_result  # noqa: E402
-from cliper_batch.model.checkpoint import save_checkpoint  # noqa: E402
-from cliper_batch.model.factory import load_model  # noqa: E402
-from cliper_batch.pipeline import run as pipeline_run  # noqa: E402
-from cliper_batch.testvideos import make_corpus  # noqa: E402
-from cliper_batch.types import AnnotateConfig  # noqa: E402
+from bench.common import PeakRSS, machine, write_result
+from cliper_batch.model.checkpoint import save_checkpoint
+from cliper_batch.model.factory import load_model
+from cliper_batch.pipeline import run as pipeline_run
+from cliper_batch.testvideos import make_corpus
+from cliper_batch.types import AnnotateConfig
 
 
 def main() -> int:

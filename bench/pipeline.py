@@ -1,7 +1,7 @@
 """Pipeline efficiency: end-to-end scored crops/s divided by model-only crops/s, same crops, same model, one run.
 
-    .venv/bin/python bench/pipeline.py --model tiny     # Tiny-ViT-T-16 (random weights)
-    .venv/bin/python bench/pipeline.py --model vitb16   # ViT-B-16 (random weights; same compute as pretrained)
+    .venv/bin/python -m bench.pipeline --model tiny     # Tiny-ViT-T-16 (random weights)
+    .venv/bin/python -m bench.pipeline --model vitb16   # ViT-B-16 (random weights; same compute as pretrained)
 
 End-to-end = the real annotate job (embedded Ray, decode actors + scoring actor,
 driver-side Parquet writer) over a generated H.264+VP9 corpus. Model-only = the
@@ -17,25 +17,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import ray
+import torch
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-import torch  # noqa: E402
-
-from bench.common import PeakRSS, machine, write_result  # noqa: E402
-from cliper_batch.model.checkpoint import save_checkpoint  # noqa: E402
-from cliper_batch.model.cliper import score_clips  # noqa: E402
-from cliper_batch.model.factory import load_model  # noqa: E402
-from cliper_batch.pipeline import run as pipeline_run  # noqa: E402
-from cliper_batch.pipeline.decode_stage import DecodeStage  # noqa: E402
-from cliper_batch.testvideos import make_corpus  # noqa: E402
-from cliper_batch.types import AnnotateConfig, VideoRef  # noqa: E402
-from cliper_batch.uris import video_id_for  # noqa: E402
+from bench.common import PeakRSS, machine, write_result
+from cliper_batch.model.checkpoint import save_checkpoint
+from cliper_batch.model.cliper import score_clips
+from cliper_batch.model.factory import load_model
+from cliper_batch.pipeline import run as pipeline_run
+from cliper_batch.pipeline.decode_stage import DecodeStage
+from cliper_batch.testvideos import make_corpus
+from cliper_batch.types import AnnotateConfig, VideoRef
+from cliper_batch.uris import video_id_for
 
 MODELS = {"tiny": "openclip:Tiny-ViT-T-16", "vitb16": "openclip:ViT-B-16"}
 

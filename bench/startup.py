@@ -1,6 +1,6 @@
 """Where a whole `annotate` process spends its time and CPU before and while it decodes: start-up profile.
 
-    .venv/bin/python bench/startup.py [--seconds 60]
+    .venv/bin/python -m bench.startup [--seconds 60]
 
 Runs the default job (``jobs/annotate.py``, embedded Ray, CPU) once on the laptop
 benchmark video (``bench.common.write_two_face_cut_video``) and samples every process
@@ -24,9 +24,7 @@ import time
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from bench.common import machine, write_result, write_two_face_cut_video  # noqa: E402
+from bench.common import machine, write_result, write_two_face_cut_video
 
 GROUPS = [  # (group, regex on the command line), first match wins
     ("decode actor", r"MapBatches\(DecodeStage\)|FusedStage"),

@@ -1,7 +1,7 @@
 """The default job vs the PyPI `fer` package, as whole processes, on the same video, in one run.
 
     bench/setup_fer.sh                       # once: fer in its own venv (bench/.fer-venv)
-    .venv/bin/python bench/vs_fer.py [--seconds 60] [--repeats 2]
+    .venv/bin/python -m bench.vs_fer [--seconds 60] [--repeats 2]
 
 Video: ``bench.common.write_two_face_cut_video`` - 60 s, 640x360, 25 fps, H.264,
 two synthetic faces for 4 s then a hard cut to one face for 4 s, looped (8 two-face
@@ -31,9 +31,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from bench.common import PeakRSS, machine, write_result, write_two_face_cut_video  # noqa: E402
+from bench.common import PeakRSS, machine, write_result, write_two_face_cut_video
 
 FER_SCRIPT = r"""
 import json, sys, time

@@ -74,6 +74,20 @@ def center_square_box(width: int, height: int) -> Box:
     return (x0, y0, x0 + side, y0 + side)
 
 
+def center_crop_plan(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """``faces="none"``: decode size (short side -> ``size``) and the top-left of the centred ``size`` square in it.
+
+    Decoding at that size makes the centre crop an exact ``size x size`` box on
+    whole pixels (the crop functions then copy pixels, no resampling).
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"bad frame size {width}x{height}")
+    scale = size / min(width, height)
+    out_w = max(size, int(round(width * scale)))
+    out_h = max(size, int(round(height * scale)))
+    return (out_w, out_h), ((out_w - size) // 2, (out_h - size) // 2)
+
+
 def square_box_with_margin(box_xyxy: Sequence[float], margin: float, width: int, height: int) -> Box:
     """Turn a face box into the square crop box the model sees.
 

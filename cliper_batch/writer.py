@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import schema
-from .pipeline import rows
+from . import rows
 from .types import VideoOutcome, VideoRef
 from .uris import filesystem_for, join
 

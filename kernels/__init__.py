@@ -1,4 +1,4 @@
-"""GPU kernels (installed as ``cliper_batch.kernels``; imports as ``kernels`` from a repo checkout).
+"""GPU kernels. One import name: ``cliper_batch.kernels`` (``cliper_batch/kernels`` links to this folder).
 
 * :mod:`.crop_resize`: one Triton launch that crops many boxes out of uint8
   frames, resizes them bilinearly and normalises them for the image encoder

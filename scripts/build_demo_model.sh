@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # (Re)build the demo CLIPER checkpoint: render synthetic faces in whole frames and crop them with the
-# engine's own detector and crop (training.framed_faces), train with the real two-stage trainer
-# (python -m training.train, Ray Train, 1 CPU worker), export models/cliper-demo.safetensors, then
+# engine's own detector and crop (cliper_batch.training.framed_faces), train with the real two-stage trainer
+# (python -m cliper_batch.training.train, Ray Train, 1 CPU worker), export models/cliper-demo.safetensors, then
 # annotate a held-out synthetic video corpus (other identities, other seed) and score it.
 #
 #   scripts/build_demo_model.sh [--force] [--no-check]
@@ -24,8 +24,8 @@ PY=.venv/bin/python
 export RAY_USAGE_STATS_ENABLED=0
 WORK=demo/model/work
 CKPT=models/cliper-demo.safetensors
-IMAGES_PER_CLASS=$($PY -c 'from training.demo import DEMO_IMAGES_PER_CLASS as n; print(n)')
-IMAGE_SEED=$($PY -c 'from training.demo import DEMO_IMAGE_SEED as s; print(s)')
+IMAGES_PER_CLASS=$($PY -c 'from cliper_batch.training.demo import DEMO_IMAGES_PER_CLASS as n; print(n)')
+IMAGE_SEED=$($PY -c 'from cliper_batch.training.demo import DEMO_IMAGE_SEED as s; print(s)')
 
 if [ -f "$CKPT" ] && [ "$FORCE" -eq 0 ]; then
   echo "$CKPT exists (use --force to rebuild)"
@@ -34,10 +34,10 @@ else
   mkdir -p "$WORK"
   mkdir -p "$(dirname "$CKPT")"
   # training faces: 7 classes x N frames, detected and cropped as the engine does, split by identity
-  $PY -m training.framed_faces --out "$WORK/data" --seed "$IMAGE_SEED" --images-per-class "$IMAGES_PER_CLASS"
+  $PY -m cliper_batch.training.framed_faces --out "$WORK/data" --seed "$IMAGE_SEED" --images-per-class "$IMAGES_PER_CLASS"
   start=$(date +%s)
   # shellcheck disable=SC2046
-  $PY -m training.train $($PY -m training.demo recipe --train-data "$WORK/data/labels.parquet") \
+  $PY -m cliper_batch.training.train $($PY -m cliper_batch.training.demo recipe --train-data "$WORK/data/labels.parquet") \
       --storage-path "$WORK/runs" --name cliper-demo --export "$CKPT"
   echo "trained in $(( $(date +%s) - start )) s; checkpoint $(du -h "$CKPT" | cut -f1)"
 fi
@@ -47,6 +47,6 @@ if [ "$CHECK" -eq 1 ]; then
   rm -rf "$WORK/videos" "$WORK/annotations"
   $PY -m cliper_batch.synthetic --out "$WORK/videos" --videos 6 --seed 1000
   $PY jobs/annotate.py --input "$WORK/videos" --output "$WORK/annotations" --model "$CKPT" --faces detect
-  $PY -m training.demo score --output "$WORK/annotations" --ground-truth "$WORK/videos/ground_truth.parquet" \
+  $PY -m cliper_batch.training.demo score --output "$WORK/annotations" --ground-truth "$WORK/videos/ground_truth.parquet" \
       --min-accuracy 0.95
 fi

@@ -15,10 +15,15 @@ Bad inputs:    corrupt_video (first 30% of an H.264 .mp4: the header/index is mi
                (0 bytes), random_bytes_video, text_video (text with a .mp4 name), audio_only_video.
                corrupt/damaged/truncated fixtures return (path, spec of the source clip); empty,
                random_bytes, text and audio_only return just the path.
+The zoo:       bad_input_zoo, one folder holding every kind of bad input above plus the awkward
+               good ones (UHD, 16x16, rotated, VFR, damaged-but-readable, a non-ASCII path, a
+               dangling symlink, a directory symlink loop, an unreadable file): ``(folder,
+               expected)``, expected = {path relative to the folder: (status, error_type)}.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from fractions import Fraction
 
 import numpy as np
@@ -223,6 +228,42 @@ def audio_only_video(video_dir):
             for packet in stream.encode():
                 container.mux(packet)
     return path
+
+
+@pytest.fixture(scope="session")
+def bad_input_zoo(tmp_path_factory, corrupt_video, damaged_video, truncated_vp9_video, empty_video, random_bytes_video,
+                  text_video, audio_only_video, vfr_video, h264_video):
+    zoo = tmp_path_factory.mktemp("zoo")
+    for src in (empty_video, corrupt_video[0], random_bytes_video, text_video, audio_only_video, damaged_video[0],
+                truncated_vp9_video[0], vfr_video[0]):
+        shutil.copy(src, zoo / os.path.basename(src))
+    write_video(str(zoo / "uhd.mp4"), VideoSpec(codec="h264", width=3840, height=2160, fps=5, duration_s=1.0))
+    write_video(str(zoo / "tiny.mp4"), VideoSpec(codec="h264", width=16, height=16, fps=25, duration_s=1.0))
+    write_rotated_video(str(zoo / "rotated.mp4"), VideoSpec(codec="h264", width=96, height=64, duration_s=1.0), 90)
+    (zoo / "sp ace ñandú").mkdir()
+    shutil.copy(h264_video[0], zoo / "sp ace ñandú" / "é clip.mp4")
+    os.symlink("/nonexistent/target.mp4", zoo / "dangling.mp4")
+    os.symlink(str(zoo), zoo / "loop")  # a directory symlink loop must not hang the listing
+    expected = {
+        "empty.mp4": ("failed", "ProbeError"),
+        "corrupt_truncated.mp4": ("failed", "ProbeError"),
+        "random.mp4": ("failed", "ProbeError"),
+        "notes.mp4": ("failed", "ProbeError"),
+        "audio_only.mp4": ("failed", "ProbeError"),
+        "dangling.mp4": ("failed", "ProbeError"),
+        "truncated.webm": ("failed", "DecodeError"),
+        "damaged.mp4": ("ok", None),
+        "vfr_vp9.webm": ("ok", None),
+        "uhd.mp4": ("ok", None),
+        "tiny.mp4": ("ok", None),
+        "rotated.mp4": ("ok", None),
+        "sp ace ñandú/é clip.mp4": ("ok", None),
+    }
+    if os.geteuid() != 0:  # root reads a mode-000 file anyway
+        shutil.copy(h264_video[0], zoo / "locked.mp4")
+        os.chmod(zoo / "locked.mp4", 0)
+        expected["locked.mp4"] = ("failed", "ProbeError")
+    return zoo, expected
 
 
 @pytest.fixture(scope="session")

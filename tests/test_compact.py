@@ -5,7 +5,7 @@ import numpy as np
 import polars as pl
 
 from cliper_batch import compact, query
-from cliper_batch.pipeline import rows
+from cliper_batch import rows
 from cliper_batch.sampling import plan_segments
 from cliper_batch.types import VideoInfo, VideoOutcome, VideoRef
 from cliper_batch.writer import OutputWriter, recover_output

@@ -1,6 +1,6 @@
 """The demo model end to end: synthetic faces -> two-stage Ray Train run -> export -> annotate held-out videos -> score.
 
-The full recipe of scripts/build_demo_model.sh (``training.demo``): faces
+The full recipe of scripts/build_demo_model.sh (``cliper_batch.training.demo``): faces
 rendered in frames and cropped by the engine's detector, the two-stage Ray Train
 run, export, 6 held-out videos (other people, other seed) annotated with
 ``--faces detect``, scored against ground truth. About 12 minutes on 2 cores.
@@ -17,12 +17,12 @@ import torch
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.model.factory import load_model
 from cliper_batch.synthetic import write_video_corpus
-from training.demo import (
+from cliper_batch.training.demo import (
     DEMO_ARCH, DEMO_IMAGE_SEED, DEMO_IMAGES_PER_CLASS, DEMO_RECIPE, ScoreError, demo_config, score_annotations,
     score_segments,
 )
-from training.framed_faces import write_framed_dataset
-from training.train import run_training
+from cliper_batch.training.framed_faces import write_framed_dataset
+from cliper_batch.training.train import run_training
 
 
 def test_score_segments_accuracy_coverage_and_changes():
@@ -69,7 +69,7 @@ def demo_run(ray_runtime, tmp_path_factory):
 
 
 def test_demo_recipe_reaches_the_accuracy_target_on_held_out_videos(demo_run):
-    """Issue 3's end-to-end bar: segment accuracy >= 0.95 and every expression change located within one segment."""
+    """The demo model's end-to-end bar: segment accuracy >= 0.95 and every expression change located within one segment."""
     report, outcome, export, gt, out, rc = demo_run
     assert report.written >= 0.7 * 7 * DEMO_IMAGES_PER_CLASS  # the detector finds most rendered faces
     stages = [r["stage"] for r in outcome.history]

@@ -15,7 +15,7 @@ from cliper_batch.cli import main as annotate_main
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.model.cliper import score_clips
 from cliper_batch.model.factory import load_model
-from cliper_batch.pipeline.decode_stage import center_crop_plan
+from cliper_batch.crops import center_crop_plan
 from cliper_batch.probe import probe
 from cliper_batch.sampling import plan_segments
 from cliper_batch.testvideos import VideoSpec, write_video

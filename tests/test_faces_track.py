@@ -57,7 +57,7 @@ def _pan(im: np.ndarray, n: int, step: float = 0.08, zoom: float = 1.0, out=(W, 
     return np.stack(frames)
 
 
-def _face_box(params: S.FaceParams, x: float, y: float, height: float):
+def _face_box(params: S.PersonParams, x: float, y: float, height: float):
     return (x, y, x + height / params.face_aspect, y + height)
 
 

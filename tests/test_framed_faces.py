@@ -1,4 +1,4 @@
-"""training.framed_faces: synthetic faces cropped by the engine's own detector and crop."""
+"""cliper_batch.training.framed_faces: synthetic faces cropped by the engine's own detector and crop."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from PIL import Image
 
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.synthetic import SyntheticError
-from training.framed_faces import main, write_framed_dataset
+from cliper_batch.training.framed_faces import main, write_framed_dataset
 
 
 def test_framed_dataset_layout_and_content(tmp_path):

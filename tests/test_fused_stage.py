@@ -16,8 +16,10 @@ from cliper_batch import query
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.decode.select import cuda_available
 from cliper_batch.faces.cuts import ShotCutDetector
-from cliper_batch.pipeline import rows
-from cliper_batch.pipeline.fused_stage import FusedStage, cut_detection_input, select_crop_backend
+from cliper_batch import rows
+from cliper_batch.crop_primitives import select_crop_backend
+from cliper_batch.faces.cuts import subsample_for_cuts
+from cliper_batch.pipeline.fused_stage import FusedStage
 from cliper_batch.pipeline.run import plan_resources, resolve_worker
 from cliper_batch.synthetic import write_expression_video
 from cliper_batch.types import AnnotateConfig, VideoRef
@@ -54,9 +56,22 @@ def outcomes(blocks) -> dict[str, dict]:
 # --------------------------------------------------------------------------- (a) + (b) on the real Ray runtime
 
 
+@pytest.fixture(scope="module")
+def parity_inputs(corpus, bad_input_zoo, tmp_path_factory):
+    """A manifest of the faces videos (H.264, VP9), the non-video, and every file of the nightly bad-input zoo."""
+    zoo, zoo_expected = bad_input_zoo
+    expected = {str(corpus / "a.mp4"): ("ok", None), str(corpus / "b.webm"): ("ok", None),
+                str(corpus / "broken.mp4"): ("failed", "ProbeError")}
+    expected.update({str(zoo / rel): want for rel, want in zoo_expected.items()})
+    manifest = tmp_path_factory.mktemp("parity") / "videos.txt"
+    manifest.write_text("".join(f"{path}\n" for path in expected))
+    return manifest, expected
+
+
 @pytest.mark.parametrize("faces", ["none", "detect"])
-def test_fused_gives_the_staged_parquet(ray_runtime, corpus, tiny_checkpoint, tmp_path, faces):
-    args = ["--input", str(corpus), "--model", tiny_checkpoint, "--device", "cpu", "--faces", faces,
+def test_fused_gives_the_staged_parquet(ray_runtime, parity_inputs, tiny_checkpoint, tmp_path, faces):
+    manifest, expected = parity_inputs
+    args = ["--input", str(manifest), "--model", tiny_checkpoint, "--device", "cpu", "--faces", faces,
             "--segment-seconds", str(SEG), "--frames-per-segment", str(T), "--batch-size", "3", "--decoder", "pyav"]
     out = {w: str(tmp_path / w) for w in ("staged", "fused")}
     for worker, path in out.items():
@@ -66,18 +81,28 @@ def test_fused_gives_the_staged_parquet(ray_runtime, corpus, tiny_checkpoint, tm
     assert record["resources"]["worker"] == "fused" and record["options"]["worker"] == "fused"
     assert json.loads(next((tmp_path / "staged" / "runs").glob("*.json")).read_text())["resources"]["worker"] == "staged"
 
-    # (b) the file that is not a video is a failed row; the others complete, in both layouts
+    # every bad input is a failed row of the same kind, with the same message, in both layouts; the rest complete
     v = {w: query.scan_videos(p).collect().sort("video_uri") for w, p in out.items()}
-    status = {os.path.basename(u): (s, e) for u, s, e in v["fused"].select("video_uri", "status", "error_type").iter_rows()}
-    assert status == {"a.mp4": ("ok", None), "b.webm": ("ok", None), "broken.mp4": ("failed", "ProbeError")}
-    cols = ["video_uri", "status", "error_type", "n_segments", "n_tracks", "decoder"]
+    for w in out:
+        got = {u: (s, e) for u, s, e in v[w].select("video_uri", "status", "error_type").iter_rows()}
+        assert got == expected, w
+    cols = ["video_uri", "status", "error_type", "error", "n_segments", "n_tracks", "decoder",
+            "duration_s", "fps", "width", "height", "codec", "rotation"]
     assert v["fused"].select(cols).equals(v["staged"].select(cols))
+    failed = v["fused"].filter(pl.col("status") == "failed")
+    assert failed.height == sum(s == "failed" for s, _ in expected.values()) and failed["error"].is_not_null().all()
 
     key = ["video_uri", "track_id", "segment_index"]
     a = query.scan_timelines(out["staged"]).collect().sort(key)
     b = query.scan_timelines(out["fused"]).collect().sort(key)
+    ok_videos = {u for u, (s, _) in expected.items() if s == "ok"}
+    timeline_videos = set(a["video_uri"].unique())
+    # none: every ok video has rows; detect: the zoo's test patterns hold no faces, so only the faces videos do
+    assert timeline_videos == ok_videos if faces == "none" else timeline_videos <= ok_videos
+    faces_videos = [u for u in expected if u.endswith(("/a.mp4", "/b.webm"))]
     n_segments = 2 * int(2.0 / SEG)
-    assert a.height == b.height >= n_segments  # detect: at least one face track per segment
+    assert a.filter(pl.col("video_uri").is_in(faces_videos)).height >= n_segments  # detect: a face track per segment
+    assert a.height == b.height
     assert a.select(key, "start_s", "end_s").equals(b.select(key, "start_s", "end_s"))
     assert a["label"].to_list() == b["label"].to_list()
     p_cols = [c for c in a.columns if c.startswith("p_")]
@@ -171,7 +196,7 @@ def test_worker_layout_and_resources(ray_runtime, monkeypatch):
     assert plan_resources("auto", None, None, "staged").worker == "staged"
 
 
-def test_cut_detection_input_keeps_cuts_and_scores():
+def test_subsampling_for_cuts_keeps_cuts_and_scores():
     """Subsampling before the host copy leaves the cut detector's input unchanged, for any frame size."""
     rng = np.random.default_rng(0)
     for h, w in ((360, 640), (720, 1280), (120, 160), (1080, 1920)):
@@ -179,7 +204,7 @@ def test_cut_detection_input_keeps_cuts_and_scores():
         colour = np.array([(200, 40, 30)] * 3 + [(30, 60, 200)] * 3, dtype=np.int16)[:, None, None, :]
         frames = torch.from_numpy((colour + rng.integers(0, 50, (6, h, w, 3), dtype=np.int16)).astype(np.uint8))
         full, sub = ShotCutDetector(), ShotCutDetector()
-        assert full.update(frames) == sub.update(cut_detection_input(frames)) == [3]
+        assert full.update(frames) == sub.update(subsample_for_cuts(frames)) == [3]
         np.testing.assert_allclose(full.scores, sub.scores, atol=1e-6)
 
 

@@ -184,12 +184,12 @@ def test_bytes_moved_counts_distinct_taps():
 
 
 def test_gpu_bench_smoke_runs_on_cpu(tmp_path):
-    """bench/gpu/run.py --smoke: every section ends ok or skipped with a reason; the kernel checks out."""
+    """python -m bench.gpu.run --smoke: every section ends ok or skipped with a reason; the kernel checks out."""
     out = tmp_path / "gpu_bench.json"
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu" / "run.py"), "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.gpu.run", "--smoke", "--out", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -8,13 +8,11 @@ import time
 
 import numpy as np
 import polars as pl
-import pytest
 
 from cliper_batch import query
 from cliper_batch.cli import main as annotate_main
 from cliper_batch.testvideos import VideoSpec, write_video
 
-from conftest import write_rotated_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none"]
@@ -33,46 +31,11 @@ def manifest_by_name(out, root):
 # -- the bad-input zoo ------------------------------------------------------------------
 
 
-def test_bad_input_zoo_in_one_run(ray_runtime, tiny_checkpoint, tmp_path, video_dir, corrupt_video, damaged_video,
-                                  truncated_vp9_video, empty_video, random_bytes_video, text_video, audio_only_video,
-                                  vfr_video, h264_video):
-    zoo = tmp_path / "zoo"
-    zoo.mkdir()
-    for src in (empty_video, corrupt_video[0], random_bytes_video, text_video, audio_only_video, damaged_video[0],
-                truncated_vp9_video[0], vfr_video[0]):
-        shutil.copy(src, zoo / os.path.basename(src))
-    write_video(str(zoo / "uhd.mp4"), VideoSpec(codec="h264", width=3840, height=2160, fps=5, duration_s=1.0))
-    write_video(str(zoo / "tiny.mp4"), VideoSpec(codec="h264", width=16, height=16, fps=25, duration_s=1.0))
-    write_rotated_video(str(zoo / "rotated.mp4"), VideoSpec(codec="h264", width=96, height=64, duration_s=1.0), 90)
-    (zoo / "sp ace ñandú").mkdir()
-    shutil.copy(h264_video[0], zoo / "sp ace ñandú" / "é clip.mp4")
-    os.symlink("/nonexistent/target.mp4", zoo / "dangling.mp4")
-    os.symlink(str(zoo), zoo / "loop")  # a directory symlink loop must not hang the listing
-    unreadable = os.geteuid() != 0  # root reads a mode-000 file anyway
-    if unreadable:
-        shutil.copy(h264_video[0], zoo / "locked.mp4")
-        os.chmod(zoo / "locked.mp4", 0)
-
+def test_bad_input_zoo_in_one_run(ray_runtime, tiny_checkpoint, tmp_path, bad_input_zoo):
+    zoo, expected = bad_input_zoo
     out = tmp_path / "out"
     assert run(zoo, out, tiny_checkpoint) == 0
     got = manifest_by_name(out, zoo)
-    expected = {
-        "empty.mp4": ("failed", "ProbeError"),
-        "corrupt_truncated.mp4": ("failed", "ProbeError"),
-        "random.mp4": ("failed", "ProbeError"),
-        "notes.mp4": ("failed", "ProbeError"),
-        "audio_only.mp4": ("failed", "ProbeError"),
-        "dangling.mp4": ("failed", "ProbeError"),
-        "truncated.webm": ("failed", "DecodeError"),
-        "damaged.mp4": ("ok", None),
-        "vfr_vp9.webm": ("ok", None),
-        "uhd.mp4": ("ok", None),
-        "tiny.mp4": ("ok", None),
-        "rotated.mp4": ("ok", None),
-        "sp ace ñandú/é clip.mp4": ("ok", None),
-    }
-    if unreadable:
-        expected["locked.mp4"] = ("failed", "ProbeError")
     assert {k: (r["status"], r["error_type"]) for k, r in got.items()} == expected
     for name, (status, _) in expected.items():
         row = got[name]

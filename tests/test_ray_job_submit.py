@@ -54,3 +54,30 @@ def test_job_submit_annotates_corpus(head, tmp_path):
     tl = query.scan_timelines(str(out)).collect()
     counts = dict(tl.group_by("video_uri").len().iter_rows())
     assert counts == {str(corpus / "one.mp4"): 2, str(corpus / "two.webm"): 3}
+
+
+def test_job_imports_kernels_and_training_by_their_one_name_from_the_working_dir(head):
+    """`cliper_batch.kernels` / `cliper_batch.training` travel with `--working-dir .` (links to the top-level folders)."""
+    probe = (
+        "import cliper_batch, cliper_batch.kernels, cliper_batch.training.train as t; "
+        "print('FROM', cliper_batch.__file__, cliper_batch.kernels.__file__, t.__file__, t._loop_function().__module__)"
+    )
+    runtime_env = {"excludes": [".venv", ".git", "*.egg-info", "__pycache__", "bench/results", "demo", "annotations"]}
+    cmd = [
+        os.path.join(VENV_BIN, "ray"), "job", "submit", "--address", head.dashboard_url, "--working-dir", REPO,
+        "--runtime-env-json", json.dumps(runtime_env), "--submission-id", f"test-names-{os.getpid()}",
+        "--", "python", "-c", probe,
+    ]
+    proc = subprocess.run(cmd, env=head.env(), capture_output=True, text=True, timeout=300)
+    log = proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, log
+    line = next(ln for ln in log.splitlines() if ln.startswith("FROM "))
+    init, kernels, train, loop_module = line.split()[1:]
+    # the job runs the uploaded copy of the working dir, not this checkout: every module comes from that one copy
+    here = os.path.realpath(REPO)
+    for path in (init, kernels, train):
+        assert not os.path.realpath(path).startswith(here + os.sep), log
+    root = os.path.dirname(os.path.dirname(init))
+    assert kernels == os.path.join(root, "cliper_batch", "kernels", "__init__.py"), log
+    assert train == os.path.join(root, "cliper_batch", "training", "train.py"), log
+    assert loop_module == "cliper_batch.training.train", log

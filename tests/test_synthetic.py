@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cliper_batch import synthetic as S
+from cliper_batch.synthetic import person
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.uris import video_id_for
 
@@ -68,7 +69,7 @@ def test_shapes_dtypes_and_labels():
     for size in (64, 112):
         img = S.render_face("happy", p, size=size)
         assert img.shape == (size, size, 3) and img.dtype == np.uint8
-    assert set(S._PROFILES) == set(CANONICAL_CLASSES)
+    assert set(person._PROFILES) == set(CANONICAL_CLASSES)
     with pytest.raises(S.SyntheticError, match="unknown expression label 'contempt'"):
         S.render_face("contempt", p)
     with pytest.raises(S.SyntheticError, match="intensity"):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.testvideos import read_frame_code
-from training.clips import (
+from cliper_batch.training.clips import (
     AUGMENTATIONS,
     ClipDataset,
     build_transform,
@@ -22,7 +22,7 @@ from training.clips import (
     segment_frame_indices,
     segment_times,
 )
-from training.data import (
+from cliper_batch.training.data import (
     DatasetError,
     ferplus_label,
     load_affectnet,
@@ -401,7 +401,7 @@ def test_augment_mild_keeps_the_face():
 
 def test_augment_bad_value_is_refused(tmp_path):
     from cliper_batch.synthetic import write_image_dataset
-    from training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
+    from cliper_batch.training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
 
     with pytest.raises(ValueError, match=r"augment must be one of \['cliper', 'mild', 'none'\], got 'heavy'"):
         build_transform(True, 32, MEAN, STD, augment="heavy")

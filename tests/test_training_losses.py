@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 import cliper_batch.model.factory  # noqa: F401  (registers Tiny-ViT-T-16)
-from training.losses import (
+from cliper_batch.training.losses import (
     ZERO_COUNT_VALUE,
     cliper_loss,
     descriptor_weights,
     fine_grained_logits,
     margin_logits,
 )
-from training.prompts import CLIPER_TEMPLATE, PromptError, PromptLearner, placeholder_positions
+from cliper_batch.training.prompts import CLIPER_TEMPLATE, PromptError, PromptLearner, placeholder_positions
 
 # B=4 samples, C=2 classes, K=2 descriptors per class: S[i][c][k]
 S = torch.tensor(
@@ -191,7 +191,7 @@ def test_template_errors(clip_and_tokenizer):
 
 
 def test_center_descriptors_removes_the_shared_direction():
-    from training.model import center_descriptors
+    from cliper_batch.training.model import center_descriptors
 
     g = torch.Generator().manual_seed(3)
     shared = torch.randn(16, generator=g) * 10
@@ -213,7 +213,7 @@ def test_center_descriptors_removes_the_shared_direction():
 
 
 def test_initial_context_random_and_class_shared():
-    from training.prompts import CLASS_INIT_STD, initial_context
+    from cliper_batch.training.prompts import CLASS_INIT_STD, initial_context
 
     rnd = initial_context(6, 4, 8, "random", init_std=1e-3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(rnd, torch.randn(6, 4, 8, generator=torch.Generator().manual_seed(1)) * 1e-3)

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from cliper_batch.labels import CANONICAL_CLASSES
-from training.state import METRICS_FILE, STATE_FILE, TrainState, TrainStateError, check_compatible, load_state
-from training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
+from cliper_batch.training.state import METRICS_FILE, STATE_FILE, TrainState, TrainStateError, check_compatible, load_state
+from cliper_batch.training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
 
 TINY = "openclip:Tiny-ViT-T-16"
 
@@ -90,10 +90,10 @@ def _tensors_equal(a: dict, b: dict) -> bool:
 
 @pytest.mark.slow
 def test_two_stage_training_resume_freeze_and_export(ray_cluster, faces, tmp_path):
-    from training.clips import ClipDataset
-    from training.data import load_manifest
-    from training.model import build_training_model
-    from training.train import run_training
+    from cliper_batch.training.clips import ClipDataset
+    from cliper_batch.training.data import load_manifest
+    from cliper_batch.training.model import build_training_model
+    from cliper_batch.training.train import run_training
 
     storage = str(tmp_path / "runs")
     export = str(tmp_path / "cliper.safetensors")

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cliper_batch import query, schema
-from cliper_batch.pipeline import rows
+from cliper_batch import rows
 from cliper_batch.sampling import plan_segments
 from cliper_batch.types import VideoInfo, VideoOutcome, VideoRef
 from cliper_batch.writer import OutputWriter

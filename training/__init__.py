@@ -1,1 +1,1 @@
-"""CLIPER fine-tuning on Ray Train (installed as ``cliper_batch.training``)."""
+"""CLIPER fine-tuning on Ray Train. One import name: ``cliper_batch.training`` (``cliper_batch/training`` links here)."""

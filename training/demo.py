@@ -12,7 +12,7 @@ people and compare the per-segment labels with ``ground_truth.parquet``.
 
 CLI (used by ``scripts/build_demo_model.sh``)::
 
-    python -m training.demo score --output OUT --ground-truth CORPUS/ground_truth.parquet [--min-accuracy 0.95]
+    python -m cliper_batch.training.demo score --output OUT --ground-truth CORPUS/ground_truth.parquet [--min-accuracy 0.95]
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .train import TrainConfig
 
 DEMO_ARCH = "Demo-ByobNet-T"  # cliper_batch/model/configs/Demo-ByobNet-T.json: timm test_byobnet, 64 px, embed 128
 
-# The demo recipe (flags of ``python -m training.train``); see docs/training.md for the measurements.
+# The demo recipe (flags of ``python -m cliper_batch.training.train``); see docs/training.md for the measurements.
 # CLIPER assumes a pretrained CLIP; the demo has none, so three settings differ from the paper's
 # defaults, each measured (docs/training.md): a small CNN tower (a ViT from scratch needs thousands
 # of steps), class-shared prompt init + centred anchors (a random text tower maps every prompt to
@@ -168,7 +168,7 @@ def score_annotations(output: str, ground_truth: str) -> SegmentScore:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cliper_batch.training.demo", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("score", help="segment accuracy of annotate output against ground_truth.parquet")
     s.add_argument("--output", required=True, help="annotate output folder")

@@ -2,7 +2,7 @@
 
 Why: :func:`cliper_batch.synthetic.write_image_dataset` renders tight, aligned
 face crops (like RAF-DB). The engine instead finds faces with MTCNN in whole
-frames and crops the detected box plus a margin (``FaceParams.margin``) straight
+frames and crops the detected box plus a margin (``FramingParams.margin``) straight
 to the model input size with the bilinear crop of :mod:`cliper_batch.crops`: the
 whole head, hair and some background, at another scale. A demo model trained on
 the tight crops reached 0.97 on held-out tight crops but 0.59 segment accuracy
@@ -13,11 +13,11 @@ what inference sees.
 
 CLI::
 
-    python -m training.framed_faces --out DIR --images-per-class N --seed S [--size 64] [--frame 256x256]
+    python -m cliper_batch.training.framed_faces --out DIR --images-per-class N --seed S [--size 64] [--frame 256x256]
 
 writes ``DIR/<label>/*.png`` and ``DIR/labels.parquet`` (``path``, ``label``,
 ``split``, ``identity``, ``intensity``, ``score``) in the layout
-``write_image_dataset`` uses, so ``python -m training.train --train-data
+``write_image_dataset`` uses, so ``python -m cliper_batch.training.train --train-data
 DIR/labels.parquet`` reads it unchanged. Frames where the detector finds no face
 are skipped and counted (the engine would not score them either).
 """
@@ -75,7 +75,7 @@ def write_framed_dataset(
     Identities and the identity-disjoint split follow ``write_image_dataset``
     (every identity shows every expression; about ``test_fraction`` of the
     identities are 'test'). ``margin`` defaults to the engine's
-    ``FaceParams().margin``; ``size`` should be the model's input size (the
+    ``FramingParams().margin``; ``size`` should be the model's input size (the
     engine crops straight to it).
     """
     import torch
@@ -83,7 +83,7 @@ def write_framed_dataset(
 
     from cliper_batch.crops import crop_resize, square_box_with_margin
     from cliper_batch.faces.detect import FaceDetector
-    from cliper_batch.pipeline.face_framing import FaceParams
+    from cliper_batch.faces.framing import FramingParams
 
     if n_per_class < 1:
         raise SyntheticError(f"n_per_class must be >= 1, got {n_per_class}")
@@ -94,7 +94,7 @@ def write_framed_dataset(
     width, height = frame
     if width < 64 or height < 64:
         raise SyntheticError(f"frame must be at least 64x64, got {width}x{height}")
-    margin = FaceParams().margin if margin is None else float(margin)
+    margin = FramingParams().margin if margin is None else float(margin)
     detector = detector or FaceDetector()
     identities, every = dataset_identities(n_per_class, seed, test_fraction)
     n_ids = len(identities)
@@ -152,7 +152,7 @@ def write_framed_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.framed_faces", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cliper_batch.training.framed_faces", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output folder (<label>/*.png and labels.parquet)")
     p.add_argument("--images-per-class", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)

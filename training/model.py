@@ -25,14 +25,12 @@ import torch
 from torch import Tensor, nn
 
 from cliper_batch.labels import validate_classes
+from cliper_batch.model.builder import build_cliper
 from cliper_batch.model.cliper import CLIPER
 
 from .prompts import CLIPER_TEMPLATE, DEFAULT_PLACEHOLDER, PromptLearner
 
 log = logging.getLogger(__name__)
-
-RANDOM_INIT_SEED = 0
-
 
 class ModelBuildError(ValueError):
     """A model spec or setting the trainer cannot use (the message says which and why)."""
@@ -169,38 +167,20 @@ def build_training_model(
     """
     import open_clip
 
-    from cliper_batch.model.zeroshot import PretrainedError, resolve_pretrained
+    from cliper_batch.model.builder import create_open_clip
+    from cliper_batch.model.zeroshot import PretrainedError
 
     classes = validate_classes(classes)
     if descriptors_per_class < 1:
         raise ModelBuildError(f"descriptors_per_class must be >= 1, got {descriptors_per_class}")
     arch, pretrained = _parse(spec)
-    oc_cfg = open_clip.get_model_config(arch)
     try:
-        resolved = resolve_pretrained(arch, pretrained, cache_dir=cache_dir)
+        oc = create_open_clip(arch, pretrained, cache_dir=cache_dir)
     except PretrainedError as exc:
         raise ModelBuildError(f"model spec {spec!r}: {exc}") from exc
-    kwargs = dict(resolved.create_kwargs)
-    if kwargs.get("force_quick_gelu"):
-        oc_cfg["quick_gelu"] = True
-    else:
-        kwargs.pop("force_quick_gelu", None)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_INIT_SEED)
-            clip_model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=resolved.pretrained, **kwargs)
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
-        raise ModelBuildError(f"open_clip could not create {arch} with {resolved.description}: {exc}") from exc
-    if resolved.kind == "none":
+    if oc.random_init:
         log.warning("training from a RANDOM-INIT %s (no pretrained weights): for tests and benchmarks only", arch)
-    clip_model = clip_model.float()
-
-    pp = clip_model.visual.preprocess_cfg
-    size = pp["size"]
-    if isinstance(size, (tuple, list)):
-        if len(size) != 2 or size[0] != size[1]:
-            raise ModelBuildError(f"{arch}: non-square input size {tuple(size)} is not supported")
-        size = size[0]
+    clip_model = oc.model.float()
 
     tokenizer = open_clip.get_tokenizer(arch)
     generator = torch.Generator().manual_seed(int(seed))
@@ -210,22 +190,16 @@ def build_training_model(
     )
     with torch.no_grad():
         initial = prompts().view(len(classes), descriptors_per_class, -1)
-    cliper = CLIPER(
-        clip_model.visual,
+    cliper = build_cliper(
+        oc.tower,
         initial,
         classes,
-        open_clip_cfg=oc_cfg,
-        image_size=int(size),
-        mean=pp["mean"],
-        std=pp["std"],
         temperature=temperature,
-        interpolation=str(pp.get("interpolation", "bicubic")),
-        arch=arch,
         provenance={
             "source": "cliper_batch.training",
             "arch": arch,
             "pretrained": pretrained,
-            "weights": resolved.description,
+            "weights": oc.weights,
             "template": template,
         },
     )

@@ -1,4 +1,4 @@
-"""Two-stage CLIPER fine-tuning on Ray Train (``python -m training.train ...`` or via ``ray job submit``).
+"""Two-stage CLIPER fine-tuning on Ray Train (``python -m cliper_batch.training.train ...`` or via ``ray job submit``).
 
 Stage 1 learns the METD prompt vectors with both towers frozen (AdamW lr 1e-2,
 wd 0, eps 1e-4, constant LR, 2 epochs); stage 2 encodes the prompts once into
@@ -463,25 +463,15 @@ class TrainOutcome:
 
 
 def _loop_function():
-    """``train_loop_per_worker`` under a module name the Ray workers can import, so Ray pickles it by reference.
+    """``train_loop_per_worker`` by its one import name, so Ray pickles it by reference.
 
-    Prefers the installed package name (``cliper_batch.training.train``, importable
-    on every node where cliper-batch is installed) when it is this very file; else
-    the name this module runs under (``training.train`` from a repo checkout, e.g.
-    ``ray job submit --working-dir .``, whose working dir is on the workers' path).
+    Under ``python -m cliper_batch.training.train`` this file runs as
+    ``__main__``, a name the workers cannot import; the function of the module
+    ``cliper_batch.training.train`` (the same file) is the one to ship.
     """
-    import importlib
+    from cliper_batch.training.train import train_loop_per_worker
 
-    here = os.path.realpath(__file__)
-    try:
-        installed = importlib.import_module("cliper_batch.training.train")
-        if os.path.realpath(installed.__file__) == here:
-            return installed.train_loop_per_worker
-    except ImportError:
-        pass
-    if __name__ != "__main__":
-        return train_loop_per_worker
-    return importlib.import_module(__spec__.name).train_loop_per_worker  # type: ignore[name-defined]
+    return train_loop_per_worker
 
 
 def run_training(cfg: TrainConfig) -> TrainOutcome:
@@ -542,7 +532,7 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m training.train",
+        prog="python -m cliper_batch.training.train",
         description="Two-stage CLIPER fine-tuning on Ray Train (stage 1: prompts, stage 2: image tower).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -4,8 +4,8 @@
 Run from the repository root on the GPU test machine (torch + triton + timm/opencv;
 no open_clip, ray, DALI, PyAV or TensorRT needed)::
 
-    python bench/gpu/run.py            # full run, < 8 min on one H100
-    python bench/gpu/run.py --smoke    # tiny sizes; also runs on a CPU-only box (~30 s)
+    python -m bench.gpu.run            # full run, < 8 min on one H100
+    python -m bench.gpu.run --smoke    # tiny sizes; also runs on a CPU-only box (~30 s)
 
 Sections (each has its own time budget and try/except, so one failure or
 timeout never kills the rest; results are rewritten to JSON after every
@@ -54,13 +54,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))  # `kernels` and `cliper_batch` import from the checkout
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 ISSUE_NOMINAL_FLOPS_PER_CROP = 35e9
 H100_SXM_BF16_DENSE_TFLOPS = 989.0
@@ -599,9 +597,9 @@ def kernel_section(cfg: BenchConfig, device: torch.device, budget: float) -> dic
     if device.type != "cuda" and not interpret:
         raise SkipSection("the Triton kernel needs CUDA (or TRITON_INTERPRET=1 with --smoke)")
     try:
-        from kernels.crop_resize import crop_resize_bytes_moved, crop_resize_normalize_triton
+        from cliper_batch.kernels.crop_resize import crop_resize_bytes_moved, crop_resize_normalize_triton
     except ImportError as e:
-        raise SkipSection(f"cannot import kernels.crop_resize: {e}") from None
+        raise SkipSection(f"cannot import cliper_batch.kernels.crop_resize: {e}") from None
     from cliper_batch.crops import crop_resize_normalize
 
     kdev = torch.device("cpu") if interpret else device
@@ -672,7 +670,7 @@ def pipeline_section(cfg: BenchConfig, device: torch.device, mb: ModelBench, bud
     """Kernel (fp16 out) feeding the fp16-autocast encoder, frames already on the GPU."""
     if device.type != "cuda":
         raise SkipSection("end-to-end GPU pipeline timing needs CUDA")
-    from kernels.crop_resize import crop_resize_normalize_triton
+    from cliper_batch.kernels.crop_resize import crop_resize_normalize_triton
 
     b = 512 if 512 in cfg.batches else cfg.batches[-1]
     frames = _random_frames(cfg, device, seed=2)

@@ -38,20 +38,15 @@ TIME_EPS = 1e-6
 class DecodeError(RuntimeError):
     """The file cannot deliver the requested frames (unreadable, damaged, truncated, unsupported).
 
-    ``DecodeError(uri, reason)`` -> message ``"<uri>: <reason>"``; a single
-    argument is taken as the whole message (``uri`` is then ``None``).
+    One calling convention: ``DecodeError(uri, reason)`` -> message ``"<uri>: <reason>"``.
     """
 
-    def __init__(self, uri_or_message: str, reason: str | None = None):
-        if reason is None:
-            super().__init__(uri_or_message)
-            self.uri, self.reason = None, uri_or_message
-        else:
-            super().__init__(f"{uri_or_message}: {reason}")
-            self.uri, self.reason = uri_or_message, reason
+    def __init__(self, uri: str, reason: str):
+        super().__init__(f"{uri}: {reason}")
+        self.uri, self.reason = uri, reason
 
     def __reduce__(self):  # keep both fields when pickled across Ray workers
-        return (type(self), (self.uri, self.reason) if self.uri is not None else (self.reason,))
+        return (type(self), (self.uri, self.reason))
 
 
 class DecoderUnavailable(RuntimeError):

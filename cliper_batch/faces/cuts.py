@@ -95,6 +95,22 @@ def _to_numpy(frames: np.ndarray | "torch.Tensor") -> np.ndarray:
     return frames
 
 
+def subsample_for_cuts(frames: np.ndarray | "torch.Tensor") -> np.ndarray:
+    """What :class:`ShotCutDetector` needs of ``[F, H, W, 3]`` frames, as a host array.
+
+    The detector's first step subsamples every frame with the stride
+    ``max(1, long_side // (4 * _THUMB_SIDE))``. Taking that same stride where
+    the frames are (a GPU tensor, say) gives it identical input at a fraction of
+    the device-to-host transfer: its own stride on the result is then 1 (a test
+    checks that scores and cuts are unchanged).
+    """
+    stride = max(1, max(int(frames.shape[1]), int(frames.shape[2])) // (4 * _THUMB_SIDE))
+    small = frames[:, ::stride, ::stride]
+    if torch is not None and isinstance(small, torch.Tensor):
+        return small.cpu().numpy()
+    return np.ascontiguousarray(small)
+
+
 def _thumbnails(frames: np.ndarray) -> np.ndarray:
     """Shrink to at most ``_THUMB_SIDE`` px on the long side (float32 in 0..1).
 

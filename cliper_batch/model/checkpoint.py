@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from ..uris import InvalidURI, filesystem_for, is_local, normalize_uri
+from .builder import build_cliper, tower_from_config
 from .cliper import CLIPER, temporal_names
 
 log = logging.getLogger(__name__)
@@ -326,47 +327,23 @@ def read_checkpoint_header(uri: str, **storage_options: Any) -> CheckpointHeader
     return CheckpointHeader(uri=norm, config=config, model_id=metadata.get(MODEL_ID_KEY), tensors=tensors)
 
 
-def build_visual_tower(open_clip_cfg: Mapping[str, Any]) -> nn.Module:
-    """Instantiate (random-init) the open_clip image tower described by a full open_clip model config."""
-    from open_clip import model as oc_model  # heavy import, only when a model is built
-
-    cfg = copy.deepcopy(dict(open_clip_cfg))
-    vision_cfg = dict(cfg["vision_cfg"])
-    if "timm_model_name" in vision_cfg:
-        vision_cfg["timm_model_pretrained"] = False  # weights come from the checkpoint
-    builder = getattr(oc_model, "_build_vision_tower", None)
-    if builder is not None:
-        return builder(cfg["embed_dim"], vision_cfg, bool(cfg.get("quick_gelu", False)), None)
-    # Fallback for open_clip versions without the (private) tower builder: build the full model, keep .visual.
-    cfg["vision_cfg"] = vision_cfg
-    text_cfg = dict(cfg.get("text_cfg", {}))
-    if "hf_model_name" in text_cfg:
-        text_cfg["hf_model_pretrained"] = False
-    cfg["text_cfg"] = text_cfg
-    custom = cfg.pop("custom_text", False) or "hf_model_name" in text_cfg
-    cls = oc_model.CustomTextCLIP if custom else oc_model.CLIP
-    return cls(**cfg).visual
-
-
 def model_from_config(config: Mapping[str, Any]) -> CLIPER:
     """A CLIPER with the stored architecture and settings and placeholder weights (load a state dict next)."""
     n_classes, k, dim = len(config["classes"]), config["descriptors_per_class"], config["embed_dim"]
     placeholder = torch.zeros(n_classes, k, dim)
     placeholder[..., 0] = 1.0
-    return CLIPER(
-        build_visual_tower(config["open_clip_cfg"]),
+    tower = tower_from_config(
+        config["open_clip_cfg"], config["image_size"], config["mean"], config["std"],
+        config.get("interpolation", "bicubic"), config.get("arch"),
+    )
+    return build_cliper(
+        tower,
         placeholder,
         config["classes"],
-        open_clip_cfg=config["open_clip_cfg"],
-        image_size=config["image_size"],
-        mean=config["mean"],
-        std=config["std"],
+        provenance=config.get("provenance") or {},
         temperature=config["temperature"],
         temporal=config["temporal"],
         temporal_cfg=config.get("temporal_cfg") or {},
-        interpolation=config.get("interpolation", "bicubic"),
-        arch=config.get("arch"),
-        provenance=config.get("provenance") or {},
     )
 
 

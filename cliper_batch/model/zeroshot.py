@@ -30,11 +30,11 @@ from torch import Tensor
 
 from ..labels import prompts_for, validate_classes
 from ..uris import InvalidURI, filesystem_for, is_local, normalize_uri
+from .builder import RANDOM_INIT_SEED, build_cliper, create_open_clip
 from .cliper import CLIPER
 
 log = logging.getLogger(__name__)
 
-RANDOM_INIT_SEED = 0
 _PROBE_TIMEOUT_S = 3.0
 
 
@@ -224,59 +224,26 @@ def build_zero_shot(
     classes = validate_classes(classes)
     if descriptors_per_class < 1:
         raise ValueError(f"descriptors_per_class must be >= 1, got {descriptors_per_class}")
-    oc_cfg = open_clip.get_model_config(arch)
-    if oc_cfg is None:
-        raise PretrainedError(f"unknown open_clip architecture {arch!r}")
-    resolved = resolve_pretrained(arch, pretrained, cache_dir=cache_dir, **storage_options)
-    kwargs = dict(resolved.create_kwargs)
-    if kwargs.get("force_quick_gelu"):
-        oc_cfg["quick_gelu"] = True
-    else:
-        kwargs.pop("force_quick_gelu", None)
-    try:
-        if resolved.kind == "none":
-            log.warning(
-                "!!! openclip:%s has NO pretrained weights: random init (seed %d). Scores are meaningless; "
-                "use this only for tests and throughput benchmarks. !!!", arch, RANDOM_INIT_SEED,
-            )
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(RANDOM_INIT_SEED)
-                clip_model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=None, **kwargs)
-        else:
-            clip_model, _, _ = open_clip.create_model_and_transforms(arch, pretrained=resolved.pretrained, **kwargs)
-    except PretrainedError:
-        raise
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
-        raise PretrainedError(f"open_clip could not create {arch} with {resolved.description}: {exc}") from exc
-    clip_model.eval()
-
-    pp = clip_model.visual.preprocess_cfg
-    size = pp["size"]
-    if isinstance(size, (tuple, list)):
-        if len(size) != 2 or size[0] != size[1]:
-            raise PretrainedError(f"{arch}: non-square input size {tuple(size)} is not supported")
-        size = size[0]
+    oc = create_open_clip(arch, pretrained, cache_dir=cache_dir, **storage_options)
+    if oc.random_init:
+        log.warning(
+            "!!! openclip:%s has NO pretrained weights: random init (seed %d). Scores are meaningless; "
+            "use this only for tests and throughput benchmarks. !!!", arch, RANDOM_INIT_SEED,
+        )
+    clip_model = oc.model.eval()
 
     prompts = prompts_for(classes, per_class=descriptors_per_class)
     tokenizer = open_clip.get_tokenizer(arch)
     descriptors = encode_descriptor_prompts(clip_model, tokenizer, prompts)
-    visual = clip_model.visual
-    del clip_model  # drops the text tower
-    return CLIPER(
-        visual,
+    return build_cliper(  # keeps only the image tower: the text tower goes with ``oc``
+        oc.tower,
         descriptors,
         classes,
-        open_clip_cfg=oc_cfg,
-        image_size=int(size),
-        mean=pp["mean"],
-        std=pp["std"],
-        interpolation=str(pp.get("interpolation", "bicubic")),
-        arch=arch,
         provenance={
             "source": "openclip",
             "arch": arch,
             "pretrained": pretrained,
-            "weights": resolved.description,
+            "weights": oc.weights,
             "prompts": prompts,
         },
     ).eval()

@@ -8,19 +8,23 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import ray
 
+from .. import rows
 from ..incremental import annotated_videos, plan_work
 from ..listing import list_videos
 from ..types import AnnotateConfig
 from ..uris import InvalidURI, is_inside, normalize_uri
 from ..writer import OutputLock, OutputWriter, recover_output
-from . import rows
 from .decode_stage import DecodeStage
 from .fused_stage import FusedStage
 from .score_stage import ScoreStage
+
+if TYPE_CHECKING:
+    from ..model.factory import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +68,8 @@ def config_hash(config: AnnotateConfig) -> str:
     return hashlib.sha256(json.dumps(config.semantic_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the driver needs to know about the model (the actors load the weights themselves)."""
-
-    model_id: str
-    classes: tuple[str, ...]
-    image_size: int
-
-
 def describe_model(model_spec: str, storage_options: dict | None = None) -> ModelInfo:
-    """Fail fast on a bad spec and learn the model's id, classes and input size.
+    """Fail fast on a bad spec and learn the model's id, classes and input size (``model_id`` always set).
 
     A checkpoint's header says all of it (no weights read); a zero-shot spec's id
     depends on its encoded descriptors, so that one is built once on CPU here.
@@ -83,9 +78,9 @@ def describe_model(model_spec: str, storage_options: dict | None = None) -> Mode
 
     info = inspect_model(model_spec, **(storage_options or {}))
     if info.model_id is not None:
-        return ModelInfo(info.model_id, tuple(info.classes), int(info.image_size))
+        return info
     loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
-    return ModelInfo(loaded.model_id, tuple(loaded.classes), int(loaded.image_size))
+    return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))
 
 
 def check_locations(input_uri: str, output_uri: str) -> str:
@@ -300,18 +295,23 @@ def annotate(
     return summary
 
 
-def _stream(
-    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
-):
-    """The Ray Data pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver.
+def _refs_dataset(refs) -> "ray.data.Dataset":
+    """``{video_id, ref}`` rows, one per video to annotate.
 
     A block whose task still fails after the actor restarts and retries is
     dropped (``max_errored_blocks``) instead of failing the whole run; the
-    writer then records its video as ``WorkerLost``.
+    writer then records its videos as ``WorkerLost``.
     """
     ray.data.DataContext.get_current().max_errored_blocks = len(refs)
     items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    return ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+
+
+def _stream(
+    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
+):
+    """The staged pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
+    ds = _refs_dataset(refs)
     ds = ds.map_batches(
         decode_stage or DecodeStage,
         fn_constructor_kwargs=dict(
@@ -370,9 +370,7 @@ def _stream_fused(
     and one CPU. Crash handling is the staged one: restart, retry twice, then
     the block's videos become ``WorkerLost`` rows.
     """
-    ray.data.DataContext.get_current().max_errored_blocks = len(refs)
-    items = [{"video_id": r.video_id, "ref": rows.encode_ref(r)} for r in refs]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 10_000)))
+    ds = _refs_dataset(refs)
     ds = ds.map_batches(
         fused_stage or FusedStage,
         fn_constructor_kwargs=dict(

@@ -1,41 +1,49 @@
-"""Face framing for ``--faces detect``: find faces, follow them, and crop one clip per (track, segment).
+"""Face framing for ``--faces detect``: find faces, follow them, and plan one clip per (track, segment).
 
-Two passes over the sampled frames of one video, both streamed in chunks:
+Two passes over the sampled frames of one video, both streamed in chunks
+(:mod:`cliper_batch.video_annotation` drives them):
 
 1. decode at the detection size -> shot cuts + batched face detection -> tracks
-   (:func:`cliper_batch.faces.track.track_video`: ids 1.. per video, reset at cuts);
+   (:func:`find_tracks`; :func:`cliper_batch.faces.track.track_video`: ids 1..
+   per video, reset at cuts);
 2. decode again -> for every segment and every track seen in it, ``T`` square
-   crops (box + margin) resized to the model input.
+   crop boxes (box + margin, :func:`clip_boxes`) that the worker's crop
+   primitive resizes to the model input.
 
 Decoding twice is cheap next to detection (hundreds of frames/s vs tens) and
 keeps memory bounded: no pass holds more than one chunk of frames. Segments
-where a track is absent yield no row for it.
+where a track is absent yield no row for it. Frames may be numpy arrays or
+torch tensors on any device: only boxes (and a subsampled copy for the
+shot-cut detector) go to the host.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ..crops import crop_resize, square_box_with_margin
-from ..faces.cuts import ShotCutDetector
-from ..faces.detect import FaceDetector
-from ..faces.track import Track, track_video
+from ..crops import square_box_with_margin
 from ..types import Segment
+from .cuts import ShotCutDetector, subsample_for_cuts
+from .detect import FaceDetector
+from .track import Track, track_video
 
 MAX_FACES_PER_FRAME = 8  # largest faces first; documented in docs/faces.md
 
+CropBox = tuple[float, float, float, float, float]  # (frame index in the chunk, x0, y0, x1, y1)
+
 
 @dataclass(frozen=True)
-class FaceParams:
+class FramingParams:
+    """How ``--faces detect`` frames faces (detection size, crop margin, tracking limits, chunking)."""
+
     detect_side: int = 640  # frames are decoded with their long side at most this for detection and crops
     margin: float = 0.2  # fraction of the face box's longer side added around it
     max_faces: int = MAX_FACES_PER_FRAME
     min_track_length: int = 2
     max_gap: int = 2
-    chunk_frames: int = 64
+    chunk_frames: int = 64  # frames per detection batch in pass 1
 
 
 def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
@@ -44,28 +52,21 @@ def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
 
 
-def _chunks(it, n: int) -> Iterator[list[np.ndarray]]:
-    buf: list[np.ndarray] = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf
+def find_tracks(chunks: Iterable, detector: FaceDetector, params: FramingParams) -> list[Track]:
+    """Pass 1: cuts + detections over all sampled frames, given in ``[n, H, W, 3]`` chunks (in order).
 
-
-def find_tracks(frames: Iterator[np.ndarray], detector: FaceDetector, params: FaceParams) -> list[Track]:
-    """Pass 1: cuts + detections over all sampled frames (indices = positions in the sample list)."""
+    Frame indices are positions in the sample list. Chunks may be numpy arrays
+    or tensors on the detector's device.
+    """
     cut_detector = ShotCutDetector()
     detections: list = []
     cuts: list[int] = []
     offset = 0
-    for chunk in _chunks(frames, params.chunk_frames):
-        arr = np.stack(chunk)
-        cuts.extend(cut_detector.update(arr))
-        detections.extend(detector.detect(arr, frame_indices=range(offset, offset + len(arr))))
-        offset += len(arr)
+    for frames in chunks:
+        n = int(frames.shape[0])
+        cuts.extend(cut_detector.update(subsample_for_cuts(frames)))
+        detections.extend(detector.detect(frames, frame_indices=range(offset, offset + n)))
+        offset += n
     return track_video(
         detections, cuts, max_gap=params.max_gap, min_track_length=params.min_track_length, max_faces=params.max_faces
     )
@@ -104,19 +105,13 @@ def plan_track_segments(tracks: list[Track], segments: list[Segment], T: int) ->
     return out
 
 
-def crop_track_segments(
-    frames: np.ndarray, items: list[TrackSegment], size: int, margin: float
-) -> np.ndarray:
-    """``frames [T, H, W, 3]`` of one segment -> ``[len(items), T, S, S, 3]`` uint8 crops."""
-    T, H, W, _ = frames.shape
-    rows = []
-    for item in items:
-        for t, box in enumerate(item.boxes):
-            x0, y0, x1, y1 = square_box_with_margin(box, margin, W, H)
-            rows.append((t, x0, y0, x1, y1))
-    boxes = torch.tensor(rows, dtype=torch.float32)
-    crops = crop_resize(torch.from_numpy(frames), boxes, size)
-    return crops.numpy().reshape(len(items), T, size, size, 3)
+def clip_boxes(item: TrackSegment, first_frame: int, margin: float, width: int, height: int) -> list[CropBox]:
+    """The ``T`` square crop boxes of one (track, segment) clip whose frames start at ``first_frame`` of a chunk."""
+    out: list[CropBox] = []
+    for t, box in enumerate(item.boxes):
+        x0, y0, x1, y1 = square_box_with_margin(box, margin, width, height)
+        out.append((float(first_frame + t), x0, y0, x1, y1))
+    return out
 
 
 def face_columns(items: list[TrackSegment], width: int, height: int) -> dict[str, np.ndarray]:

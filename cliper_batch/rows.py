@@ -11,8 +11,13 @@ columns. Two kinds of rows share them:
   ``crops`` tensor. Errors travel as data next to the samples, so one bad video
   never raises through Ray.
 
-The score stage drops ``crops`` and adds ``probs`` (``C`` float32) and
-``descriptor`` (int16); the writer regroups rows per video.
+The fused worker's rows have no ``crops`` column (its crops stay on the
+device). Scoring (:func:`scored_rows`) drops ``crops`` and adds ``probs``
+(``C`` float32), ``descriptor`` (int16; -1 on outcome rows) and the scoring
+columns ``score_t0`` (float64, wall-clock start of the block's scoring),
+``score_busy_s`` (float64, the model's busy time for the block spread evenly
+over its rows) and ``score_backend`` (e.g. ``eager@cpu``). Both workers emit
+exactly these scored rows; the writer regroups them per video.
 """
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from ..types import VideoInfo, VideoOutcome, VideoRef
+from .types import VideoInfo, VideoOutcome, VideoRef
 
 SEGMENT = "segment"
 VIDEO = "video"
@@ -30,6 +35,10 @@ VIDEO = "video"
 
 FACE_FLOAT_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")
 FACE_COLUMNS = (*FACE_FLOAT_COLUMNS, "frames_with_face")
+# the columns that pass through scoring unchanged
+KEY_COLUMNS = (
+    "row_kind", "video_id", "video_uri", "track_id", "segment_index", "start_s", "end_s", "outcome", *FACE_COLUMNS,
+)
 
 
 def _no_faces(n: int) -> dict[str, np.ndarray]:
@@ -42,11 +51,14 @@ def _no_faces(n: int) -> dict[str, np.ndarray]:
 def segment_rows(
     ref: VideoRef,
     segments,
-    crops: np.ndarray,
+    crops: np.ndarray | None,
     track_ids: np.ndarray | None = None,
     faces: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Rows for ``len(segments)`` clips (one per segment, or per (track, segment) with ``track_ids``)."""
+    """Rows for ``len(segments)`` clips (one per segment, or per (track, segment) with ``track_ids``).
+
+    ``crops=None`` leaves the ``crops`` column out (rows whose crops never leave the worker's device).
+    """
     n = len(segments)
     out = {
         "row_kind": np.array([SEGMENT] * n, dtype=object),
@@ -57,9 +69,29 @@ def segment_rows(
         "start_s": np.array([s.start_s for s in segments], dtype=np.float64),
         "end_s": np.array([s.end_s for s in segments], dtype=np.float64),
         "outcome": np.array([""] * n, dtype=object),
-        "crops": crops,
     }
+    if crops is not None:
+        out["crops"] = crops
     out.update(_no_faces(n) if faces is None else faces)
+    return out
+
+
+def scored_rows(
+    block: dict[str, np.ndarray],
+    probs: np.ndarray,
+    descriptor: np.ndarray,
+    t_start: float,
+    busy_s: float,
+    backend: str,
+) -> dict[str, np.ndarray]:
+    """``block``'s rows without ``crops``, plus the score columns (``probs``/``descriptor`` per row)."""
+    n = len(block["row_kind"])
+    out = {k: block[k] for k in KEY_COLUMNS}
+    out["probs"] = probs
+    out["descriptor"] = descriptor
+    out["score_t0"] = np.full(n, t_start, dtype=np.float64)
+    out["score_busy_s"] = np.full(n, busy_s / max(n, 1), dtype=np.float64)
+    out["score_backend"] = np.array([backend] * n, dtype=object)
     return out
 
 
@@ -77,7 +109,8 @@ def record_failure(outcome: VideoOutcome, exc: BaseException, expected: tuple[ty
         outcome.extra["traceback"] = traceback.format_exc(limit=8)
 
 
-def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...] | None = None) -> dict[str, np.ndarray]:
+    """The one ``row_kind == "video"`` row of a video; ``crop_shape`` adds a zero ``crops`` cell of that shape."""
     out = {
         "row_kind": np.array([VIDEO], dtype=object),
         "video_id": np.array([outcome.ref.video_id], dtype=object),
@@ -87,8 +120,9 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...]) -> dict[str,
         "start_s": np.zeros(1, dtype=np.float64),
         "end_s": np.zeros(1, dtype=np.float64),
         "outcome": np.array([encode_outcome(outcome)], dtype=object),
-        "crops": np.zeros((1, *crop_shape), dtype=np.uint8),
     }
+    if crop_shape is not None:
+        out["crops"] = np.zeros((1, *crop_shape), dtype=np.uint8)
     out.update(_no_faces(1))
     return out
 

@@ -1,0 +1,1 @@
+"""The GPU benchmark (``python -m bench.gpu.run`` from the repository root)."""

@@ -1,0 +1,102 @@
+"""The layout follows the data flow, and every module has one import name (read from the sources, nothing run)."""
+import ast
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "cliper_batch"
+
+# Data-flow order of the package's top-level modules: a module may import only from its own layer or the ones before.
+LAYERS = [
+    ["types", "labels", "uris", "failures", "schema", "testvideos"],  # contracts and leaf helpers
+    ["rows", "listing"],
+    ["probe", "sampling"],
+    ["decode"],
+    ["crops", "kernels", "crop_primitives"],
+    ["faces"],
+    ["video_annotation"],
+    ["model", "compile"],
+    ["writer", "compact", "incremental", "query"],
+    ["pipeline"],
+    ["cli", "synthetic", "training"],
+]
+# (importer, imported) pairs still allowed to reach up, and why. Each must still be in use (else delete it here).
+ALLOWED_UPWARD = {
+    ("compact", "pipeline"): "compact.py takes new_run_id from pipeline/run.py until it moves with the run record",
+}
+
+
+def _python_files(root: str):
+    for dirpath, _dirs, files in os.walk(root, followlinks=True):
+        for f in files:
+            if f.endswith(".py"):
+                yield os.path.join(dirpath, f)
+
+
+def _imports(path: str, package: str) -> list[str]:
+    """Absolute names of everything ``path`` imports (relative imports resolved against ``package``)."""
+    out = []
+    for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+        if isinstance(node, ast.Import):
+            out.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.extend([mod] if node.module else [f"{mod}.{a.name}" for a in node.names])
+    return out
+
+
+def _module_of(path: str) -> tuple[str, str]:
+    """(dotted module name, package its relative imports resolve against) of a file under the repo."""
+    rel = os.path.relpath(path, REPO)[:-3].replace(os.sep, ".")
+    if rel.endswith(".__init__"):
+        rel = rel[: -len(".__init__")]
+        return rel, rel
+    return rel, rel.rsplit(".", 1)[0]
+
+
+def _top(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if parts[0] == PACKAGE and len(parts) > 1 else None
+
+
+def test_no_module_imports_one_above_it_in_the_data_flow():
+    rank = {name: i for i, names in enumerate(LAYERS) for name in names}
+    found, upward = [], set()
+    for path in _python_files(os.path.join(REPO, PACKAGE)):
+        module, package = _module_of(path)
+        me = _top(module)
+        if me is None:  # the package's __init__
+            continue
+        assert me in rank, f"{module}: add {me!r} to LAYERS (where does it sit in the data flow?)"
+        for name in _imports(path, package):
+            other = _top(name)
+            if other is None or other == me:
+                continue
+            assert other in rank, f"{module} imports {name}: add {other!r} to LAYERS"
+            if rank[other] > rank[me]:
+                upward.add((me, other))
+                if (me, other) not in ALLOWED_UPWARD:
+                    found.append(f"{module} (layer {rank[me]}) imports {name} (layer {rank[other]})")
+    assert not found, "\n".join(found)
+    assert set(ALLOWED_UPWARD) <= upward, f"no longer needed, delete from ALLOWED_UPWARD: {set(ALLOWED_UPWARD) - upward}"
+
+
+def test_kernels_and_training_are_imported_by_one_name_only():
+    """``kernels/`` and ``training/`` are ``cliper_batch.kernels`` / ``cliper_batch.training``, everywhere."""
+    assert os.path.realpath(os.path.join(REPO, PACKAGE, "kernels")) == os.path.join(os.path.realpath(REPO), "kernels")
+    assert os.path.realpath(os.path.join(REPO, PACKAGE, "training")) == os.path.join(os.path.realpath(REPO), "training")
+    bad = []
+    for top in (PACKAGE, "kernels", "training", "tests", "bench", "jobs"):
+        for path in _python_files(os.path.join(REPO, top)):
+            if top == PACKAGE and os.path.realpath(path) != path:  # the same files again, through the links
+                continue
+            module, package = _module_of(path)
+            if top in ("kernels", "training"):
+                package = f"{PACKAGE}.{package}"  # how they are imported
+            for name in _imports(path, package):
+                if name.split(".")[0] in ("kernels", "training"):
+                    bad.append(f"{os.path.relpath(path, REPO)} imports {name}")
+    assert not bad, "\n".join(bad)
