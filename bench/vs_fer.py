@@ -82,7 +82,8 @@ def run_engine(video_dir: str, out: str, model: str, extra: tuple[str, ...] = ()
 def run_fer(fer_python: str, path: str, frequency: int, outdir: str) -> dict:
     with PeakRSS() as mon:
         t0 = time.perf_counter()
-        p = subprocess.run([fer_python, "-c", FER_SCRIPT, path, str(frequency), outdir], capture_output=True, text=True)
+        os.makedirs(outdir, exist_ok=True)  # fer writes data.csv into its working directory
+        p = subprocess.run([fer_python, "-c", FER_SCRIPT, path, str(frequency), outdir], capture_output=True, text=True, cwd=outdir)
         wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"fer failed ({p.returncode}):\n{p.stderr[-3000:]}")
