@@ -7,7 +7,7 @@ import os
 import sys
 
 from .preflight import gpu_fraction, positive_float, positive_int
-from .types import AnnotateConfig
+from .types import DEFAULT_DETECT_STRIDE, AnnotateConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -32,6 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["detect", "none"],
         help="detect (default): find, track and crop every face, one timeline per track; "
         "none: clips are already face-centred (DFEW/FERV39k style), each frame is centre-cropped",
+    )
+    p.add_argument(
+        "--detect-stride",
+        type=positive_int,
+        default=DEFAULT_DETECT_STRIDE,
+        help=f"--faces detect: run the face detector on every Nth sampled frame, every shot cut and wherever "
+        f"tracking is unsure, interpolating boxes in between; 1 = every frame (default {DEFAULT_DETECT_STRIDE})",
     )
     p.add_argument("--segment-seconds", type=positive_float, default=2.0, help="segment length in seconds (default 2.0)")
     p.add_argument("--frames-per-segment", type=positive_int, default=8, help="frames sampled per segment (default 8)")
@@ -164,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         segment_seconds=args.segment_seconds,
         frames_per_segment=args.frames_per_segment,
         faces=args.faces,
+        detect_stride=args.detect_stride,
         decoder=args.decoder,
         device=args.device,
         compile=args.compile,

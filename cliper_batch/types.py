@@ -46,6 +46,12 @@ class Segment:
     timestamps: tuple[float, ...]
 
 
+# 1 = the detector runs on every sampled frame. Sparse detection (N > 1: every Nth frame, every cut and every
+# gap the tracker is unsure about; docs/benchmarks.md, "Sparse face detection") is opt-in until the staged and
+# fused workers give identical face boxes with it (they do at 1; at 4 the parity test still finds differences).
+DEFAULT_DETECT_STRIDE = 1
+
+
 @dataclass(frozen=True)
 class AnnotateConfig:
     """Everything that changes what an annotation run computes (hashed into ``config_hash``)."""
@@ -53,6 +59,9 @@ class AnnotateConfig:
     segment_seconds: float = 2.0
     frames_per_segment: int = 8
     faces: str = "detect"  # detect: one clip per (face track, segment) | none: centre crop (face-centred clips)
+    # --faces detect: run the face detector on every Nth sampled frame, on every shot cut, and wherever the
+    # tracker is not confident; boxes in between are interpolated (faces/sparse.py; 1 = every frame).
+    detect_stride: int = DEFAULT_DETECT_STRIDE
     decoder: str = "auto"  # auto | pyav | dali
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "eager"  # eager | torch.compile | tensorrt
@@ -78,14 +87,21 @@ class AnnotateConfig:
             raise ValueError(f"video_timeout_s must be > 0, got {self.video_timeout_s}")
         if self.decode_chunk_segments < 1:
             raise ValueError("decode_chunk_segments must be >= 1")
+        if isinstance(self.detect_stride, bool) or not isinstance(self.detect_stride, int) or self.detect_stride < 1:
+            raise ValueError(f"detect_stride must be an int >= 1, got {self.detect_stride!r}")
 
     def semantic_dict(self) -> dict:
         """The fields that change results (not speed): used for the config hash."""
-        return {
+        d = {
             "segment_seconds": self.segment_seconds,
             "frames_per_segment": self.frames_per_segment,
             "faces": self.faces,
         }
+        if self.faces == "detect" and self.detect_stride != 1:
+            # boxes between detections are interpolated: another stride, other crops. Stride 1 (every frame)
+            # is what every earlier version computed, so it leaves the hash - and finished outputs - as they were.
+            d["detect_stride"] = self.detect_stride
+        return d
 
 
 @dataclass

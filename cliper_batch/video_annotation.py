@@ -262,7 +262,7 @@ class VideoAnnotator:
         chunks = frame_chunks(
             decoder, video.ref.uri, info, timestamps, (W, H), self.prims.frames_device, p.chunk_frames, video.check_time
         )
-        tracks = framing.find_tracks(chunks, self._face_detector(), p)
+        tracks = framing.find_tracks(chunks, self._face_detector(), p, self.config.detect_stride)
         video.n_tracks = len(tracks)
         video.check_time()
         plan = framing.plan_track_segments(tracks, segments, self.T)

@@ -116,7 +116,7 @@ def test_pyav_seeks_over_gaps_and_stays_frame_exact(long_h264_video):
     assert stats["converted"] == len(ts)
 
     # Same answer with seeking disabled (sequential decode of everything).
-    sequential = PyAVDecoder(threads=1, seek_min_skip_s=1e9, seek_threshold_s=1e9)
+    sequential = PyAVDecoder(threads=1, seek_min_skip_s=1e9, seek_threshold_s=1e9, skip_nonref=False)
     assert codes(sequential.iter_frames(path, info, sorted(ts))) == frame_indices(sorted(ts), info.fps, spec.n_frames)
     assert sequential.last_stats["seeks"] == 0 and sequential.last_stats["decoded"] >= spec.n_frames - 2
 

@@ -9,7 +9,20 @@ timestamp is far ahead - past a keyframe that lies well beyond the current
 position (from the container index), or more than ``seek_threshold_s`` when the
 container has no usable index - the reader seeks back to the keyframe before
 it and decodes forward from there. Memory is bounded: the reader holds at most
-the current frame, one look-ahead frame and FFmpeg's internal decode queue.
+the current frame, one look-ahead frame, ``LOOKAHEAD_PACKETS`` demuxed packets
+and FFmpeg's internal decode queue.
+
+Walking between sparse samples, frames nobody asked for are not decoded when
+the codec allows it: a packet is sent with ``skip_frame = NONREF`` (FFmpeg then
+drops it if no other frame references it - H.264/HEVC non-reference B/P frames)
+only when the packets already seen (demuxed ahead or sent) prove that the frame
+can be neither the one shown at the wanted timestamp ``t`` (another frame starts
+after it, at or before ``t``), nor the first frame after ``t`` (which the timing
+rules consult), nor the one shown at the timestamp asked for next or later
+(another frame starts after it, at or before that timestamp). Reference frames
+are decoded as always, so every returned frame is bit-identical to a full
+decode. The proof needs each packet's presentation time, so a packet without
+one is always decoded. Only when ``skip_nonref`` is on (default).
 
 Damaged packets are skipped (FFmpeg conceals what it can); a decoded frame may
 stand in for missing ones only within one frame period (see ``base.choose_frame``).
@@ -36,6 +49,9 @@ __all__ = ["PyAVDecoder"]
 # Decoder output lags packet input by the reorder depth plus one frame per
 # decode thread; errors are attributed to frames within this many periods.
 REORDER_WINDOW_FRAMES = 32
+# Packets demuxed ahead of the decoder: enough to see past the B-frame reorder
+# depth (x264 <= 16), so a non-reference frame's successor in display order is known.
+LOOKAHEAD_PACKETS = 24
 
 
 @dataclass
@@ -61,6 +77,8 @@ class PyAVDecoder:
         seek_threshold_s: without a container index, seek when the next
             timestamp is more than this far ahead.
         interpolation: swscale interpolation used when ``size`` is given.
+        skip_nonref: let FFmpeg skip non-reference frames that provably lie
+            between two wanted timestamps (module docstring); never changes output.
     """
 
     name = "pyav"
@@ -72,6 +90,7 @@ class PyAVDecoder:
         seek_min_skip_s: float = 1.0,
         seek_threshold_s: float = 5.0,
         interpolation: str = "AREA",
+        skip_nonref: bool = True,
     ):
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
@@ -80,6 +99,7 @@ class PyAVDecoder:
         self.seek_min_skip_s = float(seek_min_skip_s)
         self.seek_threshold_s = float(seek_threshold_s)
         self.interpolation = interpolation
+        self.skip_nonref = bool(skip_nonref)
         self.last_stats: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -105,9 +125,9 @@ class PyAVDecoder:
                 raise DecodeError(uri, f"cannot open video ({type(exc).__name__}: {exc})") from exc
             reader = _Reader(self, uri, info, container, size)
             try:
-                for t in ts:
+                for k, t in enumerate(ts):
                     try:
-                        frame = reader.frame_at(t)
+                        frame = reader.frame_at(t, ts[k + 1] if k + 1 < len(ts) else None)
                     except av.FFmpegError as exc:
                         raise DecodeError(uri, f"decoding failed near t={t:.3f}s ({type(exc).__name__}: {exc})") from exc
                     except OSError as exc:
@@ -136,7 +156,11 @@ class _Reader:
         self.errors = 0
         self.error_times: list[float] = []  # stream time reached when each damaged packet was hit
         self.last_error = ""
-        self.stats = {"seeks": 0, "decoded": 0, "converted": 0, "skipped_packets": 0}
+        self.stats = {"seeks": 0, "decoded": 0, "converted": 0, "skipped_packets": 0, "nonref_skippable": 0}
+        self.target: float | None = None  # the timestamp being served
+        self.next_target: float | None = None  # the one asked for after it (None: none, or earlier)
+        self.sent: deque = deque(maxlen=2 * LOOKAHEAD_PACKETS)  # presentation times of packets sent lately
+        self._skipping = False
         # One swscale context for the whole video: frame.to_ndarray(width=...) builds a new
         # one per frame, which measured ~1.5-2x slower for 640x360 -> 398x224.
         self.reformatter = VideoReformatter()  # scaling, in the source pixel format
@@ -155,7 +179,10 @@ class _Reader:
         return times if len(times) >= 2 else []
 
     def _restart(self) -> None:
+        self.sent = deque(maxlen=2 * LOOKAHEAD_PACKETS)
         self.packets = self.container.demux(self.stream)
+        self.ahead: deque = deque()  # demuxed packets not yet sent (or a demux error, in its place)
+        self.demux_done = False
         self.pending: deque = deque()
         self.eof = False
         self.held: _Decoded | None = None
@@ -195,9 +222,55 @@ class _Reader:
                 return
 
     # ----- frames ------------------------------------------------------------
+    def _read_ahead(self) -> None:
+        import av
+
+        while len(self.ahead) < LOOKAHEAD_PACKETS and not self.demux_done:
+            try:
+                self.ahead.append(next(self.packets))
+            except StopIteration:
+                self.demux_done = True
+            except av.FFmpegError as exc:  # raised again when the decoder gets there
+                self.ahead.append(exc)
+                self.demux_done = True
+
+    def _pts_s(self, packet) -> float | None:
+        return None if packet.pts is None else float(packet.pts * self.tb) - self.origin
+
+    def _skippable(self, packet) -> bool:
+        """Whether the packets seen prove this frame is never needed (rules: module docstring)."""
+        if not self.owner.skip_nonref or self.target is None:
+            return False
+        p = self._pts_s(packet)
+        if p is None:
+            return False
+        known = list(self.sent)
+        for q in self.ahead:
+            if isinstance(q, Exception):
+                return False  # damage ahead: the frame may have to stand in for a lost one
+            tq = self._pts_s(q)
+            if tq is not None:
+                known.append(tq)
+        t, eps = self.target, self.eps
+        if p <= t + eps:  # shown at t unless a later frame starts by t (then never shown later either)
+            return any(p < q <= t + eps for q in known)
+        n = self.next_target
+        if n is None or p > n + eps:
+            return False
+        # after t: not the first frame after t, and not shown at n (so not at any later timestamp)
+        return any(t + eps < q < p for q in known) and any(p < q <= n + eps for q in known)
+
     def _decode(self, packet) -> None:
         import av
 
+        skip = self._skippable(packet)
+        if skip != self._skipping:
+            self.stream.codec_context.skip_frame = "NONREF" if skip else "DEFAULT"
+            self._skipping = skip
+        self.stats["nonref_skippable"] += skip
+        p = self._pts_s(packet)
+        if p is not None:
+            self.sent.append(p)
         try:
             frames = packet.decode()
         except av.FFmpegError as exc:  # damaged packet: skip it, FFmpeg resyncs at the next one
@@ -225,12 +298,13 @@ class _Reader:
         import av
 
         while not self.pending and not self.eof:
-            try:
-                packet = next(self.packets)
-            except StopIteration:
+            self._read_ahead()
+            if not self.ahead:
                 self.eof = True
                 break
-            except av.FFmpegError as exc:  # unreadable container data (e.g. truncated): drain and stop
+            packet = self.ahead.popleft()
+            if isinstance(packet, av.FFmpegError):  # unreadable container data (e.g. truncated): drain and stop
+                exc = packet
                 self._record_error(exc)
                 self.eof = True
                 try:
@@ -251,8 +325,14 @@ class _Reader:
         dur = float(frame.duration * self.tb) if frame.duration else None
         return _Decoded(frame, t, dur)
 
-    def frame_at(self, t: float) -> np.ndarray:
-        """RGB array of the frame displayed at ``t`` (rules: module docstring, ``base.choose_frame``)."""
+    def frame_at(self, t: float, next_t: float | None = None) -> np.ndarray:
+        """RGB array of the frame displayed at ``t`` (rules: module docstring, ``base.choose_frame``).
+
+        ``next_t``: the timestamp that will be asked for next, if known; frames
+        provably not needed for ``t`` nor for ``next_t`` and later may go undecoded.
+        """
+        self.target = t
+        self.next_target = next_t if next_t is not None and next_t >= t else None
         if self.held is not None and self.held.time > t + self.eps:
             self._seek(t)  # going backwards
         elif self._should_seek_forward(t):

@@ -3,8 +3,9 @@
 Two passes over the sampled frames of one video, both streamed in chunks
 (:mod:`cliper_batch.video_annotation` drives them):
 
-1. decode at the detection size -> shot cuts + batched face detection -> tracks
-   (:func:`find_tracks`; :func:`cliper_batch.faces.track.track_video`: ids 1..
+1. decode at the detection size -> shot cuts + batched face detection on every
+   ``detect_stride``-th frame (and wherever tracking is unsure) -> tracks
+   (:func:`find_tracks`; :func:`cliper_batch.faces.sparse.track_sparse`: ids 1..
    per video, reset at cuts);
 2. decode again -> for every segment and every track seen in it, ``T`` square
    crop boxes (box + margin, :func:`clip_boxes`) that the worker's crop
@@ -27,7 +28,8 @@ from ..crops import square_box_with_margin
 from ..types import Segment
 from .cuts import ShotCutDetector, subsample_for_cuts
 from .detect import FaceDetector
-from .track import Track, track_video
+from .sparse import track_sparse
+from .track import Track
 
 MAX_FACES_PER_FRAME = 8  # largest faces first; documented in docs/faces.md
 
@@ -52,23 +54,17 @@ def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
 
 
-def find_tracks(chunks: Iterable, detector: FaceDetector, params: FramingParams) -> list[Track]:
+def find_tracks(chunks: Iterable, detector: FaceDetector, params: FramingParams, stride: int = 1) -> list[Track]:
     """Pass 1: cuts + detections over all sampled frames, given in ``[n, H, W, 3]`` chunks (in order).
 
     Frame indices are positions in the sample list. Chunks may be numpy arrays
-    or tensors on the detector's device.
+    or tensors on the detector's device. ``stride``: the detector runs on every
+    ``stride``-th frame, every cut and every gap the tracker is unsure about
+    (:mod:`cliper_batch.faces.sparse`); 1 = every frame.
     """
-    cut_detector = ShotCutDetector()
-    detections: list = []
-    cuts: list[int] = []
-    offset = 0
-    for frames in chunks:
-        n = int(frames.shape[0])
-        cuts.extend(cut_detector.update(subsample_for_cuts(frames)))
-        detections.extend(detector.detect(frames, frame_indices=range(offset, offset + n)))
-        offset += n
-    return track_video(
-        detections, cuts, max_gap=params.max_gap, min_track_length=params.min_track_length, max_faces=params.max_faces
+    return track_sparse(
+        chunks, detector.detect, stride, ShotCutDetector(), cut_input=subsample_for_cuts,
+        max_gap=params.max_gap, min_track_length=params.min_track_length, max_faces=params.max_faces,
     )
 
 
@@ -99,7 +95,8 @@ def plan_track_segments(tracks: list[Track], segments: list[Segment], T: int) ->
                 boxes.append(tuple(track.boxes[where[src]]))
             real = [where[k] for k in present if not track.interpolated[where[k]]]
             score = float(np.mean([track.scores[i] for i in real])) if real else 0.0
-            out.setdefault(seg.index, []).append(TrackSegment(track, seg, boxes, len(real), score))
+            seen = sum(track.present(where[k]) for k in present)  # detected, or skipped by sparse detection
+            out.setdefault(seg.index, []).append(TrackSegment(track, seg, boxes, seen, score))
     for v in out.values():
         v.sort(key=lambda ts: ts.track.track_id)
     return out

@@ -55,10 +55,14 @@ class TrackingError(ValueError):
 class Track:
     """One face followed through one shot.
 
-    ``frame_indices``, ``boxes``, ``scores`` and ``interpolated`` are parallel
-    lists in increasing frame order. Interpolated entries (frames inside a
-    short gap) have ``score == 0.0``. ``shot_index`` counts the cuts before
-    the track (0 = first shot).
+    ``frame_indices``, ``boxes``, ``scores``, ``interpolated`` and ``skipped``
+    are parallel lists in increasing frame order. Interpolated entries have
+    ``score == 0.0`` and a box interpolated between detections: either the
+    detector missed the face there (a short gap the tracker bridged) or it was
+    not run there (``skipped``: sparse detection passed over a frame between
+    two detections that continued the track as its motion model predicted, so
+    the face counts as present). ``shot_index`` counts the cuts before the
+    track (0 = first shot).
     """
 
     track_id: int
@@ -67,6 +71,11 @@ class Track:
     scores: list[float]
     interpolated: list[bool]
     shot_index: int = 0
+    skipped: list[bool] | None = None  # None: the detector ran on every frame (all False)
+
+    def __post_init__(self) -> None:
+        if self.skipped is None:
+            self.skipped = [False] * len(self.frame_indices)
 
     @property
     def first_frame(self) -> int:
@@ -80,6 +89,10 @@ class Track:
     def n_detections(self) -> int:
         """Frames where the face was actually detected (not interpolated)."""
         return len(self.interpolated) - sum(self.interpolated)
+
+    def present(self, k: int) -> bool:
+        """Whether the face counts as seen at entry ``k``: detected, or skipped by sparse detection."""
+        return not self.interpolated[k] or bool(self.skipped[k])  # type: ignore[index]
 
     def box_at(self, frame_index: int) -> Box | None:
         """The track's box in ``frame_index`` (detected or interpolated), or None outside the track."""
@@ -265,6 +278,27 @@ class FaceTracker:
                 survivors.append(trk)
         self._active = survivors
 
+    def confident(self, frame_index: int, detections: Sequence[Detection], min_iou: float) -> bool:
+        """Whether ``detections`` at ``frame_index`` continue every open track without surprises.
+
+        True when each open track matches one detection, every detection
+        matches a track, and every matched detection overlaps its track's
+        *predicted* box by IoU >= ``min_iou``. False means a face appeared,
+        disappeared or moved against the motion model; a caller that skipped
+        frames since the last update should look at them. Reads state only.
+        """
+        states = [_to_cxcywh(d.box) for d in self._select(detections)]
+        if len(states) != len(self._active):
+            return False
+        if not states:
+            return True
+        pairs = self._match(int(frame_index), states)
+        if len(pairs) != len(states):
+            return False
+        return all(
+            iou(_to_xyxy(self._active[t].predict(int(frame_index))), _to_xyxy(states[d])) >= min_iou for t, d in pairs
+        )
+
     def finish(self) -> list[Track]:
         """Close all tracks; return those with >= ``min_track_length`` detections, ids 1.. by first appearance."""
         if not self._finished:
@@ -347,6 +381,32 @@ class FaceTracker:
         return Track(track_id, frames, boxes, scores, interp, trk.shot_index)
 
 
+def fill_gaps(track: Track) -> Track:
+    """The same track with a box at every frame index between its first and last one.
+
+    Indices the tracker never saw (frames a caller did not run the detector
+    on) get the box linearly interpolated between the detections on either
+    side, ``score=0.0``, ``interpolated=True`` and ``skipped=True``.
+    """
+    have = set(track.frame_indices)
+    missing = [f for f in range(track.first_frame, track.last_frame + 1) if f not in have]
+    if not missing:
+        return track
+    real = [k for k, i in enumerate(track.interpolated) if not i]
+    xs = np.array([track.frame_indices[k] for k in real], np.float64)
+    ys = np.array([_to_cxcywh(track.boxes[k]) for k in real])
+    entries = [
+        (f, track.boxes[k], track.scores[k], track.interpolated[k], track.skipped[k])  # type: ignore[index]
+        for k, f in enumerate(track.frame_indices)
+    ]
+    for f in missing:
+        s = np.array([np.interp(f, xs, ys[:, c]) for c in range(4)])
+        entries.append((f, _to_xyxy(s), 0.0, True, True))
+    entries.sort(key=lambda e: e[0])
+    f, b, sc, it, sk = (list(col) for col in zip(*entries))
+    return Track(track.track_id, f, b, sc, it, track.shot_index, sk)
+
+
 def track_video(
     detections_per_frame: Sequence[Sequence[Detection]],
     cuts: Iterable[int] = (),
@@ -375,4 +435,4 @@ def track_video(
     return tracker.finish()
 
 
-__all__ = ["FaceTracker", "Track", "TrackingError", "assign", "iou", "track_video"]
+__all__ = ["FaceTracker", "Track", "TrackingError", "assign", "fill_gaps", "iou", "track_video"]

@@ -1,0 +1,209 @@
+"""Detect sparsely, track densely: the real MTCNN detector on generated scenes whose face boxes are known.
+
+Every test compares against the drawn boxes (``cliper_batch.synthetic.render_scene``)
+and, where it matters, against detecting every frame (``track_video``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cliper_batch import synthetic as S
+from cliper_batch.faces.cuts import ShotCutDetector, detect_cuts
+from cliper_batch.faces.detect import Detection, FaceDetector
+from cliper_batch.faces.sparse import SparseFaceTracker, track_sparse
+from cliper_batch.faces.track import FaceTracker, Track, TrackingError, fill_gaps, iou, track_video
+
+W, H = 320, 180
+
+
+def _face_box(p: S.FaceParams, x: float, y: float, height: float):
+    return (x, y, x + height / p.face_aspect, y + height)
+
+
+def _scene(faces_per_frame, bg_seed=7) -> np.ndarray:
+    return np.stack([S.render_scene(f, W, H, np.random.default_rng(bg_seed)) for f in faces_per_frame])
+
+
+class CountingDetector:
+    """The real detector, counting the frames it is asked about."""
+
+    def __init__(self, detector: FaceDetector):
+        self.detector = detector
+        self.frames: list[int] = []
+
+    def __call__(self, frames, frame_indices=None):
+        self.frames.extend(frame_indices)
+        return self.detector.detect(frames, frame_indices=frame_indices)
+
+
+@pytest.fixture(scope="module")
+def detector() -> FaceDetector:
+    torch.set_num_threads(2)
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def people():
+    rng = np.random.default_rng(3)
+    return S.sample_identity(rng), S.sample_identity(rng)
+
+
+def _chunks(frames, n):
+    return [frames[i : i + n] for i in range(0, len(frames), n)]
+
+
+def _on_truth(track: Track, truth: list, min_iou: float) -> bool:
+    return all(truth[f] is not None and iou(b, truth[f]) >= min_iou for f, b in zip(track.frame_indices, track.boxes))
+
+
+def test_stride_one_is_exactly_dense_tracking(detector, people):
+    pa, pb = people
+    truth_a = [_face_box(pa, 10 + 22 * t, 40, 50 * pa.face_aspect) for t in range(12)]
+    truth_b = [_face_box(pb, W - 60 - 22 * t, 70, 50 * pb.face_aspect) for t in range(12)]
+    frames = _scene([[("happy", pa, 1.0, a), ("surprise", pb, 1.0, b)] for a, b in zip(truth_a, truth_b)], 103)
+    dense = track_video(detector.detect(frames), detect_cuts(frames))
+    sparse = track_sparse(_chunks(frames, 5), detector.detect, stride=1)
+    assert [(t.track_id, t.frame_indices, t.interpolated) for t in sparse] == [
+        (t.track_id, t.frame_indices, t.interpolated) for t in dense
+    ]
+    np.testing.assert_allclose([t.boxes for t in sparse], [t.boxes for t in dense])
+
+
+def test_two_faces_then_a_cut_same_tracks_as_dense_with_a_third_of_the_detections(detector, people):
+    pa, pb = people
+    pc = S.sample_identity(np.random.default_rng(6))  # an identity the detector finds (see test_faces_e2e)
+    truth, faces = [], []
+    for t in range(40):  # two faces drifting slowly for 20 samples, then a hard cut to a third
+        if t < 20:
+            a, b = _face_box(pa, 30 + 2 * t, 40, 70), _face_box(pb, 200 - t, 60, 70)
+            faces.append([("happy", pa, 1.0, a), ("sad", pb, 1.0, b)])
+            truth.append([a, b])
+        else:
+            c = _face_box(pc, 120, 40, 80)
+            faces.append([("neutral", pc, 1.0, c)])
+            truth.append([c])
+    frames = np.concatenate([_scene(faces[:20], 1), _scene(faces[20:], 2)])
+    counting = CountingDetector(detector)
+    sparse = track_sparse(_chunks(frames, 16), counting, stride=4)
+    dense = track_video(detector.detect(frames), detect_cuts(frames))
+    assert [(t.track_id, t.frame_indices, t.shot_index) for t in sparse] == [
+        (t.track_id, t.frame_indices, t.shot_index) for t in dense
+    ]
+    assert [t.frame_indices for t in sparse] == [list(range(20)), list(range(20)), list(range(20, 40))]
+    for t in sparse:  # every box, detected or interpolated, on the face drawn there
+        for f, box in zip(t.frame_indices, t.boxes):
+            assert max(iou(box, tb) for tb in truth[f]) > 0.6, (t.track_id, f, box, truth[f])
+    assert len(counting.frames) <= 16, sorted(counting.frames)  # 40 frames, stride 4: 10 + cut + its predecessor + last
+    assert {0, 19, 20, 39} <= set(counting.frames)
+
+
+def test_fast_moving_face_is_detected_on_every_frame_while_it_moves(detector, people):
+    pa, _ = people
+    xs = [10, 10, 10, 10, 10, 40, 75, 110, 145, 180, 215, 250, 250, 250, 250, 250, 250]  # 35 px per sample
+    truth = [_face_box(pa, x, 50, 60) for x in xs]
+    frames = _scene([[("happy", pa, 1.0, b)] for b in truth])
+    counting = CountingDetector(detector)
+    driver = SparseFaceTracker(counting, ShotCutDetector(), stride=4)
+    for chunk in _chunks(frames, 8):
+        driver.feed(chunk)
+    tracks = driver.finish()
+    assert len(tracks) == 1, [(t.frame_indices, t.boxes) for t in tracks]
+    (trk,) = tracks
+    assert trk.frame_indices == list(range(len(xs)))
+    assert _on_truth(trk, truth, 0.5), list(zip(trk.boxes, truth))
+    assert set(range(4, 13)) <= set(counting.frames)  # the whole move was detected, not guessed
+    assert driver.counts.refined > 0 and driver.counts.detected == len(set(counting.frames))
+
+
+def test_face_entering_mid_shot_starts_on_its_first_frame(detector, people):
+    pa, pb = people
+    stay = [_face_box(pa, 30 + t, 40, 70) for t in range(16)]
+    enter = [None] * 6 + [_face_box(pb, 200, 60, 70)] * 10  # enters at sample 6, between scheduled frames 4 and 8
+    frames = _scene([[("happy", pa, 1.0, a)] + ([("sad", pb, 1.0, b)] if b else []) for a, b in zip(stay, enter)])
+    tracks = track_sparse([frames], detector.detect, stride=4)
+    assert [(t.track_id, t.frame_indices[0], t.frame_indices[-1]) for t in tracks] == [(1, 0, 15), (2, 6, 15)]
+    assert _on_truth(tracks[0], stay, 0.6) and _on_truth(tracks[1], enter, 0.6)
+
+
+def test_face_leaving_mid_shot_ends_on_its_last_frame(detector, people):
+    pa, _ = people
+    truth = [_face_box(pa, 100, 40, 70)] * 7 + [None] * 9  # gone after sample 6
+    frames = _scene([[("happy", pa, 1.0, b)] if b else [] for b in truth])
+    tracks = track_sparse(_chunks(frames, 3), detector.detect, stride=4)
+    assert [t.frame_indices for t in tracks] == [list(range(7))]
+
+
+def test_host_arrays_and_torch_tensors_and_chunkings_agree(detector, people):
+    pa, pb = people
+    frames = _scene([[("happy", pa, 1.0, _face_box(pa, 20 + 5 * t, 40, 60)), ("sad", pb, 1.0, _face_box(pb, 220, 50, 60))] for t in range(13)])
+    ref = track_sparse([frames], detector.detect, stride=3)
+    for chunks in (_chunks(frames, 1), _chunks(frames, 4), [torch.from_numpy(c) for c in _chunks(frames, 5)]):
+        got = track_sparse(chunks, detector.detect, stride=3)
+        assert [(t.frame_indices, t.interpolated) for t in got] == [(t.frame_indices, t.interpolated) for t in ref]
+        if isinstance(chunks[0], np.ndarray):
+            np.testing.assert_allclose([t.boxes for t in got], [t.boxes for t in ref], atol=1e-3)
+        else:  # the detector on tensors differs from the detector on arrays by up to ~1.5 px (its own input paths)
+            assert all(iou(a, b) > 0.9 for t, r in zip(got, ref) for a, b in zip(t.boxes, r.boxes))
+
+
+def test_detector_is_called_in_batches_not_per_frame(detector, people):
+    """Scheduled frames in one call per chunk, a chunk's disagreeing gaps in one more: batched MTCNN is far cheaper per frame."""
+    pa, _ = people
+    xs = [10] * 8 + [10 + 30 * k for k in range(1, 9)] + [250] * 8  # still, fast, still
+    frames = _scene([[("happy", pa, 1.0, _face_box(pa, x, 50, 60))] for x in xs])
+    calls: list[int] = []
+
+    def detect(x, frame_indices):
+        calls.append(len(frame_indices))
+        return detector.detect(x, frame_indices=frame_indices)
+
+    tracks = track_sparse([frames], detect, stride=4)
+    assert len(tracks) == 1 and tracks[0].frame_indices == list(range(len(xs)))
+    assert len(calls) <= 4, calls  # schedule, gaps, the stop (motion model), and the last frame (off the schedule)
+
+
+def test_confident_reads_state_and_flags_surprises():
+    trk = FaceTracker()
+    d = lambda box: Detection(0, box, 0.99)  # noqa: E731
+    trk.update(0, [d((0, 0, 40, 40))])
+    trk.update(4, [d((20, 0, 60, 40))])  # moving 5 px per index
+    assert trk.confident(8, [d((40, 0, 80, 40))], 0.5)  # where the motion model expects it
+    assert not trk.confident(8, [d((20, 0, 60, 40))], 0.5)  # stopped: against the model
+    assert not trk.confident(8, [], 0.5)  # vanished
+    assert not trk.confident(8, [d((40, 0, 80, 40)), d((200, 0, 240, 40))], 0.5)  # someone new
+    assert [t.frame_indices for t in trk.finish()] == [[0, 4]]  # confident() changed nothing
+
+
+def test_fill_gaps_interpolates_skipped_indices():
+    t = Track(1, [0, 4, 5], [(0, 0, 10, 10), (40, 0, 50, 10), (50, 0, 60, 10)], [0.9, 0.8, 0.7], [False, False, False])
+    f = fill_gaps(t)
+    assert f.frame_indices == [0, 1, 2, 3, 4, 5]
+    assert f.interpolated == [False, True, True, True, False, False]
+    assert f.skipped == [False, True, True, True, False, False] and t.skipped == [False] * 3
+    assert [f.present(k) for k in range(6)] == [True] * 6
+    missed = Track(2, [0, 1, 2], [(0, 0, 10, 10)] * 3, [0.9, 0.0, 0.9], [False, True, False])  # a bridged detector miss
+    assert [missed.present(k) for k in range(3)] == [True, False, True]
+    assert f.scores[1:4] == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(f.boxes[2], (20, 0, 30, 10))
+    assert fill_gaps(f) is f
+
+
+def test_bad_stride_is_a_clear_error(detector):
+    for bad in (0, -1, 1.5):
+        with pytest.raises(TrackingError, match="stride"):
+            track_sparse([], detector.detect, stride=bad)
+    assert track_sparse([], detector.detect, stride=4) == []
+
+
+def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only():
+    from cliper_batch.pipeline.run import config_hash
+    from cliper_batch.types import DEFAULT_DETECT_STRIDE, AnnotateConfig
+
+    assert AnnotateConfig().detect_stride == DEFAULT_DETECT_STRIDE
+    assert config_hash(AnnotateConfig(detect_stride=1)) != config_hash(AnnotateConfig(detect_stride=4))
+    assert config_hash(AnnotateConfig(faces="none", detect_stride=1)) == config_hash(AnnotateConfig(faces="none", detect_stride=4))
+    for bad in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="detect_stride"):
+            AnnotateConfig(detect_stride=bad)
