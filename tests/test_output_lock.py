@@ -1,4 +1,5 @@
-"""The output lock: exclusive create, a lease with heartbeat, takeover of a dead lock; real processes racing."""
+"""The output lock: exclusive create, a lease with heartbeat, takeover of a dead lock; real processes racing,
+on a local folder and on S3 (moto's S3 API server on loopback, reached over HTTP by s3fs)."""
 import json
 import os
 import subprocess
@@ -7,17 +8,20 @@ import textwrap
 import time
 
 import pytest
+import s3fs
 
 from cliper_batch.output.lock import OutputBusy, OutputLock
+from s3server import BUCKET, s3_server
 
 RACER = textwrap.dedent(
     """
-    import sys, time
+    import json, sys, time
     from cliper_batch.output.lock import OutputBusy, OutputLock
-    out, name, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    out, name, start, options = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+    lock = OutputLock(out, name, storage_options=options)  # the filesystem client is up before the start
     time.sleep(max(0.0, start - time.time()))
     try:
-        lock = OutputLock(out, name).acquire()
+        lock.acquire()
     except OutputBusy:
         print("busy")
         sys.exit(0)
@@ -29,11 +33,12 @@ RACER = textwrap.dedent(
 )
 
 
-def race(out, n, names=None):
-    start = time.time() + 2.0  # all processes are up and waiting by then
+def race(out, n, names=None, storage_options=None):
+    start = time.time() + 5.0  # all processes are up (torch-free imports, s3fs client made) and waiting by then
     names = names or [f"run-{i}" for i in range(n)]
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, str(start)], stdout=subprocess.PIPE, text=True)
-             for name in names]
+    options = json.dumps(storage_options or {})
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, str(start), options],
+                              stdout=subprocess.PIPE, text=True) for name in names]
     return [p.communicate(timeout=60)[0].strip() for p in procs]
 
 
@@ -43,11 +48,15 @@ def test_drivers_racing_for_one_output_exactly_one_wins(tmp_path):
     assert not (tmp_path / "out" / "_lock.json").exists()  # released by the winner
 
 
+def foreign_content(heartbeat_age_s, lease_s=60.0):
+    now = time.time()
+    return json.dumps({"run_id": "other", "host": "another-host", "pid": 1, "started_at": now - 3600,
+                       "heartbeat_at": now - heartbeat_age_s, "lease_s": lease_s})
+
+
 def foreign_lock(path, heartbeat_age_s, lease_s=60.0):
     path.parent.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    path.write_text(json.dumps({"run_id": "other", "host": "another-host", "pid": 1, "started_at": now - 3600,
-                                "heartbeat_at": now - heartbeat_age_s, "lease_s": lease_s}))
+    path.write_text(foreign_content(heartbeat_age_s, lease_s))
 
 
 def test_a_lock_held_from_another_host_lives_by_its_heartbeat(tmp_path):
@@ -88,3 +97,52 @@ def test_a_dead_local_process_lock_is_taken_over(tmp_path):
                                                  "started_at": time.time(), "heartbeat_at": time.time()}))
     with OutputLock(str(out), "mine") as lock:
         assert lock.previous["run_id"] == "gone"
+
+
+def test_a_takeover_claim_of_a_driver_that_died_goes_stale_after_one_lease(tmp_path):
+    out = tmp_path / "out"
+    foreign_lock(out / "_lock.json", heartbeat_age_s=600)
+    dead = json.loads((out / "_lock.json").read_text())
+    claimant = OutputLock(str(out), "claimant", lease_s=1.0)
+    claim = claimant._take_over_claim(dead)
+    assert claimant._create_exclusive(claim)  # it claimed the takeover, then died before removing the dead lock
+    with pytest.raises(OutputBusy, match="being taken over by run claimant"):
+        OutputLock(str(out), "mine", lease_s=1.0).acquire()
+    time.sleep(1.2)
+    with OutputLock(str(out), "mine", lease_s=1.0) as lock:
+        assert lock.previous["run_id"] == "other" and lock.holds()
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
+# -- on S3: the same races against a real S3 API server -----------------------------------------------------------
+
+@pytest.fixture
+def s3():
+    with s3_server() as options:
+        yield f"s3://{BUCKET}", options
+
+
+def test_s3_drivers_racing_for_one_output_exactly_one_wins(s3):
+    bucket, options = s3
+    results = race(f"{bucket}/out", 6, storage_options=options)
+    assert sorted(results) == ["busy"] * 5 + ["won"], results
+    fs = s3fs.S3FileSystem(**options)
+    assert not fs.exists(f"{bucket}/out/_lock.json")  # released by the winner
+
+
+def test_s3_dead_lock_taken_over_by_exactly_one_of_racing_drivers(s3):
+    bucket, options = s3
+    fs = s3fs.S3FileSystem(**options)
+    fs.pipe_file(f"{bucket}/out/_lock.json", foreign_content(heartbeat_age_s=600).encode())
+    results = race(f"{bucket}/out", 5, storage_options=options)
+    assert sorted(results) == ["busy"] * 4 + ["won"], results
+    assert fs.find(f"{bucket}/out") == []  # no lock, no claim left behind
+
+
+def test_s3_a_live_foreign_lock_is_busy_and_an_exclusive_create_is_refused(s3):
+    bucket, options = s3
+    fs = s3fs.S3FileSystem(**options)
+    fs.pipe_file(f"{bucket}/out/_lock.json", foreign_content(heartbeat_age_s=5).encode())
+    with pytest.raises(OutputBusy, match="another-host"):
+        OutputLock(f"{bucket}/out", "mine", storage_options=options).acquire()
+    assert json.loads(fs.cat(f"{bucket}/out/_lock.json"))["run_id"] == "other"  # untouched

@@ -8,6 +8,7 @@ Layout under ``<output>`` (any fsspec URL)::
     runs/<run_id>.json                                  the run record, written last
     _staging/<token>/...                                files being written (never read)
     _lock.json                                          held by the run or compaction writing the folder
+    _lock.json.takeover-<hash>                          for a moment: the claim of the driver taking over a dead lock
 
 Modules: :mod:`.layout` (names, atomic commit of one file), :mod:`.regroup`
 (scored rows -> complete per-video rows), :mod:`.writer` (parts of a run),

@@ -1,17 +1,20 @@
 """``<output>/_lock.json``: one writer (annotate run or compaction) per output folder, across hosts.
 
 * **Create** is conditional: ``open(path, "xb")``, which is ``O_CREAT|O_EXCL`` on
-  local and POSIX shared filesystems (NFSv3+ honours it) and ``If-None-Match: *``
-  on object stores whose fsspec driver supports exclusive writes. Of two drivers
-  racing, exactly one creates the file; the other sees it.
+  local and POSIX shared filesystems (NFSv3+ honours it) and ``PutObject`` with
+  ``If-None-Match: *`` on S3 (s3fs's ``"xb"``; tested against moto's S3 server,
+  which answers 412 like AWS). Of two drivers racing, exactly one creates the
+  file; the other sees it.
 * **Lease**: the holder rewrites ``heartbeat_at`` every ``lease_s / 4`` seconds from a
   background thread. A lock is *alive* while its process runs (same host) or its
   heartbeat is younger than ``lease_s`` (another host). A dead one is taken over;
   the caller then runs :func:`~.recovery.recover_output` before writing.
-* **Takeover** of a dead lock renames it away (atomic on POSIX: of two drivers
-  taking over, one rename succeeds) and checks that what it renamed is the dead
-  lock it read; a fresh lock renamed by mistake is linked back (``link`` fails if a
-  third driver got in between, which then holds the lock).
+* **Takeover** of a dead lock is itself a race for an exclusive create: the drivers
+  that found the same dead lock race for a claim file named after its content; the
+  one that creates it removes the dead lock (if it is still that one) and then races
+  for the lock like any driver. No store needs an atomic rename or conditional
+  delete (S3 has neither: ``mv`` is copy + delete), so one code path serves local,
+  POSIX shared and object stores.
 
 On stores without exclusive create the lock falls back to write-then-read-back
 after a settle delay, which narrows but cannot close the race: use one scheduler
@@ -19,6 +22,7 @@ per output there.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +30,7 @@ import socket
 import threading
 import time
 
-from ..uris import filesystem_for, is_local, join
+from ..uris import filesystem_for, join
 from .layout import LOCK
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,6 @@ class OutputLock:
         storage_options: dict | None = None,
     ):
         self.fs, self.root = filesystem_for(output_uri, **(storage_options or {}))
-        self.local = is_local(output_uri)
         self.path = join(self.root, LOCK)
         self.run_id = run_id
         self.lease_s = lease_s
@@ -86,19 +89,23 @@ class OutputLock:
     def _create(self) -> bool:
         """Create the lock file only if there is none; False when one exists."""
         self.fs.makedirs(self.root, exist_ok=True)
+        return self._create_exclusive(self.path)
+
+    def _create_exclusive(self, path: str) -> bool:
+        """Write this run's lock content to ``path`` only if nothing is there; False when something is."""
         try:
-            with self.fs.open(self.path, "xb") as f:
+            with self.fs.open(path, "xb") as f:
                 f.write(self._content())
             return True
         except FileExistsError:
             return False
         except (ValueError, NotImplementedError):  # no exclusive create on this store: write, settle, read back
-            if self.fs.exists(self.path):
+            if self.fs.exists(path):
                 return False
-            with self.fs.open(self.path, "wb") as f:
+            with self.fs.open(path, "wb") as f:
                 f.write(self._content())
             time.sleep(self.settle_s)
-            return (self._read() or {}).get("run_id") == self.run_id
+            return (self._read(path) or {}).get("run_id") == self.run_id
 
     def alive(self, held: dict) -> bool:
         """Whether the run that wrote ``held`` may still be writing."""
@@ -116,33 +123,51 @@ class OutputLock:
         beat = float(held.get("heartbeat_at", held.get("started_at", 0)))
         return time.time() - beat < float(held.get("lease_s", self.lease_s))
 
-    def _age_s(self) -> float:
-        """Seconds since the lock file was last written (0 when the store cannot say: assume fresh)."""
+    def _age_s(self, path: str | None = None) -> float:
+        """Seconds since the file (the lock) was last written (0 when the store cannot say: assume fresh)."""
         try:
-            modified = self.fs.modified(self.path)
+            modified = self.fs.modified(path or self.path)
         except FileNotFoundError:
             return float("inf")
         except (OSError, NotImplementedError, ValueError):
             return 0.0
         return time.time() - modified.timestamp()
 
+    def _take_over_claim(self, held: dict) -> str:
+        """The claim file for taking over the dead lock ``held`` (named after its content)."""
+        return f"{self.path}.takeover-{hashlib.sha256(json.dumps(held, sort_keys=True).encode()).hexdigest()[:16]}"
+
     def _take_over(self, held: dict) -> None:
-        """Remove the dead lock ``held``; raise OutputBusy if someone else got the folder meanwhile."""
-        aside = f"{self.path}.dead-{self.run_id}"
+        """Remove the dead lock ``held``; raise OutputBusy if another driver is taking it over.
+
+        Removal is the one dangerous step (a driver that removes a *fresh* lock lets two
+        runs write), and neither rename nor delete is conditional on every store (on S3
+        ``mv`` is copy + delete). So the drivers that found the same dead lock first race
+        for a claim file named after it, with the same exclusive create as the lock: the
+        one that creates it checks the lock is still that dead one, removes it and races
+        for the create as usual; the others back off. A claim whose driver died is stale
+        after one lease and removed by the next driver.
+        """
+        claim = self._take_over_claim(held)
+        if not self._create_exclusive(claim):
+            if self._age_s(claim) > self.lease_s:
+                log.warning("removing the stale takeover claim %s", claim)
+                self._remove(claim)
+                return
+            claimant = self._read(claim) or {}
+            raise OutputBusy(f"output is being taken over by run {claimant.get('run_id')} "
+                             f"(host {claimant.get('host')}); if that run is gone, delete {claim}")
         try:
-            self.fs.mv(self.path, aside)
+            if self._read() == held:  # still the dead lock we read: nobody took it over before our claim
+                self._remove(self.path)
+        finally:
+            self._remove(claim)
+
+    def _remove(self, path: str) -> None:
+        try:
+            self.fs.rm(path)
         except FileNotFoundError:
-            return  # another driver removed it first: race for the create
-        got = self._read(aside)
-        if got is not None and got.get("run_id") != held.get("run_id") and self.local:
-            # we moved a fresh lock of a driver that took over before us: put it back
-            try:
-                os.link(aside, self.path)
-            except FileExistsError:
-                pass
-            self.fs.rm(aside)
-            raise OutputBusy(f"output was taken over by run {got.get('run_id')} (host {got.get('host')})")
-        self.fs.rm(aside)
+            pass  # removed by another driver already
 
     # -- public -----------------------------------------------------------------
     def acquire(self) -> "OutputLock":
