@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import polars as pl
+import pytest
 
 from cliper_batch import query
 from cliper_batch.cli import main as annotate_main
