@@ -212,8 +212,10 @@ def test_transient_failures_are_retried_up_to_max_attempts(ray_runtime, tiny_che
     corpus.mkdir()
     _write(corpus / "slow.mp4", seed=5)
     timeout = ["--video-timeout", "0.000001", "--max-attempts", "2"]  # every try times out (transient)
-    assert run(corpus, out, tiny_checkpoint, *timeout) == 0
-    assert run(corpus, out, tiny_checkpoint, *timeout) == 0  # retried: attempt 2
+    # every video of the run failed for one reason that is not the data's: the run says so (exit 1), rows are kept
+    assert run(corpus, out, tiny_checkpoint, *timeout) == 1
+    assert "every video of this run (1) failed with VideoTimeout" in capsys.readouterr().err
+    assert run(corpus, out, tiny_checkpoint, *timeout) == 1  # retried: attempt 2
     v = query.scan_videos(str(out)).sort("run_id").collect()
     assert list(zip(v["error_type"], v["error_class"], v["attempt"])) == [("VideoTimeout", "transient", 1),
                                                                          ("VideoTimeout", "transient", 2)]
