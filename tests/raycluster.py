@@ -230,8 +230,12 @@ def alive_nodes(head: LocalRayHead) -> int:
     """Nodes the head's GCS reports alive (through the dashboard's state API)."""
     import json
 
+    with open(head.token_path) as fh:  # the head runs with token auth on, as users start it
+        token = fh.read().strip()
+    request = urllib.request.Request(head.dashboard_url + "/api/v0/nodes?limit=100",
+                                     headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(head.dashboard_url + "/api/v0/nodes?limit=100", timeout=5) as r:
+        with urllib.request.urlopen(request, timeout=5) as r:
             data = json.load(r)
     except OSError:
         return 0
