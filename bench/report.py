@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from bench.common import machine, write_result
 from cliper_batch import schema
+from cliper_batch.failures import classify
 from cliper_batch.testvideos import VideoSpec, write_video
 from cliper_batch.uris import video_id_for
 
@@ -123,6 +124,8 @@ def write_synthetic_output(out: str, n_videos: int, heroes: list[str], seed: int
             "status": ["failed" if failed[i] else "ok" for i in idx],
             "error_type": [e[0] for e in err],
             "error": [None if e[1] is None else f"{uris[i]}: {e[1]}" for i, e in zip(idx, err)],
+            "error_class": [None if e[0] is None else classify(e[0]) for e in err],
+            "attempt": np.ones(len(idx), np.int32),
             "duration_s": durations[idx],
             "fps": np.full(len(idx), 25.0),
             "width": np.full(len(idx), 640, np.int32),

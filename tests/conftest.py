@@ -31,6 +31,12 @@ import pytest
 
 from cliper_batch.testvideos import CODECS, VideoSpec, render_frame, write_video
 
+# The test process's own Ray (the `ray_runtime` fixture) is private and loopback-only: no token auth, whatever
+# ~/.ray/auth_token holds. Set before anything imports ray (Ray reads it at import), so a test that runs the CLI
+# in-process first (the CLI asks for Ray's default, token mode) cannot switch it on for the rest of the session.
+# Heads started by tests/raycluster.py run with token auth on, as users start them.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 SMALL = dict(width=192, height=128, fps=25.0, duration_s=4.0)
 
 

@@ -123,7 +123,9 @@ def test_wheel_in_a_fresh_venv_runs_the_default_job_from_any_folder(installed, t
     # 4. again, now with a token in ~/.ray: the embedded Ray still starts; nothing left to do
     again = _run([str(bin_dir / "cliper-annotate"), "--input", "videos", "--output", "out", "--model", DEMO_MODEL],
                  env=env, cwd=work)
-    assert again.returncode == 0 and "(skipped 2)" in again.stdout, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.returncode == 0 and "nothing to do: 2 listed, 2 already done" in again.stdout, (
+        again.stdout[-3000:] + again.stderr[-3000:]
+    )
 
     # 5a. a truncated checkpoint: exit 2 before any video
     data = open(DEMO_MODEL, "rb").read()

@@ -28,10 +28,14 @@ def corpus(tmp_path_factory):
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
-    import ray
-
-    rc = cli.main(list(argv))  # argparse refusals are returned as 2 too, not raised
-    assert not ray.is_initialized(), "a refused run must not start Ray"
+    started = []
+    init_ray = cli._init_ray
+    cli._init_ray = lambda *a, **k: started.append(a)  # (a session-wide test Ray may already be running)
+    try:
+        rc = cli.main(list(argv))  # argparse refusals are returned as 2 too, not raised
+    finally:
+        cli._init_ray = init_ray
+    assert not started, "a refused run must not start Ray"
     return rc, capsys.readouterr().err
 
 

@@ -4,6 +4,7 @@ Token authentication is on (``RAY_AUTH_MODE=token``, token from ``ray get-auth-t
 --generate`` in the head's own temp ``HOME``); loopback only, own temp dir, free
 ports, stopped by PID (see ``raycluster.py``).
 """
+import json
 import os
 import subprocess
 import sys
