@@ -12,8 +12,7 @@ import shutil
 
 import pytest
 
-from cliper_batch import cli, preflight
-from cliper_batch.faces import detect
+from cliper_batch import cli, mtcnn_weights, preflight
 from cliper_batch.testvideos import VideoSpec, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +82,7 @@ def test_missing_checkpoint_fails_before_any_video(capsys, corpus, tmp_path):
 
 
 def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
-    """Header intact, one tensor renamed: caught from the header alone (meta-device skeleton)."""
+    """Header intact, one tensor renamed: caught from the header alone (no torch, no open_clip)."""
     import json
     import struct
 
@@ -101,9 +100,9 @@ def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
 
 def test_unusable_detector_weights_fail_before_any_video(capsys, corpus, tmp_path, monkeypatch):
     corrupt = tmp_path / "mtcnn.safetensors"
-    shutil.copy(detect.WEIGHTS_FILE, corrupt)
+    shutil.copy(mtcnn_weights.WEIGHTS_FILE, corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    monkeypatch.setattr(detect, "WEIGHTS_FILE", str(corrupt))  # as if the installed package file were broken
+    monkeypatch.setattr(mtcnn_weights, "WEIGHTS_FILE", str(corrupt))  # as if the installed package file were broken
     rc, err = _run(capsys, "--input", corpus, "--output", str(tmp_path / "out"), "--model", DEMO_MODEL)
     assert rc == 2
     assert "--faces detect: face detector unavailable" in err and "reinstall cliper-batch" in err, err
