@@ -109,3 +109,31 @@ def test_device_name_answers_like_torch_where_it_imports_it():
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             device_name("cuda:0")
+
+
+def test_a_checkpoint_only_the_workers_can_fault_fails_the_run_and_keeps_its_videos_for_later(short_tmp):
+    """What the header cannot show (a tower tensor renamed inside ``visual.*``) is found when the scoring
+    actor loads the weights, as a corrupted content hash always was: the run stops with the
+    checkpoint's own message (exit 1) and its videos are recorded as ``WorkerLost``, retried next run."""
+    import struct
+
+    from cliper_batch.query import scan_videos
+
+    data = open(DEMO_MODEL, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header["visual.renamed"] = header.pop(next(k for k in header if k.startswith("visual.")))
+    raw = json.dumps(header).encode()
+    bad = os.path.join(short_tmp, "renamed.safetensors")
+    with open(bad, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    corpus = os.path.join(short_tmp, "videos")
+    os.makedirs(corpus)
+    write_video(os.path.join(corpus, "one.mp4"), VideoSpec(codec="h264", duration_s=1.0, width=64, height=64, seed=1))
+    out = os.path.join(short_tmp, "out")
+    seen = _driver("--input", corpus, "--output", out, "--model", bad, tmp=short_tmp)
+    assert seen["rc"] == 1
+    assert "tensors do not match the stored config" in seen["stderr"] and "unexpected tensors ['visual.renamed']" in seen["stderr"]
+    assert seen["at_exit"] == []
+    rows = scan_videos(out).select("status", "error_type").collect().rows()
+    assert rows == [("failed", "WorkerLost")]
