@@ -6,12 +6,15 @@ Two layers, both ending in one clear message and exit status 2:
   :func:`positive_float`, :func:`gpu_fraction`) so that ``--batch-size 0`` or
   ``--segment-seconds -1`` is refused the way argparse refuses any bad value;
 * **what every video will need** - :func:`check_run`: the corpus lists, the
-  output lies outside it and can be written, the model loads (checkpoint header,
-  tensor layout; a truncated file is caught), the face detector's weights load
-  (``faces='detect'``), and the requested device and decoder exist.
+  output lies outside it and can be written, the model loads (checkpoint header
+  and the layout it fixes; a truncated file is caught), the face detector's
+  weights are the pinned file (``faces='detect'``), and the requested device and
+  decoder exist.
 
 Each failure raises :class:`PreflightError` whose message says what is wrong
-and what to do. Nothing here starts Ray or decodes a video.
+and what to do. Nothing here starts Ray or decodes a video, and for a
+checkpoint model nothing here imports torch or open_clip (the driver never
+computes; its workers import them): ``tests/test_startup.py`` holds that.
 """
 from __future__ import annotations
 
