@@ -70,11 +70,17 @@ def profile_run(video_dir: str, out: str, model: str) -> dict:
         g["processes"] += 1
         g["first_at_s"] = start if g["first_at_s"] is None else min(g["first_at_s"], start)
     m = re.search(r"execution finished in ([0-9.]+) seconds", err)
+    processes = sorted(
+        ({"cmd": name[:120], "group": _group(name), "cpu_s": round(cpu, 2), "at_s": round(start, 1)}
+         for name, cpu, start in seen.values()),
+        key=lambda p: -p["cpu_s"],
+    )
     return {
         "wall_s": wall,
         "cpu_s": sum(v[1] for v in seen.values()),
         "dataset_execution_s": float(m.group(1)) if m else None,
         "groups": dict(groups),
+        "processes": processes,
     }
 
 
@@ -82,9 +88,9 @@ def driver_imports(top: int = 12) -> list[tuple[str, float]]:
     """Cumulative import seconds of the driver's heaviest top-level packages (cliper_batch.cli + what main imports)."""
     code = (
         "import cliper_batch.cli\n"
-        "from cliper_batch.compile import select_device\n"
+        "from cliper_batch.preflight import check_run\n"
         "from cliper_batch.pipeline.run import annotate, describe_model\n"
-        "from cliper_batch.model.factory import ModelSpecError\n"
+        "from cliper_batch.model.spec import ModelSpecError\n"
         "import ray, ray.data\n"
     )
     r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True)
@@ -111,6 +117,8 @@ def main() -> int:
     print(f"whole process: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} CPU s; Ray Data execution {run['dataset_execution_s']} s")
     for name, g in sorted(run["groups"].items(), key=lambda kv: -kv[1]["cpu_s"]):
         print(f"  {name:22s} {g['cpu_s']:6.1f} CPU s  {g['processes']:2d} process(es), first at +{g['first_at_s']:.1f} s")
+    for proc in run["processes"]:
+        print(f"    {proc['cpu_s']:6.2f} CPU s  +{proc['at_s']:5.1f} s  {proc['group']:20s} {proc['cmd'][:80]}")
     imports = driver_imports()
     print("driver imports (cumulative s, overlapping):", ", ".join(f"{k} {v:.1f}" for k, v in imports))
     print("->", write_result("startup", {"run": run, "driver_imports_s": dict(imports), "load_avg": os.getloadavg(), **machine()}))

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .devices import DeviceError, device_name
 from .model.cliper import CLIPER, autocast_for
 
 log = logging.getLogger(__name__)
@@ -75,31 +76,12 @@ _DTYPE_NAMES = {
 }
 
 
-class DeviceError(ValueError):
-    """A device or precision request this host cannot honour."""
-
-
 def select_device(pref: str | torch.device = "auto") -> torch.device:
-    """``'auto'`` -> the current CUDA device if available, else CPU; ``'cpu'``, ``'cuda'``, ``'cuda:N'`` validated."""
-    if isinstance(pref, torch.device):
-        pref = str(pref)
-    text = (pref or "auto").strip().lower()
-    if text == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    m = re.fullmatch(r"cuda(?::(\d+))?", text)
-    if not m:
-        raise DeviceError(f"unknown device {pref!r}: use auto, cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise DeviceError(f"device {pref!r} requested but CUDA is not available on this host (torch.cuda.is_available() is False)")
-    count = torch.cuda.device_count()
-    index = int(m.group(1)) if m.group(1) is not None else torch.cuda.current_device()
-    if index >= count:
-        raise DeviceError(f"device {pref!r} requested but only {count} CUDA device(s) are visible")
-    return torch.device("cuda", index)
+    """``'auto'`` -> the current CUDA device if available, else CPU; ``'cpu'``, ``'cuda'``, ``'cuda:N'`` validated.
+
+    :func:`cliper_batch.devices.device_name` as a ``torch.device`` (raises :class:`DeviceError`).
+    """
+    return torch.device(device_name(pref))
 
 
 def select_dtype(device: torch.device | str, requested: str | torch.dtype | None = None) -> torch.dtype:

@@ -6,16 +6,20 @@ Two layers, both ending in one clear message and exit status 2:
   :func:`positive_float`, :func:`gpu_fraction`) so that ``--batch-size 0`` or
   ``--segment-seconds -1`` is refused the way argparse refuses any bad value;
 * **what every video will need** - :func:`check_run`: the corpus lists, the
-  output lies outside it and can be written, the model loads (checkpoint header,
-  tensor layout; a truncated file is caught), the face detector's weights load
-  (``faces='detect'``), and the requested device and decoder exist.
+  output lies outside it and can be written, the model loads (checkpoint header
+  and the layout it fixes; a truncated file is caught), the face detector's
+  weights are the pinned file (``faces='detect'``), and the requested device and
+  decoder exist.
 
 Each failure raises :class:`PreflightError` whose message says what is wrong
-and what to do. Nothing here starts Ray or decodes a video.
+and what to do. Nothing here starts Ray or decodes a video, and for a
+checkpoint model nothing here imports torch or open_clip (the driver never
+computes; its workers import them): ``tests/test_startup.py`` holds that.
 """
 from __future__ import annotations
 
 import argparse
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -76,18 +80,17 @@ def check_device(device: str, *, local: bool) -> str:
 
     On a Ray cluster the driver may sit on a CPU-only head while the GPUs are on
     the workers, so only the spelling is checked (the cluster's GPUs are checked
-    when the run sizes its actors).
+    when the run sizes its actors). Locally, torch is imported only where a GPU
+    driver exists (:func:`cliper_batch.devices.device_name`).
     """
-    import re
-
-    from .compile import DeviceError, select_device
+    from .devices import DeviceError, device_name
 
     if not local:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device.strip().lower()):
             raise PreflightError(f"--device: unknown device {device!r}: use auto, cpu, cuda or cuda:N")
         return device
     try:
-        return str(select_device(device))
+        return device_name(device)
     except DeviceError as exc:
         raise PreflightError(f"--device: {exc}; use --device cpu (or auto) on this host") from exc
 
@@ -106,32 +109,36 @@ def check_decoder(decoder: str) -> None:
 def check_model(model_spec: str, storage_options: dict | None = None):
     """The model's id, classes and input size, after checking the checkpoint will load.
 
-    A checkpoint is checked without reading its weights: header, config, and
-    every tensor's name and shape against the architecture the config builds
-    (on the meta device), plus that the file is as long as its header says - so
-    a truncated or mismatched file is caught for the cost of reading a few kB,
-    even for a 350 MB ViT-B/16. The full content hash is verified when each
-    worker loads the weights.
+    A checkpoint is checked from its header alone, without torch or open_clip
+    (:func:`~cliper_batch.model.checkpoint.check_header`): the config, every
+    tensor's dtype and place, the descriptor matrix's shape against the classes,
+    and that the file is as long as its header says - so a truncated or
+    mismatched file is caught for the cost of reading a few kB, even for a
+    350 MB ViT-B/16. Each worker, which imports torch and open_clip anyway,
+    rebuilds the architecture, checks every tensor's name and shape against it
+    and verifies the full content hash when it loads the weights. A zero-shot
+    (``openclip:``) spec imports open_clip here: its id depends on its encoded
+    descriptors.
     """
-    from .model.checkpoint import CheckpointError, check_checkpoint
-    from .model.factory import ModelSpecError, parse_spec
+    from .model.checkpoint import CheckpointError, check_header
+    from .model.spec import ModelSpecError, parse_spec
     from .pipeline.run import describe_model
 
     try:
         parsed = parse_spec(model_spec)
         if parsed.kind == "checkpoint":
-            check_checkpoint(parsed.uri, **(storage_options or {}))
+            check_header(parsed.uri, **(storage_options or {}))
         return describe_model(model_spec, storage_options)
     except (CheckpointError, ModelSpecError) as exc:
         raise PreflightError(f"--model: {exc}") from exc
 
 
 def check_detector(weights_path: str | None = None) -> None:
-    """The MTCNN weights load (packaged file, sha256-pinned); raises with the detector's own advice."""
-    from .faces.detect import DetectorUnavailable, load_mtcnn_weights
+    """The MTCNN weights are the pinned file (sha256, no torch); raises with the detector's own advice."""
+    from .mtcnn_weights import DetectorUnavailable, read_pinned_weights
 
     try:
-        load_mtcnn_weights(weights_path)
+        read_pinned_weights(weights_path)
     except DetectorUnavailable as exc:
         raise PreflightError(f"--faces detect: face detector unavailable: {exc}") from exc
 

@@ -12,8 +12,7 @@ import shutil
 
 import pytest
 
-from cliper_batch import cli, preflight
-from cliper_batch.faces import detect
+from cliper_batch import cli, mtcnn_weights, preflight
 from cliper_batch.testvideos import VideoSpec, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,7 +82,7 @@ def test_missing_checkpoint_fails_before_any_video(capsys, corpus, tmp_path):
 
 
 def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
-    """Header intact, one tensor renamed: caught from the header alone (meta-device skeleton)."""
+    """Header intact, one tensor renamed: caught from the header alone (no torch, no open_clip)."""
     import json
     import struct
 
@@ -99,11 +98,59 @@ def test_checkpoint_whose_tensors_do_not_fit_its_config_is_refused(tmp_path):
         preflight.check_model(str(bad))
 
 
+def _rewrite_header(tmp_path, name: str, edit) -> str:
+    """A copy of the demo checkpoint whose safetensors header (a JSON dict) ``edit`` changed in place."""
+    import json
+    import struct
+
+    data = open(DEMO_MODEL, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    bad = tmp_path / name
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return str(bad)
+
+
+def test_header_layout_the_config_fixes_is_checked_without_building_the_model(tmp_path):
+    """Descriptor matrix of the wrong shape, parameters for the parameter-free 'mean' pooling: refused from the header."""
+
+    def wrong_descriptors(header):
+        header["descriptors"]["shape"] = [7, 4, 160]  # same bytes, another [C, K, D]
+
+    with pytest.raises(preflight.PreflightError, match=r"descriptors: file F32 \[7, 4, 160\] vs model F32 \[7, 5, 128\]"):
+        preflight.check_model(_rewrite_header(tmp_path, "desc.safetensors", wrong_descriptors))
+
+    def pooling_params(header):
+        header["temporal_pool.weight"] = dict(header["descriptors"])
+
+    with pytest.raises(preflight.PreflightError, match="'mean' pooling has no parameters"):
+        preflight.check_model(_rewrite_header(tmp_path, "pool.safetensors", pooling_params))
+
+
+def test_a_tower_tensor_renamed_inside_visual_is_caught_where_the_weights_load(tmp_path):
+    """What only the rebuilt architecture knows (a tower tensor's exact name) is checked when the weights load,
+    in the worker, and by ``check_checkpoint`` (meta-device skeleton) for callers with torch at hand."""
+    from cliper_batch.model.checkpoint import CheckpointError, check_checkpoint, load_checkpoint
+
+    def rename(header):
+        name = next(k for k in header if k.startswith("visual."))
+        header["visual.renamed"] = header.pop(name)
+
+    bad = _rewrite_header(tmp_path, "renamed-in-tower.safetensors", rename)
+    assert preflight.check_model(bad).model_id  # the header alone cannot tell
+    with pytest.raises(CheckpointError, match="tensors do not match the stored config"):
+        check_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="tensors do not match the stored config"):
+        load_checkpoint(bad)
+
+
 def test_unusable_detector_weights_fail_before_any_video(capsys, corpus, tmp_path, monkeypatch):
     corrupt = tmp_path / "mtcnn.safetensors"
-    shutil.copy(detect.WEIGHTS_FILE, corrupt)
+    shutil.copy(mtcnn_weights.WEIGHTS_FILE, corrupt)
     corrupt.write_bytes(corrupt.read_bytes()[:1000])
-    monkeypatch.setattr(detect, "WEIGHTS_FILE", str(corrupt))  # as if the installed package file were broken
+    monkeypatch.setattr(mtcnn_weights, "WEIGHTS_FILE", str(corrupt))  # as if the installed package file were broken
     rc, err = _run(capsys, "--input", corpus, "--output", str(tmp_path / "out"), "--model", DEMO_MODEL)
     assert rc == 2
     assert "--faces detect: face detector unavailable" in err and "reinstall cliper-batch" in err, err

@@ -30,8 +30,6 @@ so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,13 +38,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import mtcnn_weights as _pinned
+from ..mtcnn_weights import DetectorUnavailable
+
 Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
-# The packaged weights: one safetensors file, keys ``pnet.*``, ``rnet.*``, ``onet.*``.
-WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights", "mtcnn.safetensors")
-# sha256 of that file (scripts/convert_mtcnn_weights.py reproduces it bit for bit).
-MTCNN_SHA256 = "74f1789698e8e455a7ce21e0b8cb7bd1b03ec330706ec0bbd9ef629931ff2136"
+# The packaged weights (``pnet.*``, ``rnet.*``, ``onet.*``) and their pinned sha256 live in a
+# torch-free module, so the annotate driver can check them without importing torch.
+WEIGHTS_FILE = _pinned.WEIGHTS_FILE
+MTCNN_SHA256 = _pinned.MTCNN_SHA256
 NETS = ("pnet", "rnet", "onet")
 
 _PYRAMID_FACTOR = 0.709  # scale step between pyramid levels (the MTCNN paper's value)
@@ -55,10 +56,6 @@ _PNET_STRIDE = 2
 _NMS_PER_SCALE = 0.5
 _NMS_STAGE = 0.7
 _MAX_PNET_CANDIDATES = 1000  # per frame, after P-Net NMS (bounds R-Net work on textured frames)
-
-
-class DetectorUnavailable(RuntimeError):
-    """The MTCNN weights cannot be read or are not the expected ones (a broken install)."""
 
 
 class FaceInputError(ValueError):
@@ -187,21 +184,8 @@ def load_mtcnn_weights(weights_path: str | None = None) -> dict[str, dict[str, t
     from safetensors.torch import load
 
     path = weights_path if weights_path is not None else WEIGHTS_FILE
-    fix = (
-        "reinstall cliper-batch (the weights ship inside the package; "
-        "scripts/convert_mtcnn_weights.py rebuilds them from the facenet-pytorch 2.6.0 wheel)"
-    )
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
-    except OSError as exc:
-        raise DetectorUnavailable(f"MTCNN weights {path} cannot be read ({exc.strerror or exc}); {fix}") from exc
-    got = hashlib.sha256(raw).hexdigest()
-    if got != MTCNN_SHA256:
-        raise DetectorUnavailable(
-            f"MTCNN weights {path} ({len(raw)} bytes) have sha256 {got}, expected {MTCNN_SHA256} "
-            f"(truncated or altered file); {fix}"
-        )
+    fix = _pinned.FIX
+    raw = _pinned.read_pinned_weights(path)
     try:
         flat = load(raw)
     except Exception as exc:  # noqa: BLE001 - only reachable if the pinned file itself were malformed

@@ -3,47 +3,44 @@
 - :mod:`.cliper`      the CLIPER module, CLIPER's scoring rule (:func:`score_clips`, :class:`Scorer`)
 - :mod:`.checkpoint`  safetensors-only checkpoints and the content model id
 - :mod:`.zeroshot`    zero-shot descriptors from an open_clip model's text tower
-- :mod:`.factory`     model specs (``*.safetensors``, ``openclip:<ARCH>[@<PRETRAINED>]``) -> :class:`LoadedModel`
+- :mod:`.spec`        model specs (``*.safetensors``, ``openclip:<ARCH>[@<PRETRAINED>]``): parsing, :class:`ModelInfo`
+- :mod:`.factory`     model spec -> :class:`LoadedModel` (weights loaded)
 - ``configs/``        small open_clip architectures for tests (``Tiny-ViT-T-16``)
 
-``factory`` and ``zeroshot`` import open_clip (several seconds); they load on
-first use of their names, so ``from cliper_batch.model import score_clips``
-stays cheap.
+Every name loads its module on first use: ``factory`` and ``zeroshot`` import
+open_clip (several seconds), ``cliper`` torch, while ``spec`` and
+``checkpoint``'s header reading need neither, so the annotate driver can plan a
+checkpoint run (``cliper_batch.model.spec``) without importing torch.
 """
 from __future__ import annotations
 
 from importlib import import_module
 from typing import Any
 
-from .checkpoint import (
-    CheckpointError,
-    CheckpointHeader,
-    load_checkpoint,
-    load_checkpoint_with_id,
-    model_id_of,
-    read_checkpoint_header,
-    save_checkpoint,
-)
-from .cliper import (
-    CLIPER,
-    ClipScores,
-    MeanTemporalPool,
-    Scorer,
-    class_logits_from_descriptors,
-    register_temporal,
-    score_clips,
-    scores_from_descriptor_logits,
-)
-
 _LAZY = {
+    "CheckpointError": ".checkpoint",
+    "CheckpointHeader": ".checkpoint",
+    "load_checkpoint": ".checkpoint",
+    "load_checkpoint_with_id": ".checkpoint",
+    "model_id_of": ".checkpoint",
+    "read_checkpoint_header": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "CLIPER": ".cliper",
+    "ClipScores": ".cliper",
+    "MeanTemporalPool": ".cliper",
+    "Scorer": ".cliper",
+    "class_logits_from_descriptors": ".cliper",
+    "register_temporal": ".cliper",
+    "score_clips": ".cliper",
+    "scores_from_descriptor_logits": ".cliper",
     "LoadedModel": ".factory",
-    "ModelInfo": ".factory",
-    "ModelSpec": ".factory",
-    "ModelSpecError": ".factory",
-    "TINY_ARCH": ".factory",
-    "inspect_model": ".factory",
+    "ModelInfo": ".spec",
+    "ModelSpec": ".spec",
+    "ModelSpecError": ".spec",
+    "TINY_ARCH": ".spec",
+    "inspect_model": ".spec",
     "load_model": ".factory",
-    "parse_spec": ".factory",
+    "parse_spec": ".spec",
     "PretrainedError": ".zeroshot",
     "build_zero_shot": ".zeroshot",
 }
@@ -57,21 +54,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "CLIPER",
-    "CheckpointError",
-    "CheckpointHeader",
-    "ClipScores",
-    "MeanTemporalPool",
-    "Scorer",
-    "class_logits_from_descriptors",
-    "load_checkpoint",
-    "load_checkpoint_with_id",
-    "model_id_of",
-    "read_checkpoint_header",
-    "register_temporal",
-    "save_checkpoint",
-    "score_clips",
-    "scores_from_descriptor_logits",
-    *sorted(_LAZY),
-]
+__all__ = sorted(_LAZY)

@@ -33,15 +33,20 @@ import logging
 import math
 import os
 import struct
+import sys
 from dataclasses import dataclass
-from typing import Any, Mapping
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..uris import InvalidURI, filesystem_for, is_local, normalize_uri
-from .builder import build_cliper, tower_from_config
-from .cliper import CLIPER, temporal_names
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from .cliper import CLIPER
+
+# Reading and checking a header needs neither torch nor open_clip (the annotate driver
+# does only that); building, hashing and loading import them where they run.
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +112,8 @@ def _canonical_json(obj: Any) -> str:
 
 def _storable_tensors(model: nn.Module) -> dict[str, Tensor]:
     """The state dict as stored: CPU, contiguous, floating point as float32 (each a private copy)."""
+    import torch
+
     out: dict[str, Tensor] = {}
     for name, t in model.state_dict().items():
         t = t.detach()
@@ -116,6 +123,8 @@ def _storable_tensors(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _hash_content(config: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> str:
+    import torch
+
     semantic = {k: v for k, v in config.items() if k not in _INFORMATIONAL_KEYS}
     h = hashlib.sha256()
     h.update(b"cliper-batch/model-id/v1\0")
@@ -262,6 +271,17 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# The temporal module CLIPER always has (:data:`cliper._TEMPORAL_BUILDERS`' built-in entry).
+BUILTIN_TEMPORAL = ("mean",)
+
+
+def _temporal_names() -> tuple[str, ...]:
+    """The registered temporal modules. Only :mod:`.cliper` (torch) holds the registry and code that
+    registers more must import it, so while it is not imported the built-in one is all there is."""
+    cliper = sys.modules.get(f"{__package__}.cliper")
+    return cliper.temporal_names() if cliper is not None else BUILTIN_TEMPORAL
+
+
 def _validate_config(uri: str, config: Any) -> dict[str, Any]:
     _require(isinstance(config, dict), uri, "not a JSON object")
     version = config.get("format_version")
@@ -286,10 +306,11 @@ def _validate_config(uri: str, config: Any) -> dict[str, Any]:
     _require(config["embed_dim"] == oc["embed_dim"], uri, "'embed_dim' differs from open_clip_cfg.embed_dim")
     _require(_is_number(config.get("temperature")) and config["temperature"] > 0, uri, "'temperature' must be > 0")
     _require(isinstance(config.get("temporal"), str), uri, "'temporal' must be a string")
-    if config["temporal"] not in temporal_names():
+    registered = _temporal_names()
+    if config["temporal"] not in registered:
         raise CheckpointError(
             f"{uri}: checkpoint needs temporal module {config['temporal']!r}, which is not registered "
-            f"(registered: {', '.join(temporal_names())}); import the code that registers it first"
+            f"(registered: {', '.join(registered)}); import the code that registers it first"
         )
     _require(isinstance(config.get("temporal_cfg", {}), dict), uri, "'temporal_cfg' must be an object")
     for key in ("mean", "std"):
@@ -329,6 +350,10 @@ def read_checkpoint_header(uri: str, **storage_options: Any) -> CheckpointHeader
 
 def model_from_config(config: Mapping[str, Any]) -> CLIPER:
     """A CLIPER with the stored architecture and settings and placeholder weights (load a state dict next)."""
+    import torch
+
+    from .builder import build_cliper, tower_from_config
+
     n_classes, k, dim = len(config["classes"]), config["descriptors_per_class"], config["embed_dim"]
     placeholder = torch.zeros(n_classes, k, dim)
     placeholder[..., 0] = 1.0
@@ -366,6 +391,46 @@ def _check_tensors(uri: str, expected: Mapping[str, Tensor], found: Mapping[str,
         raise CheckpointError(f"{uri}: tensors do not match the stored config: " + "; ".join(problems))
 
 
+# Where every tensor of a CLIPER state dict lives (see the module docstring's file layout).
+TENSOR_PREFIXES = ("visual.", "temporal_pool.")
+DESCRIPTORS = "descriptors"
+
+
+def check_header(uri: str, **storage_options: Any) -> CheckpointHeader:
+    """Check from the header alone, without torch or open_clip, what can be checked there; returns the header.
+
+    :func:`read_checkpoint_header` (config, every tensor's dtype and byte range,
+    the file as long as the header promises) plus the layout the config fixes
+    without building the architecture: only ``visual.*``, ``descriptors`` and
+    ``temporal_pool.*`` tensors, a non-empty image tower, ``descriptors`` as
+    float32 ``[classes, descriptors_per_class, embed_dim]``, and no
+    ``temporal_pool.*`` for the parameter-free ``mean`` pooling. Each tower
+    tensor's name and shape against the architecture is checked by
+    :func:`check_checkpoint` and again when the weights load.
+    """
+    header = read_checkpoint_header(uri, **storage_options)
+    cfg, found = header.config, header.tensors
+    problems = []
+    stray = sorted(n for n in found if n != DESCRIPTORS and not n.startswith(TENSOR_PREFIXES))
+    if stray:
+        problems.append(f"unexpected tensors {stray[:5]}{' ...' if len(stray) > 5 else ''}")
+    if not any(n.startswith("visual.") for n in found):
+        problems.append("no image tower tensors (visual.*)")
+    want = (len(cfg["classes"]), cfg["descriptors_per_class"], cfg["embed_dim"])
+    if DESCRIPTORS not in found:
+        problems.append(f"missing tensors ['{DESCRIPTORS}']")
+    elif found[DESCRIPTORS] != ("F32", want):
+        dtype, shape = found[DESCRIPTORS]
+        problems.append(f"{DESCRIPTORS}: file {dtype} {list(shape)} vs model F32 {list(want)}")
+    if cfg["temporal"] == "mean":
+        pooled = sorted(n for n in found if n.startswith("temporal_pool."))
+        if pooled:
+            problems.append(f"unexpected tensors {pooled[:5]} ('mean' pooling has no parameters)")
+    if problems:
+        raise CheckpointError(f"{header.uri}: tensors do not match the stored config: " + "; ".join(problems))
+    return header
+
+
 def check_checkpoint(uri: str, **storage_options: Any) -> CheckpointHeader:
     """Check, without reading the weights, that a checkpoint will load: header, config, tensor layout.
 
@@ -375,6 +440,8 @@ def check_checkpoint(uri: str, **storage_options: Any) -> CheckpointHeader:
     (built on the ``meta`` device: no memory, no weights). The content hash is
     left to :func:`load_checkpoint_with_id`, which reads everything anyway.
     """
+    import torch
+
     header = read_checkpoint_header(uri, **storage_options)
     with torch.device("meta"):
         skeleton = model_from_config(header.config)
@@ -390,6 +457,8 @@ def load_checkpoint_with_id(
     ``verify`` recomputes the content hash and refuses a file whose content
     does not match its stored id (bit rot, partial overwrite, hand edits).
     """
+    import torch
+
     header = read_checkpoint_header(uri, **storage_options)
     norm = header.uri
     model = model_from_config(header.config)

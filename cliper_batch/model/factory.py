@@ -1,6 +1,8 @@
 """Model specs -> loaded CLIPER models.
 
-A *model spec* is the one string a user passes to choose a model:
+A *model spec* is the one string a user passes to choose a model (the forms,
+parsing and what a spec will produce are in :mod:`.spec`, which needs neither
+torch nor open_clip for a checkpoint; its names are re-exported here):
 
 ==============================================  =============================================================
 ``<path or fsspec URL>.safetensors``            a CLIPER checkpoint (:func:`~.checkpoint.save_checkpoint`)
@@ -27,35 +29,30 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
 
 import open_clip
 import torch
 
-from ..labels import CANONICAL_CLASSES, validate_classes
-from .checkpoint import CHECKPOINT_SUFFIX, load_checkpoint_with_id, model_id_of, read_checkpoint_header
+from ..labels import CANONICAL_CLASSES
+from .checkpoint import load_checkpoint_with_id, model_id_of
 from .cliper import CLIPER
+from .spec import (  # noqa: F401  (re-exported: the spec names have always been importable from here)
+    ACCEPTED_FORMS,
+    DEFAULT_DESCRIPTORS_PER_CLASS,
+    OPENCLIP_PREFIX,
+    TINY_ARCH,
+    ModelInfo,
+    ModelSpec,
+    ModelSpecError,
+    check_fixed,
+    inspect_model,
+    parse_spec,
+)
 from .zeroshot import PretrainedError, build_zero_shot
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-TINY_ARCH = "Tiny-ViT-T-16"
-DEFAULT_DESCRIPTORS_PER_CLASS = 5
-OPENCLIP_PREFIX = "openclip:"
-
-ACCEPTED_FORMS = (
-    "accepted model specs:\n"
-    "  <path or fsspec URL>.safetensors         CLIPER checkpoint\n"
-    "  openclip:<ARCH>                          zero-shot, random init (tests/benchmarks only)\n"
-    "  openclip:<ARCH>@<TAG>                    zero-shot, open_clip pretrained tag (e.g. openclip:ViT-B-16@openai)\n"
-    "  openclip:<ARCH>@<path or URL>            zero-shot, open_clip state-dict file\n"
-    "  openclip:...?classes=a,b,c&k=5           optional class list / descriptors per class"
-)
-
-
-class ModelSpecError(ValueError):
-    """A model spec that cannot be used; the message lists the accepted forms or the specific problem."""
 
 
 def register_configs() -> None:
@@ -69,19 +66,6 @@ def register_configs() -> None:
 register_configs()
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed model spec."""
-
-    text: str
-    kind: str  # checkpoint | openclip
-    uri: str | None = None  # checkpoint location
-    arch: str | None = None
-    pretrained: str | None = None
-    classes: tuple[str, ...] | None = None  # None: the checkpoint's / the default
-    descriptors_per_class: int | None = None
-
-
 @dataclass
 class LoadedModel:
     """A model ready to score, with the identity that goes into outputs and caches."""
@@ -92,149 +76,6 @@ class LoadedModel:
     classes: tuple[str, ...]
     image_size: int
     kind: str = "checkpoint"  # checkpoint | openclip
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a spec will produce, found without loading weights (for planning output schemas and crop sizes)."""
-
-    spec: str
-    kind: str
-    classes: tuple[str, ...]
-    descriptors_per_class: int
-    image_size: int
-    model_id: str | None  # known up front for checkpoints only
-
-
-def _error(spec: str, problem: str) -> ModelSpecError:
-    return ModelSpecError(f"model spec {spec!r}: {problem}\n{ACCEPTED_FORMS}")
-
-
-def _merge(spec: str, name: str, from_query: Any, from_kwarg: Any) -> Any:
-    if from_query is not None and from_kwarg is not None and from_query != from_kwarg:
-        raise _error(spec, f"{name} given twice with different values ({from_query!r} vs {from_kwarg!r})")
-    return from_query if from_query is not None else from_kwarg
-
-
-def _parse_classes(spec: str, value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = [c.strip() for c in value.split(",")] if isinstance(value, str) else list(value)
-    try:
-        return validate_classes([c for c in items if c])
-    except ValueError as exc:
-        raise _error(spec, f"bad classes: {exc}") from exc
-
-
-def _parse_k(spec: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    try:
-        k = int(value)
-    except (TypeError, ValueError):
-        raise _error(spec, f"k must be an integer >= 1, got {value!r}") from None
-    if k < 1:
-        raise _error(spec, f"k must be >= 1, got {k}")
-    return k
-
-
-def parse_spec(
-    spec: str, *, classes: tuple[str, ...] | list[str] | str | None = None, descriptors_per_class: int | None = None
-) -> ModelSpec:
-    """Parse and validate a model spec string (no weights are touched)."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ModelSpecError(f"empty model spec\n{ACCEPTED_FORMS}")
-    text = spec.strip()
-    kw_classes = _parse_classes(text, classes)
-    kw_k = _parse_k(text, descriptors_per_class)
-
-    if text.startswith(OPENCLIP_PREFIX):
-        body, _, query = text[len(OPENCLIP_PREFIX):].partition("?")
-        q_classes = q_k = None
-        if query:
-            seen: set[str] = set()
-            try:
-                pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-            except ValueError as exc:
-                raise _error(text, f"bad query string {query!r}: {exc}") from exc
-            for key, value in pairs:
-                if key in seen:
-                    raise _error(text, f"query parameter {key!r} given twice")
-                seen.add(key)
-                if key == "classes":
-                    q_classes = _parse_classes(text, value)
-                elif key == "k":
-                    q_k = _parse_k(text, value)
-                else:
-                    raise _error(text, f"unknown query parameter {key!r} (known: classes, k)")
-        arch, at, pretrained = body.partition("@")
-        arch = arch.strip()
-        if not arch:
-            raise _error(text, "missing architecture after 'openclip:'")
-        if arch not in open_clip.list_models():
-            raise _error(
-                text,
-                f"unknown open_clip architecture {arch!r} (see open_clip.list_models(), e.g. ViT-B-16, ViT-B-32, "
-                f"ViT-L-14; small test architecture: {TINY_ARCH})",
-            )
-        if at and not pretrained.strip():
-            raise _error(text, "empty pretrained weights after '@'")
-        return ModelSpec(
-            text=text,
-            kind="openclip",
-            arch=arch,
-            pretrained=pretrained.strip() or None,
-            classes=_merge(text, "classes", q_classes, kw_classes),
-            descriptors_per_class=_merge(text, "k", q_k, kw_k),
-        )
-
-    if text.partition("?")[0].endswith(CHECKPOINT_SUFFIX):
-        if "?" in text:
-            raise _error(text, "query parameters are only for openclip: specs (a checkpoint fixes its classes)")
-        return ModelSpec(text=text, kind="checkpoint", uri=text, classes=kw_classes, descriptors_per_class=kw_k)
-
-    lowered = text.lower()
-    if lowered.endswith((".pt", ".pth", ".bin", ".ckpt", ".pkl")):
-        raise _error(
-            text,
-            "pickle-based checkpoints are not loaded (no code execution); CLIPER checkpoints are .safetensors, "
-            "and an open_clip state dict loads as openclip:<ARCH>@<file>",
-        )
-    raise _error(text, "not a .safetensors checkpoint and not an openclip: spec")
-
-
-def _check_fixed(spec: ModelSpec, classes: tuple[str, ...], k: int) -> None:
-    if spec.classes is not None and tuple(spec.classes) != tuple(classes):
-        raise _error(spec.text, f"the checkpoint's classes are {list(classes)}, not {list(spec.classes)}")
-    if spec.descriptors_per_class is not None and spec.descriptors_per_class != k:
-        raise _error(spec.text, f"the checkpoint has k={k} descriptors per class, not {spec.descriptors_per_class}")
-
-
-def inspect_model(
-    spec: str,
-    *,
-    classes: tuple[str, ...] | list[str] | str | None = None,
-    descriptors_per_class: int | None = None,
-    **storage_options: Any,
-) -> ModelInfo:
-    """Classes, K and input size a spec will produce, reading only a checkpoint header (no weights)."""
-    parsed = parse_spec(spec, classes=classes, descriptors_per_class=descriptors_per_class)
-    if parsed.kind == "checkpoint":
-        header = read_checkpoint_header(parsed.uri, **storage_options)  # type: ignore[arg-type]
-        k = int(header.config["descriptors_per_class"])
-        _check_fixed(parsed, header.classes, k)
-        return ModelInfo(parsed.text, "checkpoint", header.classes, k, header.image_size, header.model_id)
-    cfg = open_clip.get_model_config(parsed.arch)
-    size = cfg["vision_cfg"].get("image_size", 224)
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    return ModelInfo(
-        parsed.text,
-        "openclip",
-        parsed.classes or CANONICAL_CLASSES,
-        parsed.descriptors_per_class or DEFAULT_DESCRIPTORS_PER_CLASS,
-        int(size),
-        None,
-    )
 
 
 def load_model(
@@ -261,7 +102,7 @@ def load_model(
 
     if parsed.kind == "checkpoint":
         model, model_id = load_checkpoint_with_id(parsed.uri, device, **storage_options)  # type: ignore[arg-type]
-        _check_fixed(parsed, model.classes, model.descriptors_per_class)
+        check_fixed(parsed, model.classes, model.descriptors_per_class)
         log.info("loaded checkpoint %s as %s", parsed.uri, model_id)
         return LoadedModel(model, model_id, parsed.text, model.classes, model.image_size, "checkpoint")
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from .. import rows
-from ..crop_primitives import uint8_crops
 from ..types import AnnotateConfig, VideoOutcome, VideoRef
-from ..video_annotation import FramePrimitives, VideoAnnotator
 
 
 class DecodeStage:
@@ -32,6 +29,13 @@ class DecodeStage:
         storage_options: dict | None = None,
         decode_threads: int = 0,
     ):
+        # torch and the per-video algorithm load here, in the actor: the driver, which only
+        # names this class for Ray Data, never imports torch for a CPU run.
+        import torch
+
+        from ..crop_primitives import uint8_crops
+        from ..video_annotation import FramePrimitives, VideoAnnotator
+
         self.crop_shape = (config.frames_per_segment, int(image_size), int(image_size), 3)
         primitives = FramePrimitives(
             frames_device=torch.device("cpu"),  # the crops go through the object store: frames stay on the host

@@ -25,13 +25,10 @@ from ..output import run_record
 from ..output.lock import OutputLock
 from ..output.recovery import recover_output
 from ..output.writer import OutputWriter
-from .decode_stage import DecodeStage
 from .driver import RunStopped, StopSignals, drive
-from .fused_stage import FusedStage
-from .score_stage import ScoreStage
 
 if TYPE_CHECKING:
-    from ..model.factory import ModelInfo
+    from ..model.spec import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +100,13 @@ def describe_model(model_spec: str, storage_options: dict | None = None) -> Mode
     A checkpoint's header says all of it (no weights read); a zero-shot spec's id
     depends on its encoded descriptors, so that one is built once on CPU here.
     """
-    from ..model.factory import inspect_model, load_model
+    from ..model.spec import inspect_model
 
     info = inspect_model(model_spec, **(storage_options or {}))
     if info.model_id is not None:
         return info
+    from ..model.factory import load_model  # torch and open_clip: only a zero-shot spec needs them here
+
     loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
     return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))
 
@@ -417,6 +416,9 @@ def _stream(
     refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
 ):
     """The staged pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
+    from .decode_stage import DecodeStage  # the stage modules import torch only in the actors
+    from .score_stage import ScoreStage
+
     ds = _refs_dataset(refs)
     ds = _map_batches(
         ds,
@@ -488,6 +490,8 @@ def _stream_fused(
     and one CPU. Crash handling is the staged one: restart, retry twice, then
     the block's videos become ``WorkerLost`` rows.
     """
+    from .fused_stage import FusedStage  # imports torch: only fused runs (CUDA, or --worker fused) load it here
+
     ds = _refs_dataset(refs)
     ds = _map_batches(
         ds,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from .. import rows
-from .model_actor import ScoringModel
 
 
 class ScoreStage:
@@ -29,11 +27,15 @@ class ScoreStage:
         example_batch: int = 64,
         engine_cache: str | None = None,
     ):
+        from .model_actor import ScoringModel  # torch and the model: in the actor, never in the driver
+
         self.scorer = ScoringModel(
             model_spec, device, compile_backend, num_threads, storage_options, example_batch, engine_cache, role="score"
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
         t_start = time.time()
         is_seg = batch["row_kind"] == rows.SEGMENT
         clips = torch.from_numpy(np.ascontiguousarray(batch["crops"][is_seg])) if is_seg.any() else None

@@ -1,0 +1,139 @@
+"""What the annotate driver loads before and while it runs: torch and open_clip stay in the workers.
+
+The default job (a checkpoint model, ``--device auto``) plans a run from the
+checkpoint's header, checks the detector's weights by their sha256 and picks
+the device from the GPU driver's files, so its driver process imports neither
+torch nor open_clip (several CPU seconds each on a laptop): not before Ray
+starts, and not by the time the run has written its output. Each check runs
+the real job in a fresh interpreter (this test process has torch loaded
+already), on a real corpus, with its own embedded Ray in its own temp dir.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from cliper_batch.devices import GPU_DEVICE_FILES
+from cliper_batch.testvideos import VideoSpec, write_video
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_MODEL = os.path.join(REPO, "models", "cliper-demo.safetensors")
+HEAVY = ("torch", "open_clip", "torchvision", "timm")
+
+# Runs the job's own entry point (cliper_batch.cli.main) and reports which heavy modules
+# the driver holds when it starts Ray and when the run is over.
+DRIVER = """
+import json, sys
+from cliper_batch import cli
+HEAVY = %r
+seen = {}
+start_ray = cli._init_ray
+def init_ray(address):
+    seen["before_ray"] = [m for m in HEAVY if m in sys.modules]
+    start_ray(address)
+cli._init_ray = init_ray
+seen["rc"] = cli.main(sys.argv[1:])
+seen["at_exit"] = [m for m in HEAVY if m in sys.modules]
+print("DRIVER-MODULES " + json.dumps(seen))
+""" % (HEAVY,)
+
+
+def _driver(*argv: str, tmp: str) -> dict:
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    out = subprocess.run(
+        [sys.executable, "-c", DRIVER, *argv], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("DRIVER-MODULES ")), None)
+    assert line, f"the driver did not finish (rc {out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    return {**json.loads(line[len("DRIVER-MODULES "):]), "stderr": out.stderr}
+
+
+@pytest.fixture()
+def short_tmp():
+    tmp = tempfile.mkdtemp(prefix="cbst", dir="/tmp")  # Ray's socket paths must stay short
+    yield tmp
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_default_job_driver_never_imports_torch_or_open_clip(short_tmp):
+    import polars as pl
+
+    from cliper_batch.query import scan_videos
+
+    corpus = os.path.join(short_tmp, "videos")
+    os.makedirs(corpus)
+    write_video(os.path.join(corpus, "one.mp4"), VideoSpec(codec="h264", duration_s=2.0, width=96, height=64, seed=3))
+    out = os.path.join(short_tmp, "out")
+    seen = _driver("--input", corpus, "--output", out, "--model", DEMO_MODEL, tmp=short_tmp)
+    assert seen["rc"] == 0, seen["stderr"][-4000:]
+    assert seen["before_ray"] == [], f"the driver imported {seen['before_ray']} before starting Ray"
+    assert seen["at_exit"] == [], f"the driver imported {seen['at_exit']} during the run"
+    # ... and the run really ran: the workers loaded the model and the detector and wrote the video's rows
+    videos = scan_videos(out).collect()
+    assert videos.select("status").to_series().to_list() == ["ok"], videos
+    assert videos.filter(pl.col("status") == "ok").height == 1
+
+
+@pytest.mark.skipif(any(os.path.exists(p) for p in GPU_DEVICE_FILES), reason="this host has a GPU driver")
+def test_cuda_without_a_gpu_is_refused_before_ray_without_importing_torch(short_tmp):
+    corpus = os.path.join(short_tmp, "videos")
+    os.makedirs(corpus)
+    write_video(os.path.join(corpus, "one.mp4"), VideoSpec(codec="h264", duration_s=1.0, width=64, height=64, seed=1))
+    out = os.path.join(short_tmp, "out")
+    seen = _driver("--input", corpus, "--output", out, "--model", DEMO_MODEL, "--device", "cuda", tmp=short_tmp)
+    assert seen["rc"] == 2
+    assert "before_ray" not in seen, "a refused run must not start Ray"
+    assert "--device: device 'cuda' requested but CUDA is not available on this host" in seen["stderr"], seen["stderr"]
+    assert seen["at_exit"] == []
+    assert not os.path.exists(os.path.join(out, "videos"))
+
+
+def test_device_name_answers_like_torch_where_it_imports_it():
+    """With torch loaded (as here) the light function defers to torch.cuda, so both spellings agree."""
+    import torch
+
+    from cliper_batch.compile import select_device
+    from cliper_batch.devices import DeviceError, device_name
+
+    assert device_name("auto") == str(select_device("auto")) == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert device_name(" CPU ") == "cpu"
+    for bad in ("tpu", "cuda:x", "gpu"):
+        with pytest.raises(DeviceError, match="unknown device"):
+            device_name(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            device_name("cuda:0")
+
+
+def test_a_checkpoint_only_the_workers_can_fault_fails_the_run_and_keeps_its_videos_for_later(short_tmp):
+    """What the header cannot show (a tower tensor renamed inside ``visual.*``) is found when the scoring
+    actor loads the weights, as a corrupted content hash always was: the run stops with the
+    checkpoint's own message (exit 1) and its videos are recorded as ``WorkerLost``, retried next run."""
+    import struct
+
+    from cliper_batch.query import scan_videos
+
+    data = open(DEMO_MODEL, "rb").read()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    header["visual.renamed"] = header.pop(next(k for k in header if k.startswith("visual.")))
+    raw = json.dumps(header).encode()
+    bad = os.path.join(short_tmp, "renamed.safetensors")
+    with open(bad, "wb") as fh:
+        fh.write(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    corpus = os.path.join(short_tmp, "videos")
+    os.makedirs(corpus)
+    write_video(os.path.join(corpus, "one.mp4"), VideoSpec(codec="h264", duration_s=1.0, width=64, height=64, seed=1))
+    out = os.path.join(short_tmp, "out")
+    seen = _driver("--input", corpus, "--output", out, "--model", bad, tmp=short_tmp)
+    assert seen["rc"] == 1
+    assert "tensors do not match the stored config" in seen["stderr"] and "unexpected tensors ['visual.renamed']" in seen["stderr"]
+    assert seen["at_exit"] == []
+    rows = scan_videos(out).select("status", "error_type").collect().rows()
+    assert rows == [("failed", "WorkerLost")]
