@@ -7,12 +7,12 @@ PACKAGE = "cliper_batch"
 
 # Data-flow order of the package's top-level modules: a module may import only from its own layer or the ones before.
 LAYERS = [
-    ["types", "labels", "uris", "failures", "schema", "testvideos"],  # contracts and leaf helpers
+    ["types", "labels", "uris", "failures", "schema", "testvideos", "devices"],  # contracts and leaf helpers
     ["rows", "listing"],
     ["probe", "sampling"],
     ["decode"],
     ["crops", "kernels", "dali_crops", "crop_primitives"],
-    ["faces"],
+    ["faces", "mtcnn_weights"],  # mtcnn_weights: the detector file and its pinned hash, no torch (preflight reads it)
     ["video_annotation"],
     ["model", "compile"],
     ["output", "compact", "incremental", "query", "progress"],
