@@ -122,6 +122,9 @@ def test_batch_of_large_frames_maps_boxes_back_to_original_pixels(detector):
             torch.set_num_threads(threads)
             assert detector.detect(torch.from_numpy(batch), frame_indices=[10, 11, 12]) == out
             assert [detector.detect(batch[k : k + 1], frame_indices=[10 + k])[0] for k in range(3)] == out
+            wide = torch.zeros(batch.shape[:2] + (batch.shape[2] + 8, 3), dtype=torch.uint8)
+            wide[:, :, : batch.shape[2]] = torch.from_numpy(batch)  # a non-contiguous view of the same pixels
+            assert detector.detect(wide[:, :, : batch.shape[2]], frame_indices=[10, 11, 12]) == out
             assert torch.get_num_threads() == threads  # the caller's setting is restored
     finally:
         torch.set_num_threads(before)
