@@ -46,10 +46,11 @@ class Segment:
     timestamps: tuple[float, ...]
 
 
-# 1 = the detector runs on every sampled frame. Sparse detection (N > 1: every Nth frame, every cut and every
-# gap the tracker is unsure about; docs/benchmarks.md, "Sparse face detection") is opt-in until the staged and
-# fused workers give identical face boxes with it (they do at 1; at 4 the parity test still finds differences).
-DEFAULT_DETECT_STRIDE = 1
+# --faces detect runs the detector on every 4th sampled frame, every shot cut and every gap the tracker is unsure
+# about (1 = every frame). 4 cut detection CPU by 3x with the same tracks (docs/benchmarks.md, "Sparse face
+# detection"). A stride other than 1 enters config_hash, so outputs written at stride 1 (every version before this
+# default) are re-annotated by a default run and reused by a run with --detect-stride 1 (docs/faces.md).
+DEFAULT_DETECT_STRIDE = 4
 
 
 @dataclass(frozen=True)

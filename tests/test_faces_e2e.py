@@ -1,13 +1,17 @@
 """--faces detect end to end: two people, then a hard cut to a third; per-track timelines through real Ray."""
+import json
 from fractions import Fraction
 
 import av
 import numpy as np
 import polars as pl
+import pytest
 
 from cliper_batch import query
 from cliper_batch.cli import main as annotate_main
+from cliper_batch.pipeline.run import config_hash
 from cliper_batch.synthetic import render_scene, sample_identity
+from cliper_batch.types import AnnotateConfig
 
 W, H, FPS = 320, 240, 10
 # identities the detector finds (measured; one synthetic identity in ~8 is missed, see docs/faces.md)
@@ -44,18 +48,25 @@ def iou(a, b):
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_per_track_timelines_reset_at_the_cut(ray_runtime, tiny_checkpoint, tmp_path):
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
+@pytest.fixture(scope="module")
+def people_run(ray_runtime, tiny_checkpoint, tmp_path_factory):
+    """The two-scene video annotated once with the defaults (detection stride 4): (output dir, the job's arguments)."""
+    corpus = tmp_path_factory.mktemp("people")
     write_two_scene_video(str(corpus / "people.mp4"))
-    out = tmp_path / "out"
-    rc = annotate_main(["--input", str(corpus), "--output", str(out), "--model", tiny_checkpoint, "--faces", "detect",
-                        "--segment-seconds", "1", "--frames-per-segment", "4", "--batch-size", "4"])
-    assert rc == 0
-    v = query.scan_videos(str(out)).collect().row(0, named=True)
+    out = tmp_path_factory.mktemp("people_out") / "out"
+    args = ["--input", str(corpus), "--output", str(out), "--model", tiny_checkpoint, "--faces", "detect",
+            "--segment-seconds", "1", "--frames-per-segment", "4", "--batch-size", "4"]
+    assert annotate_main(args) == 0
+    return out, args
+
+
+def test_per_track_timelines_reset_at_the_cut(people_run):
+    out, _ = people_run
+    default = pl.col("config_hash") == config_hash(AnnotateConfig(segment_seconds=1.0, frames_per_segment=4))
+    v = query.scan_videos(str(out)).filter(default).collect().row(0, named=True)
     assert v["status"] == "ok" and v["n_tracks"] == 3
 
-    tl = query.scan_timelines(str(out)).collect().sort("segment_index", "track_id")
+    tl = query.scan_timelines(str(out)).filter(default).collect().sort("segment_index", "track_id")
     by_seg = {s: sorted(g["track_id"].to_list()) for (s,), g in tl.group_by("segment_index")}
     assert by_seg == {0: [1, 2], 1: [1, 2], 2: [3], 3: [3]}  # ids by first appearance; new id after the cut
     assert tl.filter(pl.col("frames_with_face").is_null()).height == 0
@@ -75,3 +86,21 @@ def test_per_track_timelines_reset_at_the_cut(ray_runtime, tiny_checkpoint, tmp_
         person_of.setdefault(r["track_id"], set()).add(best + (10 if mid >= 2.0 else 0))
     assert all(len(p) == 1 for p in person_of.values()), person_of
     assert person_of[1] != person_of[2]
+
+
+
+def test_the_detection_stride_is_part_of_the_configuration(people_run):
+    """The default run is done, so running it again annotates nothing. ``--detect-stride 1`` (every frame:
+    what versions before the default of 4 computed, under the same hash as then) is another configuration
+    and annotates the video again, next to the default's rows."""
+    out, args = people_run
+    assert annotate_main(args) == 0
+    assert annotate_main([*args, "--detect-stride", "1"]) == 0
+    runs = sorted((json.loads(f.read_text()) for f in (out / "runs").glob("*.json")), key=lambda r: r["started_at"])
+    assert [(r["config"]["detect_stride"], r["plan"]["skipped_done"]) for r in runs] == [(4, 0), (4, 1), (1, 0)]
+    default = config_hash(AnnotateConfig(segment_seconds=1.0, frames_per_segment=4))
+    every_frame = config_hash(AnnotateConfig(segment_seconds=1.0, frames_per_segment=4, detect_stride=1))
+    assert [r["config_hash"] for r in runs] == [default, default, every_frame] and default != every_frame
+    current = query.scan_videos(str(out), current_only=True).collect()
+    assert sorted(current["config_hash"].to_list()) == sorted([default, every_frame])
+    assert set(current["status"].to_list()) == {"ok"} and set(current["n_tracks"].to_list()) == {3}

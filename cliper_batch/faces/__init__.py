@@ -1,4 +1,4 @@
-"""Faces in sampled video frames: batched MTCNN detection, shot-cut detection and tracking.
+"""Faces in sampled video frames: MTCNN detection (frame by frame, reproducible), shot-cut detection and tracking.
 
 Typical use for one video (``frames``: its sampled frames, ``[F, H, W, 3]`` uint8 RGB)::
 

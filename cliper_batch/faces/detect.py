@@ -8,15 +8,30 @@ MTCNN nets of ``facenet-pytorch`` 2.6.0 (MIT), converted once from its plain
 loads without executing any code, and the file's sha256 is pinned here, so a
 truncated or altered file is refused instead of silently giving different
 detections. This module re-implements the P/R/O-Net architectures (same
-parameter names, same flatten order) and a detection cascade written for
-batches:
+parameter names, same flatten order) and the detection cascade:
 
-* the whole frame batch goes through each pyramid level of P-Net at once;
-* the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of *all*
-  frames are cut and resampled in one ``torchvision.ops.roi_align`` call each
+* P-Net runs over every pyramid level of a frame;
+* the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of the frame
+  are cut and resampled in one ``torchvision.ops.roi_align`` call each
   (adaptive sampling, i.e. an area-style average, zero padding outside the
   frame like the original MTCNN) instead of a Python loop per box;
-* non-maximum suppression is ``torchvision.ops.batched_nms`` keyed by frame.
+* non-maximum suppression is ``torchvision.ops.nms``.
+
+**One frame at a time, on a fixed number of torch threads.** A frame's faces
+must be a function of that frame alone. They were not when frames were
+batched: CPU convolution and matrix kernels are chosen, and split across
+threads, by the batch size and the thread count, and round differently
+(measured: P/R/O-Net outputs move by 1e-7..1e-6 between batch sizes 1, 2, 3
+and 16, and between 1 and 2 threads). That moved boxes by ~1e-4 px, so the
+staged worker (1-thread decode actor) and the fused one (several threads)
+wrote different face columns, and a borderline P-Net candidate could flip and
+move a box by a pixel, or a threshold decision downstream. So :meth:`detect`
+runs the cascade on each frame separately (every call has the same shapes
+for the same frame) under :attr:`FaceDetector.threads` intra-op threads (1 by
+default, whatever the worker set). On CPU this costs nothing: batching
+saves no work on one thread (24 frames 640x360: 1.26 CPU s batched, 1.02 CPU s
+frame by frame), and frame-by-frame calls on 2 threads cost 5.8 CPU s
+(threads synchronise on many tiny ops).
 
 Frames are first shrunk (area averaging) so their long side is at most
 ``max_side`` pixels; boxes and landmarks are mapped back to the original
@@ -30,7 +45,8 @@ so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -227,6 +243,20 @@ def _to_device_float(frames: torch.Tensor, device: torch.device) -> torch.Tensor
     return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting."""
+    before = torch.get_num_threads()
+    if before == n:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 127.5) * 0.0078125
 
@@ -249,15 +279,15 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
     return boxes + reg * scale
 
 
-def _crops(images: torch.Tensor, frame_ids: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """All boxes of all frames, resampled to ``size`` x ``size`` in one call, then normalised.
+def _crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """All boxes of one frame ``[1, 3, h, w]``, resampled to ``size`` x ``size`` in one call, then normalised.
 
     Area outside the frame reads 0 (black), as in the original MTCNN's padding.
     """
     from torchvision.ops import roi_align
 
-    rois = torch.cat([frame_ids.to(boxes.dtype).unsqueeze(1), boxes], dim=1)
-    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
+    out = roi_align(image, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return _normalize(out)
 
 
@@ -289,7 +319,7 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> lis
 
 
 class FaceDetector:
-    """MTCNN face detector holding its three nets on one device; detects on frame batches.
+    """MTCNN face detector holding its three nets on one device; takes frame batches, detects frame by frame.
 
     Parameters
     ----------
@@ -299,7 +329,9 @@ class FaceDetector:
         MTCNN ones except O-Net's 0.9 (instead of 0.7), which removed the false positives we
         measured on face-free photos without losing any real face (see ``docs/faces.md``).
     max_side: frames are shrunk so their long side is at most this (never enlarged).
-    batch_size: frames per P-Net pass (bounds memory; results do not depend on it).
+    threads: torch intra-op threads while detecting (the caller's setting is restored after each
+        call). Fixed, so that a frame's faces never depend on the worker's thread setting; see the
+        module docstring for why 1 is the default.
     weights_path: the MTCNN safetensors file; default: the one packaged with the engine
         (:data:`WEIGHTS_FILE`). Any file must have the pinned sha256 :data:`MTCNN_SHA256`.
     """
@@ -310,7 +342,7 @@ class FaceDetector:
         min_face_size: int = 20,
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
         max_side: int = 640,
-        batch_size: int = 32,
+        threads: int = 1,
         weights_path: str | None = None,
     ) -> None:
         if not isinstance(min_face_size, (int, np.integer)) or min_face_size < _PNET_CELL:
@@ -319,15 +351,15 @@ class FaceDetector:
             raise FaceInputError(f"thresholds must be three probabilities in [0, 1), got {thresholds!r}")
         if not isinstance(max_side, (int, np.integer)) or max_side < _PNET_CELL:
             raise FaceInputError(f"max_side must be an int >= {_PNET_CELL}, got {max_side!r}")
-        if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise FaceInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise FaceInputError(f"threads must be an int >= 1, got {threads!r}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise FaceInputError(f"device {self.device} requested but CUDA is not available here")
         self.min_face_size = int(min_face_size)
         self.thresholds = tuple(float(t) for t in thresholds)
         self.max_side = int(max_side)
-        self.batch_size = int(batch_size)
+        self.threads = int(threads)
         weights = load_mtcnn_weights(weights_path)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
@@ -356,29 +388,26 @@ class FaceDetector:
         s = min(1.0, self.max_side / max(h, w))
         dh, dw = (max(1, round(h * s)), max(1, round(w * s))) if s < 1.0 else (h, w)
         sx, sy = w / dw, h / dh  # detection -> original pixels
+        scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
         out: list[list[Detection]] = []
-        with torch.inference_mode():
-            for start in range(0, n, self.batch_size):
-                chunk = _to_device_float(x[start : start + self.batch_size], self.device)
+        with torch.inference_mode(), _torch_threads(self.threads):
+            for k in range(n):  # one frame per cascade: see the module docstring
+                image = _to_device_float(x[k : k + 1].contiguous(), self.device)  # same strides for any input
                 if (dh, dw) != (h, w):
-                    chunk = F.interpolate(chunk, size=(dh, dw), mode="area")
-                boxes, scores, points, fids = self._cascade(chunk)
-                boxes = boxes.double().cpu()
-                points = points.double().cpu()
-                scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
-                boxes = boxes * scale
+                    image = F.interpolate(image, size=(dh, dw), mode="area")
+                boxes, scores, points = self._cascade(image)
+                boxes = boxes.double().cpu() * scale
                 boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
                 boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, float(h))
-                points = points * torch.tensor([sx, sy], dtype=torch.float64)
-                per = [[] for _ in range(chunk.shape[0])]
-                for b, sc, p, f in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist(), fids.cpu().tolist()):
-                    if b[2] - b[0] <= 0 or b[3] - b[1] <= 0:
+                points = points.double().cpu() * scale[:2]
+                dets = []
+                for bx, sc, pt in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist()):
+                    if bx[2] - bx[0] <= 0 or bx[3] - bx[1] <= 0:
                         continue
-                    lm = tuple((float(px), float(py)) for px, py in p)
-                    per[f].append(Detection(idx[start + f], (b[0], b[1], b[2], b[3]), float(sc), lm))  # type: ignore[arg-type]
-                for dets in per:
-                    dets.sort(key=lambda d: -d.score)
-                out.extend(per)
+                    lm = tuple((float(px), float(py)) for px, py in pt)
+                    dets.append(Detection(idx[k], (bx[0], bx[1], bx[2], bx[3]), float(sc), lm))  # type: ignore[arg-type]
+                dets.sort(key=lambda d: -d.score)
+                out.append(dets)
         return out
 
     # ----------------------------------------------------------------- cascade
@@ -394,90 +423,61 @@ class FaceDetector:
             side *= _PYRAMID_FACTOR
         return scales
 
-    def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run P/R/O-Net on a float ``[B, 3, h, w]`` batch; returns boxes, scores, landmarks [K,5,2], frame ids."""
-        from torchvision.ops import batched_nms
+    def _cascade(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run P/R/O-Net on one float frame ``[1, 3, h, w]``; returns boxes [K, 4], scores [K], landmarks [K, 5, 2]."""
+        from torchvision.ops import nms
 
-        dev = images.device
-        h, w = images.shape[2], images.shape[3]
+        dev = image.device
+        h, w = image.shape[2], image.shape[3]
         t1, t2, t3 = self.thresholds
-        empty = (
-            torch.zeros(0, 4, device=dev),
-            torch.zeros(0, device=dev),
-            torch.zeros(0, 5, 2, device=dev),
-            torch.zeros(0, dtype=torch.long, device=dev),
-        )
+        empty = (torch.zeros(0, 4, device=dev), torch.zeros(0, device=dev), torch.zeros(0, 5, 2, device=dev))
 
-        # ---- stage 1: P-Net over the image pyramid, all frames at once
-        all_boxes, all_scores, all_reg, all_ids = [], [], [], []
+        # ---- stage 1: P-Net over the image pyramid
+        all_boxes, all_scores, all_reg = [], [], []
         for scale in self._scales(h, w):
             sh, sw = int(h * scale + 1), int(w * scale + 1)
-            level = _normalize(F.interpolate(images, size=(sh, sw), mode="area"))
+            level = _normalize(F.interpolate(image, size=(sh, sw), mode="area"))
             reg, prob = self.pnet(level)
-            mask = prob[:, 1] >= t1
+            mask = prob[0, 1] >= t1
             if not bool(mask.any()):
                 continue
-            fi, yi, xi = mask.nonzero(as_tuple=True)
-            score = prob[:, 1][fi, yi, xi]
-            r = reg.permute(0, 2, 3, 1)[fi, yi, xi]
+            yi, xi = mask.nonzero(as_tuple=True)
+            score = prob[0, 1][yi, xi]
+            r = reg[0].permute(1, 2, 0)[yi, xi]
             x0 = xi.float() * _PNET_STRIDE / scale
             y0 = yi.float() * _PNET_STRIDE / scale
             bx = torch.stack([x0, y0, x0 + _PNET_CELL / scale, y0 + _PNET_CELL / scale], dim=1)
-            keep = batched_nms(bx, score, fi, _NMS_PER_SCALE)
+            keep = nms(bx, score, _NMS_PER_SCALE)
             all_boxes.append(bx[keep])
             all_scores.append(score[keep])
             all_reg.append(r[keep])
-            all_ids.append(fi[keep])
         if not all_boxes:
             return empty
-        boxes, scores, reg, ids = (torch.cat(v) for v in (all_boxes, all_scores, all_reg, all_ids))
-        keep = batched_nms(boxes, scores, ids, _NMS_STAGE)
-        keep = self._cap_per_frame(keep, ids, _MAX_PNET_CANDIDATES)
+        boxes, scores, reg = (torch.cat(v) for v in (all_boxes, all_scores, all_reg))
+        keep = nms(boxes, scores, _NMS_STAGE)[:_MAX_PNET_CANDIDATES]  # score order: the best ones
         boxes = _square(_regress(boxes[keep], reg[keep]))
-        ids = ids[keep]
 
         # ---- stage 2: R-Net on 24x24 crops of every candidate
-        reg, prob = self.rnet(_crops(images, ids, boxes, 24))
+        reg, prob = self.rnet(_crops(image, boxes, 24))
         ok = prob[:, 1] > t2
         if not bool(ok.any()):
             return empty
-        boxes, scores, reg, ids = boxes[ok], prob[ok, 1], reg[ok], ids[ok]
-        keep = batched_nms(boxes, scores, ids, _NMS_STAGE)
+        boxes, scores, reg = boxes[ok], prob[ok, 1], reg[ok]
+        keep = nms(boxes, scores, _NMS_STAGE)
         boxes = _square(_regress(boxes[keep], reg[keep]))
-        ids = ids[keep]
 
         # ---- stage 3: O-Net on 48x48 crops -> final boxes + landmarks
-        reg, lm, prob = self.onet(_crops(images, ids, boxes, 48))
+        reg, lm, prob = self.onet(_crops(image, boxes, 48))
         ok = prob[:, 1] > t3
         if not bool(ok.any()):
             return empty
-        boxes, scores, reg, lm, ids = boxes[ok], prob[ok, 1], reg[ok], lm[ok], ids[ok]
+        boxes, scores, reg, lm = boxes[ok], prob[ok, 1], reg[ok], lm[ok]
         bw = (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
         bh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
         points = torch.stack([boxes[:, :1] + bw * lm[:, :5], boxes[:, 1:2] + bh * lm[:, 5:]], dim=2)
         boxes = _regress(boxes, reg)
-        keep_all: list[int] = []
-        ids_list = ids.tolist()
-        for f in sorted(set(ids_list)):
-            rows = [i for i, v in enumerate(ids_list) if v == f]
-            sel = torch.tensor(rows, device=dev)
-            keep_all.extend(rows[k] for k in _nms_min(boxes[sel], scores[sel], _NMS_STAGE))
-        sel = torch.tensor(keep_all, dtype=torch.long, device=dev)
-        return boxes[sel], scores[sel], points[sel], ids[sel]
-
-    @staticmethod
-    def _cap_per_frame(keep: torch.Tensor, ids: torch.Tensor, cap: int) -> torch.Tensor:
-        """Keep at most ``cap`` of the (score-sorted) NMS survivors per frame."""
-        if keep.numel() <= cap:
-            return keep
-        kid = ids[keep]
-        # rank of each survivor within its frame, in score order (keep is score-sorted)
-        order = torch.argsort(kid, stable=True)
-        sorted_ids = kid[order]
-        first = torch.searchsorted(sorted_ids, sorted_ids, right=False)
-        rank = torch.empty_like(order)
-        rank[order] = torch.arange(order.numel(), device=keep.device) - first
-        return keep[rank < cap]
+        sel = torch.tensor(_nms_min(boxes, scores, _NMS_STAGE), dtype=torch.long, device=dev)
+        return boxes[sel], scores[sel], points[sel]
 
 
 __all__ = [

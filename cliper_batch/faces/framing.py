@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..crops import square_box_with_margin
-from ..types import Segment
+from ..types import DEFAULT_DETECT_STRIDE, Segment
 from .cuts import ShotCutDetector, subsample_for_cuts
 from .detect import FaceDetector
 from .sparse import track_sparse
@@ -54,13 +54,15 @@ def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
     return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
 
 
-def find_tracks(chunks: Iterable, detector: FaceDetector, params: FramingParams, stride: int = 1) -> list[Track]:
+def find_tracks(
+    chunks: Iterable, detector: FaceDetector, params: FramingParams, stride: int = DEFAULT_DETECT_STRIDE
+) -> list[Track]:
     """Pass 1: cuts + detections over all sampled frames, given in ``[n, H, W, 3]`` chunks (in order).
 
     Frame indices are positions in the sample list. Chunks may be numpy arrays
     or tensors on the detector's device. ``stride``: the detector runs on every
     ``stride``-th frame, every cut and every gap the tracker is unsure about
-    (:mod:`cliper_batch.faces.sparse`); 1 = every frame.
+    (:mod:`cliper_batch.faces.sparse`); 1 = every frame; default: the job's default.
     """
     return track_sparse(
         chunks, detector.detect, stride, ShotCutDetector(), cut_input=subsample_for_cuts,

@@ -21,9 +21,12 @@ second by default) barely move. So the detector runs on
   ``confident_iou``, e.g. a fast face that stopped), so no track breaks.
 
 The detector is called twice per chunk in the common case (the scheduled
-frames, then the frames of every disagreeing gap, each as one batch; the
-motion-model check adds a call only where it fires): batched MTCNN costs a
-fraction per frame of single-frame calls (measured 6x on 2 cores).
+frames, then the frames of every disagreeing gap; the motion-model check adds
+a call only where it fires). The result does not depend on the chunking: the
+schedule counts positions in the whole video, the cut detector streams, and
+the detector gives every frame the same faces whatever else shares its call
+and whatever the worker's thread count (:mod:`cliper_batch.faces.detect`).
+So the staged and fused workers find the same tracks, bit for bit.
 
 The tracker (:class:`cliper_batch.faces.track.FaceTracker`) only sees the
 frames that were detected, with their true indices (its motion model works per
@@ -128,7 +131,7 @@ class SparseFaceTracker:
     # ----------------------------------------------------------------- internals
 
     def _advance(self, due: list[int], cuts: set[int]) -> None:
-        """Detect ``due`` (one batch) and every disagreeing gap before them (one batch); feed the tracker in order."""
+        """Detect ``due`` (one call) and every disagreeing gap before them (one call); feed the tracker in order."""
         found = self._detect(due)
         self.counts.scheduled += len(due)
         prev, prev_dets, refine = self._last_fed, self._last_dets, []
