@@ -45,8 +45,8 @@ of ``B`` frames, and the only device-dependent choice is ``B``
   and O-Net see all candidates of the batch, so their row count still depends
   on the neighbours; GPU GEMMs compute each row independently of the row
   count in practice, but this is not a guarantee - and the CUDA path has only
-  been exercised on CPU (where B = 8 gives the faces of B = 1 within 1e-3 px
-  - bit-identical on the test frames - and padding frames never leak).
+  been exercised on CPU: there B = 8 finds the faces of B = 1, within 0.0013 px on the
+  benchmark video and bit-identical on the test frames, and padding frames never leak.
 
 Frames are first shrunk (area averaging) so their long side is at most
 ``max_side`` pixels; boxes and landmarks are mapped back to the original
