@@ -12,7 +12,9 @@ benchmark video (``bench.common.write_two_face_cut_video``: two faces, a cut,
 one face, looped; 24 s) decoded as the job samples it, then tracked with
 ``faces.sparse.track_sparse`` at each stride: detector frames and seconds, tracks
 (same as stride 1?), and IoU of every box (detected or interpolated) with the
-drawn face box.
+drawn face box. Before it, the same sampled frames through the detector alone
+in each layout: a CPU pool of 1 vs 2 frame threads, and fixed batches of 8
+(the CUDA layout), wall and CPU seconds side by side.
 """
 from __future__ import annotations
 
@@ -41,6 +43,56 @@ from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.types import AnnotateConfig
 
 
+def _cores_free(seconds_each: float = 2.0) -> float:
+    """Cores this process gets for two threads of one large convolution each (GIL released): 2.0 on an idle host.
+
+    The reference for the pool: a pool of 2 cannot beat what the host lends to any two threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    w, x = torch.randn(64, 64, 3, 3), torch.randn(1, 64, 128, 128)
+
+    def spin(_: int) -> None:
+        end = time.perf_counter() + seconds_each
+        while time.perf_counter() < end:
+            torch.nn.functional.conv2d(x, w)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(spin, range(2)))
+    return (time.process_time() - c0) / (time.perf_counter() - t0)
+
+
+def detector_layouts(frames: np.ndarray, rounds: int = 3) -> dict:
+    """Detection of all ``frames`` per detector layout: CPU pool size 1 vs 2 (B = 1), and B = 8 (CUDA's layout).
+
+    Interleaved rounds, so host load hits every layout alike; the median round per layout. Wall and
+    CPU seconds (process CPU: all threads). ``same_as_pool_1``: bit-identical detections.
+    """
+    layouts = {"pool_1": dict(workers=1), "pool_2": dict(workers=2), "batch_8": dict(batch=8)}
+    dets = {name: FaceDetector(**kw) for name, kw in layouts.items()}
+    dets["pool_1"].detect(frames[:2])
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in layouts}
+    found: dict = {}
+    for _ in range(rounds):
+        for name, det in dets.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            found[name] = det.detect(frames)
+            times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    out: dict = {"frames": len(frames), "rounds": rounds, "load_avg_1m_before": os.getloadavg()[0],
+                 "cores_free_for_2_threads": _cores_free()}
+    for name in layouts:
+        wall, cpu = sorted(times[name])[rounds // 2]
+        boxes = [(d.box, d.score) for f in found[name] for d in f]
+        ref = [(d.box, d.score) for f in found["pool_1"] for d in f]
+        out[name] = r = {"wall_s": wall, "cpu_s": cpu, "faces": len(boxes), "same_as_pool_1": found[name] == found["pool_1"],
+                         "max_box_diff_px": max((abs(a - b) for (x, _), (y, _) in zip(boxes, ref) for a, b in zip(x, y)), default=0.0)
+                         if len(boxes) == len(ref) else None}
+        print(f"detector {name}", {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
+    print("cores the host lent two GIL-free threads:", round(out["cores_free_for_2_threads"], 2))
+    return out
+
+
 def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     """Detector calls and track quality per detection stride, on the two-face cut video."""
     path = os.path.join(tmp, "two_faces_cut.mp4")
@@ -53,6 +105,7 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
     det.detect(frames[:2])
     out: dict = {"torch_threads": 1, "video": f"{seconds:.0f} s, 640x360, 25 fps, H.264, 2 faces / cut / 1 face every 4 s", "samples": len(ts)}
+    out["detector_layouts"] = detector_layouts(frames)
     ref = None
     for stride in strides:
         calls: list[int] = []

@@ -315,7 +315,13 @@ class VideoAnnotator:
         if self._detector is None:
             from .faces.detect import FaceDetector
 
-            self._detector = FaceDetector(device=self.prims.detector_device)
+            # On CPU the worker's share is the torch thread count it was given (the fused actor's
+            # scoring threads; 1 in a staged decode actor): detection runs that many frames at once,
+            # one intra-op thread each, so the faces are the same in either layout. On CUDA the
+            # detector runs fixed batches on the device, one at a time.
+            device = torch.device(self.prims.detector_device)
+            workers = torch.get_num_threads() if device.type == "cpu" else 1
+            self._detector = FaceDetector(device=device, workers=workers)
         return self._detector
 
     def _decoder_for(self, choice):

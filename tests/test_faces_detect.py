@@ -126,8 +126,79 @@ def test_batch_of_large_frames_maps_boxes_back_to_original_pixels(detector):
             wide[:, :, : batch.shape[2]] = torch.from_numpy(batch)  # a non-contiguous view of the same pixels
             assert detector.detect(wide[:, :, : batch.shape[2]], frame_indices=[10, 11, 12]) == out
             assert torch.get_num_threads() == threads  # the caller's setting is restored
+            for workers in (2, 3):  # any pool size: frames in parallel, each on one intra-op thread
+                pooled = FaceDetector(device="cpu", workers=workers)
+                assert pooled.detect(batch, frame_indices=[10, 11, 12]) == out
+                assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def _framed_faces(n: int) -> np.ndarray:
+    """``n`` 640x360 frames, each with the astronaut's face at a different place (and one without)."""
+    bg = _resize(_photo("coffee.png"), 640, 360)
+    face = _resize(skdata.astronaut(), 256, 256)
+    frames = []
+    for k in range(n):
+        f = bg.copy()
+        if k != 2:
+            ox, oy = (37 * k) % 380, (23 * k) % 100
+            f[oy : oy + 256, ox : ox + 256] = face
+        frames.append(f)
+    return np.stack(frames)
+
+
+def test_pool_threads_run_frames_in_parallel_on_the_fixed_thread_count():
+    """torch's thread count is process-wide, but a thread keeps the count it first ran an op with.
+
+    The pool's threads are made in each call, so they run on ``threads`` intra-op threads whatever the
+    caller set, and different frames really run on different Python threads.
+    """
+    import threading
+
+    seen: list[tuple[int, int]] = []
+    detector = FaceDetector(device="cpu", workers=2)
+    forward = detector.pnet.forward
+
+    def recording(x):
+        seen.append((threading.get_ident(), torch.get_num_threads()))
+        return forward(x)
+
+    detector.pnet.forward = recording
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        out = detector.detect(_framed_faces(6))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert [len(d) for d in out] == [1, 1, 0, 1, 1, 1]
+    assert {n for _, n in seen} == {1}
+    assert len({t for t, _ in seen}) == 2 and threading.get_ident() not in {t for t, _ in seen}
+
+
+def test_fixed_size_batches_find_the_faces_of_one_frame_calls_and_padding_never_leaks():
+    """The CUDA layout (fixed batches, last one padded with black frames), run on CPU.
+
+    Same cascade, B = 8 instead of 1: on CPU the kernels may round differently with the batch size,
+    so equality is within a tight tolerance (measured: bit-identical on these frames).
+    """
+    frames = _framed_faces(11)  # one full batch of 8 and one of 3 real + 5 padding frames
+    ref = FaceDetector(device="cpu").detect(frames, frame_indices=range(100, 111))
+    batched = FaceDetector(device="cpu", batch=8, workers=2)
+    assert batched.batch == 8 and FaceDetector(device="cpu").batch == 1
+    got = batched.detect(frames, frame_indices=range(100, 111))
+    assert [len(d) for d in got] == [len(d) for d in ref] == [1, 1, 0] + [1] * 8
+    for a_dets, b_dets in zip(ref, got):
+        for a, b in zip(a_dets, b_dets):
+            assert a.frame_index == b.frame_index
+            assert np.allclose(a.box, b.box, atol=1e-3) and abs(a.score - b.score) < 1e-5
+            assert np.allclose(a.landmarks, b.landmarks, atol=1e-3)
+    # padding rows never leak: a batch whose rows past the real ones hold faces reports only the real ones
+    chunk = torch.from_numpy(frames[3:11])  # 8 frames with a face each
+    part = batched._detect_batch(chunk, [7, 8, 9])
+    assert [[d.frame_index for d in dets] for dets in part] == [[7], [8], [9]]
+    assert [d[0].box for d in part] == [d[0].box for d in batched._detect_batch(chunk, list(range(8)))[:3]]
 
 
 def test_face_free_photos_give_no_detections(detector):
@@ -165,8 +236,9 @@ def test_bad_input_is_rejected(detector):
     with pytest.raises(FaceInputError, match="thresholds"):
         FaceDetector(thresholds=(0.6, 0.7))
     for bad in (0, 1.5, True):
-        with pytest.raises(FaceInputError, match="threads"):
-            FaceDetector(threads=bad)
+        for name in ("threads", "workers", "batch"):
+            with pytest.raises(FaceInputError, match=name):
+                FaceDetector(**{name: bad})
     assert detector.detect(np.zeros((0, 32, 32, 3), np.uint8)) == []
     assert detector.detect(np.zeros((2, 32, 32, 3), np.uint8)) == [[], []]
 

@@ -207,29 +207,32 @@ def _exact(tracks: list[Track]) -> list[tuple]:
     return [(t.track_id, t.shot_index, t.frame_indices, t.boxes, t.scores, t.interpolated, t.skipped) for t in tracks]
 
 
-def test_tracks_are_bit_identical_for_any_threads_chunking_and_frame_type(detector, people):
+def test_tracks_are_bit_identical_for_any_threads_chunking_frame_type_and_pool(detector, people):
     """The tracks of a video are a function of its frames only.
 
-    The staged worker detects on a 1-thread actor, the fused one with several torch threads, and the
-    chunking decides which frames share a detector call. None of that may change a box by one bit:
-    the Parquet of both layouts must be equal, and a borderline score must not flip a decision.
+    The staged worker detects on a 1-thread actor with a pool of 1, the fused one with several torch
+    threads and a pool as large, and the chunking decides which frames share a detector call. None
+    of that may change a box by one bit: the Parquet of both layouts must be equal, and a borderline
+    score must not flip a decision.
     """
     pa, pb = people
     xs = [20 + 2 * t for t in range(10)] + [38 + 20 * k for k in range(1, 4)] + [98] * 4  # slow, fast, still
     frames = _scene([[("happy", pa, 1.0, _face_box(pa, x, 40, 60)), ("sad", pb, 1.0, _face_box(pb, 240, 60, 55))]
                      for x in xs], 11)
-    before = torch.get_num_threads()
+    before, before_workers = torch.get_num_threads(), detector.workers
     runs = {}
     try:
-        for threads, chunk, tensors in ((1, len(frames), False), (2, len(frames), False), (2, 5, False),
-                                        (2, 1, True), (1, 7, True), (3, 3, False)):
+        for threads, chunk, tensors, workers in ((1, len(frames), False, 1), (2, len(frames), False, 2),
+                                                 (2, 5, False, 3), (2, 1, True, 2), (1, 7, True, 4), (3, 3, False, 1)):
             torch.set_num_threads(threads)
+            detector.workers = workers
             counting = CountingDetector(detector)
             chunks = _chunks(frames, chunk)
             tracks = track_sparse([torch.from_numpy(c) for c in chunks] if tensors else chunks, counting, stride=4)
-            runs[(threads, chunk, tensors)] = (sorted(counting.frames), _exact(tracks))
+            runs[(threads, chunk, tensors, workers)] = (sorted(counting.frames), _exact(tracks))
     finally:
         torch.set_num_threads(before)
+        detector.workers = before_workers
     (ref_key, ref), *others = runs.items()
     assert len(ref[1]) == 2 and ref[0] != list(range(len(frames)))  # both faces tracked, some frames skipped
     for key, got in others:

@@ -10,28 +10,43 @@ truncated or altered file is refused instead of silently giving different
 detections. This module re-implements the P/R/O-Net architectures (same
 parameter names, same flatten order) and the detection cascade:
 
-* P-Net runs over every pyramid level of a frame;
-* the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of the frame
+* P-Net runs over every pyramid level of a batch of frames;
+* the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of the batch
   are cut and resampled in one ``torchvision.ops.roi_align`` call each
   (adaptive sampling, i.e. an area-style average, zero padding outside the
   frame like the original MTCNN) instead of a Python loop per box;
-* non-maximum suppression is ``torchvision.ops.nms``.
+* non-maximum suppression is ``torchvision.ops.nms``, run per frame.
 
-**One frame at a time, on a fixed number of torch threads.** A frame's faces
-must be a function of that frame alone. They were not when frames were
-batched: CPU convolution and matrix kernels are chosen, and split across
-threads, by the batch size and the thread count, and round differently
-(measured: P/R/O-Net outputs move by 1e-7..1e-6 between batch sizes 1, 2, 3
-and 16, and between 1 and 2 threads). That moved boxes by ~1e-4 px, so the
-staged worker (1-thread decode actor) and the fused one (several threads)
-wrote different face columns, and a borderline P-Net candidate could flip and
-move a box by a pixel, or a threshold decision downstream. So :meth:`detect`
-runs the cascade on each frame separately (every call has the same shapes
-for the same frame) under :attr:`FaceDetector.threads` intra-op threads (1 by
-default, whatever the worker set). On CPU this costs nothing: batching
-saves no work on one thread (24 frames 640x360: 1.26 CPU s batched, 1.02 CPU s
-frame by frame), and frame-by-frame calls on 2 threads cost 5.8 CPU s
-(threads synchronise on many tiny ops).
+**A frame's faces are a function of that frame alone.** They were not when
+frames were batched by whatever chunk came in: CPU convolution and matrix
+kernels are chosen, and split across threads, by the batch size and the
+thread count, and round differently (measured: P/R/O-Net outputs move by
+1e-7..1e-6 between batch sizes 1, 2, 3 and 16, and between 1 and 2 threads).
+That moved boxes by ~1e-4 px, so the staged worker (1-thread decode actor)
+and the fused one (several threads) wrote different face columns, and a
+borderline P-Net candidate could flip and move a box by a pixel, or a
+threshold decision downstream. So there is one cascade, written for a batch
+of ``B`` frames, and the only device-dependent choice is ``B``
+(:attr:`FaceDetector.batch`):
+
+* **CPU: B = 1**, every frame on :attr:`FaceDetector.threads` intra-op threads
+  (1 by default, whatever the worker set), so every call has the same shapes
+  and kernels for the same frame. Batching saves no work on one thread
+  (24 frames 640x360: 1.26 CPU s batched, 1.02 CPU s frame by frame), and
+  frame-by-frame calls on 2 threads cost 5.8 CPU s (threads synchronise on
+  many tiny ops). The cores are used instead by running frames in parallel:
+  a pool of :attr:`FaceDetector.workers` Python threads, each running whole
+  frames on one intra-op thread (torch releases the GIL inside its ops).
+  The result is bit-identical for any pool size.
+* **CUDA: fixed B** (16 by default): frame-at-a-time is dozens of tiny
+  kernels and host syncs per frame. Every call gets exactly ``B`` frames (the
+  last batch is padded with black frames whose results are dropped), so the
+  P-Net convolutions always see the same shapes whatever the chunking. R-Net
+  and O-Net see all candidates of the batch, so their row count still depends
+  on the neighbours; GPU GEMMs compute each row independently of the row
+  count in practice, but this is not a guarantee - and the CUDA path has only
+  been exercised on CPU: there B = 8 finds the faces of B = 1, within 0.0013 px on the
+  benchmark video and bit-identical on the test frames, and padding frames never leak.
 
 Frames are first shrunk (area averaging) so their long side is at most
 ``max_side`` pixels; boxes and landmarks are mapped back to the original
@@ -46,6 +61,7 @@ so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -72,6 +88,7 @@ _PNET_STRIDE = 2
 _NMS_PER_SCALE = 0.5
 _NMS_STAGE = 0.7
 _MAX_PNET_CANDIDATES = 1000  # per frame, after P-Net NMS (bounds R-Net work on textured frames)
+CUDA_BATCH = 16  # frames per cascade call on CUDA (fixed: the last batch is padded with black frames)
 
 
 class FaceInputError(ValueError):
@@ -279,16 +296,56 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
     return boxes + reg * scale
 
 
-def _crops(image: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
-    """All boxes of one frame ``[1, 3, h, w]``, resampled to ``size`` x ``size`` in one call, then normalised.
+def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """Each box of frame ``ids[k]`` of ``images`` ``[B, 3, h, w]``, resampled to ``size`` x ``size`` in one call, normalised.
 
     Area outside the frame reads 0 (black), as in the original MTCNN's padding.
     """
     from torchvision.ops import roi_align
 
-    rois = torch.cat([boxes.new_zeros(boxes.shape[0], 1), boxes], dim=1)
-    out = roi_align(image, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    rois = torch.cat([ids.to(boxes.dtype).unsqueeze(1), boxes], dim=1)
+    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return _normalize(out)
+
+
+def _nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, threshold: float) -> torch.Tensor:
+    """IoU NMS within each frame (``ids``: frame of each box); indices of the kept boxes, best score first.
+
+    Each frame's boxes go through :func:`torchvision.ops.nms` on their own, in
+    their original order, so a frame keeps exactly the boxes it keeps when it
+    is alone in the batch. (torchvision's ``batched_nms`` shifts the boxes of
+    each frame far apart instead; in float32 that shift rounds the
+    coordinates, and measured on 1280x720 frames it moved final boxes by up to
+    3.6 px against a batch of one.) One host sync for the frame counts.
+    """
+    from torchvision.ops import nms
+
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(ids, stable=True)
+    kept, start = [], 0
+    for count in torch.bincount(ids).tolist():
+        if count:
+            rows = order[start : start + count]
+            kept.append(rows[nms(boxes[rows], scores[rows], threshold)])
+        start += count
+    if len(kept) == 1:
+        return kept[0]
+    keep = torch.cat(kept)
+    return keep[torch.argsort(scores[keep], descending=True, stable=True)]  # stable: a frame's own order stays
+
+
+def _cap_per_frame(keep: torch.Tensor, ids: torch.Tensor, cap: int) -> torch.Tensor:
+    """The first ``cap`` entries of ``keep`` (score-sorted indices) of each frame, in ``keep``'s order."""
+    if keep.numel() <= cap:
+        return keep
+    kid = ids[keep]
+    order = torch.argsort(kid, stable=True)  # grouped by frame, score order kept within a frame
+    sorted_ids = kid[order]
+    first = torch.searchsorted(sorted_ids, sorted_ids, right=False)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=keep.device) - first
+    return keep[rank < cap]
 
 
 def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
@@ -319,7 +376,7 @@ def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> lis
 
 
 class FaceDetector:
-    """MTCNN face detector holding its three nets on one device; takes frame batches, detects frame by frame.
+    """MTCNN face detector holding its three nets on one device; takes frame batches of any size.
 
     Parameters
     ----------
@@ -332,6 +389,10 @@ class FaceDetector:
     threads: torch intra-op threads while detecting (the caller's setting is restored after each
         call). Fixed, so that a frame's faces never depend on the worker's thread setting; see the
         module docstring for why 1 is the default.
+    workers: Python threads running cascade calls in parallel (each call on ``threads`` intra-op
+        threads). Set it to the cores the worker may use; the result is the same for any value.
+    batch: frames per cascade call, fixed (the last call is padded with black frames). Default:
+        1 on CPU (bit-identical per frame), :data:`CUDA_BATCH` on CUDA (see the module docstring).
     weights_path: the MTCNN safetensors file; default: the one packaged with the engine
         (:data:`WEIGHTS_FILE`). Any file must have the pinned sha256 :data:`MTCNN_SHA256`.
     """
@@ -343,6 +404,8 @@ class FaceDetector:
         thresholds: tuple[float, float, float] = (0.6, 0.7, 0.9),
         max_side: int = 640,
         threads: int = 1,
+        workers: int = 1,
+        batch: int | None = None,
         weights_path: str | None = None,
     ) -> None:
         if not isinstance(min_face_size, (int, np.integer)) or min_face_size < _PNET_CELL:
@@ -351,8 +414,9 @@ class FaceDetector:
             raise FaceInputError(f"thresholds must be three probabilities in [0, 1), got {thresholds!r}")
         if not isinstance(max_side, (int, np.integer)) or max_side < _PNET_CELL:
             raise FaceInputError(f"max_side must be an int >= {_PNET_CELL}, got {max_side!r}")
-        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-            raise FaceInputError(f"threads must be an int >= 1, got {threads!r}")
+        for name, value in (("threads", threads), ("workers", workers), ("batch", 1 if batch is None else batch)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise FaceInputError(f"{name} must be an int >= 1, got {value!r}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise FaceInputError(f"device {self.device} requested but CUDA is not available here")
@@ -360,6 +424,8 @@ class FaceDetector:
         self.thresholds = tuple(float(t) for t in thresholds)
         self.max_side = int(max_side)
         self.threads = int(threads)
+        self.workers = int(workers)
+        self.batch = int(batch) if batch is not None else (CUDA_BATCH if self.device.type == "cuda" else 1)
         weights = load_mtcnn_weights(weights_path)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
@@ -371,7 +437,7 @@ class FaceDetector:
     def detect(
         self, frames: np.ndarray | torch.Tensor, frame_indices: Sequence[int] | None = None
     ) -> list[list[Detection]]:
-        """Faces in each frame of ``frames`` (``[F, H, W, 3]`` uint8 RGB), best score first.
+        """Faces in each frame of ``frames`` (``[F, H, W, 3]`` uint8 RGB), best score first; one list per frame, in order.
 
         ``frame_indices`` (length F) sets :attr:`Detection.frame_index`; by
         default it is the position in ``frames``.
@@ -384,33 +450,55 @@ class FaceDetector:
             idx = [int(i) for i in frame_indices]
             if len(idx) != n:
                 raise FaceInputError(f"frame_indices has {len(idx)} entries for {n} frames")
-        h, w = x.shape[1], x.shape[2]
+        starts = range(0, n, self.batch)
+
+        def call(start: int) -> list[list[Detection]]:
+            chunk = x[start : start + self.batch].contiguous()  # same strides for any input
+            if chunk.shape[0] < self.batch:  # black padding frames: every call has the same shapes
+                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - chunk.shape[0], *chunk.shape[1:]))])
+            return self._detect_batch(chunk, idx[start : start + self.batch])
+
+        # The thread count is process-wide: set once here, around the pool. Pool threads are new in
+        # every call, so each one takes the count set here when it first runs an op.
+        with _torch_threads(self.threads):
+            if self.workers == 1 or len(starts) == 1:
+                parts = [call(s) for s in starts]
+            else:
+                with ThreadPoolExecutor(max_workers=min(self.workers, len(starts)), thread_name_prefix="mtcnn") as pool:
+                    parts = list(pool.map(call, starts))  # in frame order
+        return [dets for part in parts for dets in part]
+
+    # ----------------------------------------------------------------- cascade
+
+    def _detect_batch(self, chunk: torch.Tensor, idx: list[int]) -> list[list[Detection]]:
+        """Detections of the first ``len(idx)`` frames of ``chunk`` (uint8 ``[B, H, W, 3]``), in one cascade call.
+
+        Frames past ``len(idx)`` are padding: they go through the cascade (so the
+        shapes are fixed) and anything found in them is dropped.
+        """
+        n, (h, w) = len(idx), (chunk.shape[1], chunk.shape[2])
         s = min(1.0, self.max_side / max(h, w))
         dh, dw = (max(1, round(h * s)), max(1, round(w * s))) if s < 1.0 else (h, w)
         sx, sy = w / dw, h / dh  # detection -> original pixels
         scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
-        out: list[list[Detection]] = []
-        with torch.inference_mode(), _torch_threads(self.threads):
-            for k in range(n):  # one frame per cascade: see the module docstring
-                image = _to_device_float(x[k : k + 1].contiguous(), self.device)  # same strides for any input
-                if (dh, dw) != (h, w):
-                    image = F.interpolate(image, size=(dh, dw), mode="area")
-                boxes, scores, points = self._cascade(image)
-                boxes = boxes.double().cpu() * scale
-                boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
-                boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, float(h))
-                points = points.double().cpu() * scale[:2]
-                dets = []
-                for bx, sc, pt in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist()):
-                    if bx[2] - bx[0] <= 0 or bx[3] - bx[1] <= 0:
-                        continue
-                    lm = tuple((float(px), float(py)) for px, py in pt)
-                    dets.append(Detection(idx[k], (bx[0], bx[1], bx[2], bx[3]), float(sc), lm))  # type: ignore[arg-type]
-                dets.sort(key=lambda d: -d.score)
-                out.append(dets)
+        with torch.inference_mode():  # thread-local: entered in the thread that runs the cascade
+            images = _to_device_float(chunk, self.device)
+            if (dh, dw) != (h, w):
+                images = F.interpolate(images, size=(dh, dw), mode="area")
+            boxes, scores, points, ids = self._cascade(images)
+            boxes = boxes.double().cpu() * scale
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, float(h))
+            points = points.double().cpu() * scale[:2]
+        out: list[list[Detection]] = [[] for _ in range(n)]
+        for bx, sc, pt, f in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist(), ids.cpu().tolist()):
+            if f >= n or bx[2] - bx[0] <= 0 or bx[3] - bx[1] <= 0:  # f >= n: a padding frame
+                continue
+            lm = tuple((float(px), float(py)) for px, py in pt)
+            out[f].append(Detection(idx[f], (bx[0], bx[1], bx[2], bx[3]), float(sc), lm))  # type: ignore[arg-type]
+        for dets in out:
+            dets.sort(key=lambda d: -d.score)
         return out
-
-    # ----------------------------------------------------------------- cascade
 
     def _scales(self, h: int, w: int) -> list[float]:
         m = _PNET_CELL / self.min_face_size
@@ -423,64 +511,74 @@ class FaceDetector:
             side *= _PYRAMID_FACTOR
         return scales
 
-    def _cascade(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run P/R/O-Net on one float frame ``[1, 3, h, w]``; returns boxes [K, 4], scores [K], landmarks [K, 5, 2]."""
-        from torchvision.ops import nms
-
-        dev = image.device
-        h, w = image.shape[2], image.shape[3]
+    def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run P/R/O-Net on float frames ``[B, 3, h, w]``; returns boxes [K, 4], scores [K], landmarks [K, 5, 2], frame ids [K]."""
+        dev = images.device
+        h, w = images.shape[2], images.shape[3]
         t1, t2, t3 = self.thresholds
-        empty = (torch.zeros(0, 4, device=dev), torch.zeros(0, device=dev), torch.zeros(0, 5, 2, device=dev))
+        empty = (
+            torch.zeros(0, 4, device=dev),
+            torch.zeros(0, device=dev),
+            torch.zeros(0, 5, 2, device=dev),
+            torch.zeros(0, dtype=torch.long, device=dev),
+        )
 
-        # ---- stage 1: P-Net over the image pyramid
-        all_boxes, all_scores, all_reg = [], [], []
+        # ---- stage 1: P-Net over the image pyramid, all frames at once
+        all_boxes, all_scores, all_reg, all_ids = [], [], [], []
         for scale in self._scales(h, w):
             sh, sw = int(h * scale + 1), int(w * scale + 1)
-            level = _normalize(F.interpolate(image, size=(sh, sw), mode="area"))
+            level = _normalize(F.interpolate(images, size=(sh, sw), mode="area"))
             reg, prob = self.pnet(level)
-            mask = prob[0, 1] >= t1
+            mask = prob[:, 1] >= t1
             if not bool(mask.any()):
                 continue
-            yi, xi = mask.nonzero(as_tuple=True)
-            score = prob[0, 1][yi, xi]
-            r = reg[0].permute(1, 2, 0)[yi, xi]
+            fi, yi, xi = mask.nonzero(as_tuple=True)
+            score = prob[:, 1][fi, yi, xi]
+            r = reg.permute(0, 2, 3, 1)[fi, yi, xi]
             x0 = xi.float() * _PNET_STRIDE / scale
             y0 = yi.float() * _PNET_STRIDE / scale
             bx = torch.stack([x0, y0, x0 + _PNET_CELL / scale, y0 + _PNET_CELL / scale], dim=1)
-            keep = nms(bx, score, _NMS_PER_SCALE)
+            keep = _nms_per_frame(bx, score, fi, _NMS_PER_SCALE)
             all_boxes.append(bx[keep])
             all_scores.append(score[keep])
             all_reg.append(r[keep])
+            all_ids.append(fi[keep])
         if not all_boxes:
             return empty
-        boxes, scores, reg = (torch.cat(v) for v in (all_boxes, all_scores, all_reg))
-        keep = nms(boxes, scores, _NMS_STAGE)[:_MAX_PNET_CANDIDATES]  # score order: the best ones
-        boxes = _square(_regress(boxes[keep], reg[keep]))
+        boxes, scores, reg, ids = (torch.cat(v) for v in (all_boxes, all_scores, all_reg, all_ids))
+        keep = _cap_per_frame(_nms_per_frame(boxes, scores, ids, _NMS_STAGE), ids, _MAX_PNET_CANDIDATES)
+        boxes, ids = _square(_regress(boxes[keep], reg[keep])), ids[keep]
 
         # ---- stage 2: R-Net on 24x24 crops of every candidate
-        reg, prob = self.rnet(_crops(image, boxes, 24))
+        reg, prob = self.rnet(_crops(images, ids, boxes, 24))
         ok = prob[:, 1] > t2
         if not bool(ok.any()):
             return empty
-        boxes, scores, reg = boxes[ok], prob[ok, 1], reg[ok]
-        keep = nms(boxes, scores, _NMS_STAGE)
-        boxes = _square(_regress(boxes[keep], reg[keep]))
+        boxes, scores, reg, ids = boxes[ok], prob[ok, 1], reg[ok], ids[ok]
+        keep = _nms_per_frame(boxes, scores, ids, _NMS_STAGE)
+        boxes, ids = _square(_regress(boxes[keep], reg[keep])), ids[keep]
 
         # ---- stage 3: O-Net on 48x48 crops -> final boxes + landmarks
-        reg, lm, prob = self.onet(_crops(image, boxes, 48))
+        reg, lm, prob = self.onet(_crops(images, ids, boxes, 48))
         ok = prob[:, 1] > t3
         if not bool(ok.any()):
             return empty
-        boxes, scores, reg, lm = boxes[ok], prob[ok, 1], reg[ok], lm[ok]
+        boxes, scores, reg, lm, ids = boxes[ok], prob[ok, 1], reg[ok], lm[ok], ids[ok]
         bw = (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
         bh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
         points = torch.stack([boxes[:, :1] + bw * lm[:, :5], boxes[:, 1:2] + bh * lm[:, 5:]], dim=2)
         boxes = _regress(boxes, reg)
-        sel = torch.tensor(_nms_min(boxes, scores, _NMS_STAGE), dtype=torch.long, device=dev)
-        return boxes[sel], scores[sel], points[sel]
+        ids_list = ids.tolist()
+        keep_all: list[int] = []
+        for f in sorted(set(ids_list)):
+            rows = [i for i, v in enumerate(ids_list) if v == f]
+            keep_all.extend(rows[k] for k in _nms_min(boxes[rows], scores[rows], _NMS_STAGE))
+        sel = torch.tensor(keep_all, dtype=torch.long, device=dev)
+        return boxes[sel], scores[sel], points[sel], ids[sel]
 
 
 __all__ = [
+    "CUDA_BATCH",
     "Detection",
     "DetectorUnavailable",
     "FaceDetector",
