@@ -123,11 +123,14 @@ def check_locations(input_uri: str, output_uri: str) -> str:
 WORKERS = ("auto", "fused", "staged")
 
 # CPU-only runs: a model at most this many GFLOPs per crop (``ModelInfo.visual_gflops``, estimated
-# from the checkpoint header) is "light": one core scores a crop in less time than it takes to decode
-# that crop's frames with --faces none (~4 ms a crop on the 2-core dev host, ~20-35 ms with
-# --faces detect), so a separate scoring actor would sit idle while a core is missing from decoding.
-# Measured (docs/benchmarks.md, "CPU worker sizing"): demo model 0.003 and Tiny-ViT 0.017 GFLOPs,
-# 0.3-2 ms a crop on one core; ViT-B/16 34 GFLOPs, ~1.3 s a crop on one core.
+# from the checkpoint header) is "light": one core scores a crop in no more time than it takes to
+# decode that crop's frames with --faces none, so a separate scoring actor would sit idle while a
+# core is missing from decoding and face detection. Measured on the 2-core dev host
+# (docs/benchmarks.md, "CPU worker sizing"; CPU ms of one core per crop): decode 2.3-3.7 (--faces
+# none), decode + MTCNN on every sampled frame 47; Tiny-ViT-T-16 0.017 GFLOPs, 0.5 ms; the demo
+# model 0.007 GFLOPs, ~2 ms; ViT-B/16 33.9 GFLOPs, 409 ms (83 GFLOP/s: at that rate 0.1 GFLOPs is
+# ~1.2 ms; small models run several times below it per FLOP). Every real CLIP tower is far above
+# (ViT-B/32 ~9 GFLOPs), every test/demo tower far below.
 LIGHT_MODEL_GFLOPS = 0.1
 
 
@@ -284,9 +287,9 @@ class RunOptions:
     limit: int | None = None  # at most this many videos this run
     videos_per_part: int = 2_000  # commit a part every N finished videos
     seconds_per_part: float = 120.0  # ... or every N seconds
-    worker: str = "auto"  # auto (fused on CUDA, staged on CPU) | fused | staged
+    worker: str = "auto"  # auto (size_workers: fused on CUDA and for a light model on CPU) | fused | staged
     gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
-    videos_per_task: int = 8  # fused: videos per Ray task; batches span them; a task failing all retries makes them WorkerLost
+    videos_per_task: int = 8  # fused: at most this many videos per Ray task (size_workers spreads small corpora); batches span them; a task failing all retries makes them WorkerLost
     max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
     retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
     stall_timeout_s: float = 600.0  # no batch for this long: commit what is done, record the rest ClusterStalled, stop
