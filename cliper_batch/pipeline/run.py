@@ -5,7 +5,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
