@@ -125,9 +125,9 @@ WORKERS = ("auto", "fused", "staged")
 # from the checkpoint header) is "light": one core scores a crop in no more time than it takes to
 # decode that crop's frames with --faces none, so a separate scoring actor would sit idle while a
 # core is missing from decoding and face detection. Measured on the 2-core dev host
-# (docs/benchmarks.md, "CPU worker sizing"; CPU ms of one core per crop): decode 2.3-3.7 (--faces
-# none), decode + MTCNN on every sampled frame 47; Tiny-ViT-T-16 0.017 GFLOPs, 0.5 ms; the demo
-# model 0.007 GFLOPs, ~2 ms; ViT-B/16 33.9 GFLOPs, 409 ms (83 GFLOP/s: at that rate 0.1 GFLOPs is
+# (docs/benchmarks.md, "CPU worker sizing"; CPU ms of one core per crop): decode 2.0-3.5 (--faces
+# none), decode + MTCNN on every sampled frame 47; Tiny-ViT-T-16 0.017 GFLOPs, 0.4-0.5 ms; the demo
+# model 0.007 GFLOPs, ~2 ms; ViT-B/16 33.9 GFLOPs, 396-411 ms (~85 GFLOP/s: at that rate 0.1 GFLOPs is
 # ~1.2 ms; small models run several times below it per FLOP). Every real CLIP tower is far above
 # (ViT-B/32 ~9 GFLOPs), every test/demo tower far below.
 LIGHT_MODEL_GFLOPS = 0.1
