@@ -22,7 +22,15 @@ class PeakRSS:
         self.interval = interval
         self.peak = 0
         self._cpu: dict[tuple[int, float], float] = {}  # (pid, create time) -> CPU s at the last sample
+        # CPU already used by this process and by children alive now (e.g. Ray started before) is not counted
         self._base = sum(psutil.Process().cpu_times()[:2])
+        self._child_base: dict[tuple[int, float], float] = {}
+        for p in psutil.Process().children(recursive=True):
+            try:
+                t = p.cpu_times()
+                self._child_base[(p.pid, p.create_time())] = t.user + t.system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -41,8 +49,8 @@ class PeakRSS:
 
     @property
     def cpu_s(self) -> float:
-        """CPU seconds used by this process (since start) and every descendant seen."""
-        return sum(self._cpu.values()) - self._base
+        """CPU seconds used by this process and every descendant seen, since this object was made."""
+        return sum(self._cpu.values()) - self._base - sum(self._child_base.get(k, 0.0) for k in self._cpu)
 
     def _run(self) -> None:
         while not self._stop.is_set():

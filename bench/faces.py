@@ -1,11 +1,13 @@
 """Faces on vs off: detection frames/s, crops/s, and the end-to-end cost of --faces detect.
 
-    .venv/bin/python -m bench.faces [--videos 6] [--strides 1,2,4,8]
+    .venv/bin/python -m bench.faces [--videos 6] [--strides 1,2,4,8] [--layouts auto,staged] [--runs none,detect] [--repeat 3]
 
 Same synthetic expression videos (one person each, cliper_batch.synthetic), same
 tiny model, same machine, one run: the annotate job with --faces none, with
 --faces detect at the default detection stride and with --detect-stride 1 (the
-detector on every sampled frame), plus the detector alone on the sampled frames.
+detector on every sampled frame), plus the detector alone on the sampled frames;
+each of those once per worker layout (``--layouts``), so the sizing's effect is
+measured side by side. CPU seconds (every process of the run) sit next to wall time.
 
 Stride sweep (what the default ``detect_stride`` is chosen from): the laptop
 benchmark video (``bench.common.write_two_face_cut_video``: two faces, a cut,
@@ -37,6 +39,7 @@ from cliper_batch.faces.track import iou
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline import run as pipeline_run
+from cliper_batch.pipeline.run import RunOptions
 from cliper_batch.probe import probe
 from cliper_batch.sampling import plan_segments
 from cliper_batch.synthetic import write_video_corpus
@@ -142,6 +145,11 @@ def main() -> int:
     p.add_argument("--size", default="480x360")
     p.add_argument("--strides", default="1,2,4,8", help="detection strides for the sweep ('' skips it)")
     p.add_argument("--sweep-only", action="store_true", help="only the stride sweep")
+    p.add_argument("--layouts", default="auto,staged",
+                   help="worker layouts, each run with every --runs entry, side by side (auto: the engine's sizing, "
+                   "pipeline.run.size_workers; staged: the CPU default before it)")
+    p.add_argument("--runs", default="none,detect,detect_every_frame", help="which of none,detect (the default stride),detect_every_frame,detect_stride_4")
+    p.add_argument("--repeat", type=int, default=1, help="runs per layout and face mode (medians reported)")
     a = p.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     w, h = (int(v) for v in a.size.split("x"))
@@ -169,34 +177,55 @@ def main() -> int:
     recall = float(np.mean([len(f) >= 1 for f in found]))
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
-    res = {"videos": a.videos, "size": a.size, "detector_frames_per_s": det_fps, "detector_frame_recall": recall, "stride_sweep": sweep, **machine()}
-    runs = {"none": dict(faces="none"), "detect": dict(faces="detect"), "detect_every_frame": dict(faces="detect", detect_stride=1)}
-    for faces, kw in runs.items():
-        cfg = AnnotateConfig(decoder="pyav", batch_size=8, **kw)
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            s = pipeline_run.annotate(videos, os.path.join(tmp, f"out-{faces}"), ckpt, cfg)
-            wall = time.perf_counter() - t0
-        with open(os.path.join(tmp, f"out-{faces}", "runs", f"{s.run_id}.json")) as f:
-            scoring = json.load(f)["scoring"]
-        res[faces] = {
-            "wall_s": wall,
-            "video_seconds": s.video_seconds,
-            "video_s_per_s": s.video_seconds / wall,
-            "rows": s.segments,
-            "crops": s.crops,
-            "crops_per_s": s.crops / wall,
-            "score_busy_fraction": scoring["busy_fraction"],
-            "peak_rss_gib": mem.peak_gib,
-        }
-        print(faces, {k: round(v, 3) if isinstance(v, float) else v for k, v in res[faces].items()})
+    res = {"videos": a.videos, "size": a.size, "detector_frames_per_s": det_fps, "detector_frame_recall": recall,
+           "stride_sweep": sweep, "load_average_1m_at_start": os.getloadavg()[0], **machine()}
+    all_runs = {"none": dict(faces="none"), "detect": dict(faces="detect"), "detect_every_frame": dict(faces="detect", detect_stride=1),
+                "detect_stride_4": dict(faces="detect", detect_stride=4)}
+    runs = {k: all_runs[k] for k in a.runs.split(",")}
+    layouts = a.layouts.split(",")
+    samples: dict[tuple[str, str], list[dict]] = {(lo, f): [] for lo in layouts for f in runs}
+    for rep in range(a.repeat):  # layouts interleaved, so load from other users hits each about equally
+        for layout in layouts:
+            for faces, kw in runs.items():
+                cfg = AnnotateConfig(decoder="pyav", batch_size=8, **kw)
+                out = os.path.join(tmp, f"out-{layout}-{faces}-{rep}")
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    s = pipeline_run.annotate(videos, out, ckpt, cfg, options=RunOptions(worker=layout))
+                    wall = time.perf_counter() - t0
+                with open(os.path.join(out, "runs", f"{s.run_id}.json")) as f:
+                    record = json.load(f)
+                one = {
+                    "layout": f"{record['resources']['worker']} x{record['resources']['score_workers']}",
+                    "wall_s": wall,
+                    "cpu_s": mem.cpu_s,
+                    "video_seconds": s.video_seconds,
+                    "rows": s.segments,
+                    "crops": s.crops,
+                    "score_busy_s": record["scoring"]["busy_s"],
+                    "score_busy_fraction": record["scoring"]["busy_fraction"],
+                    "peak_rss_gib": mem.peak_gib,
+                    "load_average_1m": os.getloadavg()[0],
+                }
+                samples[(layout, faces)].append(one)
+                print(rep, layout, faces, {k: round(v, 3) if isinstance(v, float) else v for k, v in one.items()})
+    for layout in layouts:
+        res[layout] = by = {}
+        for faces in runs:
+            got = samples[(layout, faces)]
+            wall, cpu = float(np.median([g["wall_s"] for g in got])), float(np.median([g["cpu_s"] for g in got]))
+            by[faces] = {**got[-1], "wall_s": wall, "cpu_s": cpu, "video_s_per_s": got[-1]["video_seconds"] / wall,
+                         "crops_per_s": got[-1]["crops"] / wall, "wall_s_all": [g["wall_s"] for g in got],
+                         "cpu_s_all": [g["cpu_s"] for g in got], "peak_rss_gib": max(g["peak_rss_gib"] for g in got)}
+        for faces in runs:
+            if faces != "none" and "none" in runs:
+                by[f"{faces}_over_none_wall"] = by[faces]["wall_s"] / by["none"]["wall_s"]
+                by[f"{faces}_over_none_cpu"] = by[faces]["cpu_s"] / by["none"]["cpu_s"]
+                print(f"[{layout}] {faces} over --faces none (medians of {a.repeat}): wall "
+                      f"{by[f'{faces}_over_none_wall']:.2f}, CPU {by[f'{faces}_over_none_cpu']:.2f}")
     ray.shutdown()
-    res["detect_over_none_wall"] = res["detect"]["wall_s"] / res["none"]["wall_s"]
-    res["detect_every_frame_over_none_wall"] = res["detect_every_frame"]["wall_s"] / res["none"]["wall_s"]
-    print(
-        f"detector {det_fps:.1f} frames/s (frame recall {recall:.2f}); wall over --faces none: "
-        f"detect {res['detect_over_none_wall']:.2f}, detect every frame {res['detect_every_frame_over_none_wall']:.2f}"
-    )
+    res["load_average_1m_at_end"] = os.getloadavg()[0]
+    print(f"detector {det_fps:.1f} frames/s (frame recall {recall:.2f})")
     print("->", write_result("faces", res))
     return 0
 

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", "fused", "staged"],
         help="fused: one actor per GPU (or --gpu-fraction of one) decodes, frames faces, crops and scores with "
         "frames and crops kept on its device, batching across videos; staged: CPU decode actors feed scoring "
-        "actors through the object store; auto (default): fused on CUDA, staged on CPU",
+        "actors through the object store; auto (default): fused on CUDA; on CPU fused for a light model (one actor "
+        "per video up to one per core), staged for a heavy one (docs/operations.md, 'Worker layout')",
     )
     p.add_argument(
         "--gpu-fraction",
@@ -65,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--videos-per-task",
         type=positive_int,
         default=8,
-        help="fused worker: videos per Ray task; model batches span them (default 8); a task that still crashes after its retries records all of them as WorkerLost",
+        help="fused worker: at most N videos per Ray task, fewer when needed to spread a small corpus over the actors; model batches span them (default 8); a task that still crashes after its retries records all of them as WorkerLost",
     )
     p.add_argument("--decode-workers", type=positive_int, default=None, help="staged: decode actors (default: CPUs left after scoring)")
     p.add_argument(
         "--score-workers",
         type=positive_int,
         default=None,
-        help="scoring actors (staged: default one per GPU, or 1 on CPU); fused actors (default GPUs / --gpu-fraction, or 1 on CPU)",
+        help="scoring actors (staged: default one per GPU, or 1 on CPU); fused actors (default GPUs / --gpu-fraction, or min(CPUs, videos) on CPU)",
     )
     p.add_argument("--video-timeout", type=positive_float, default=1800.0, help="seconds one video may take before it is recorded as failed (default 1800)")
     p.add_argument("--force", action="store_true", help="re-annotate videos already done with this model and config")

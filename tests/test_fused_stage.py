@@ -224,14 +224,20 @@ def test_worker_layout_and_resources(ray_runtime, monkeypatch):
     assert resolve_worker("staged", "cuda") == "staged"
     with pytest.raises(ValueError, match="worker must be"):
         resolve_worker("both", "cpu")
-    assert plan_resources("cpu", None, None, "auto").worker == "staged"
+    assert plan_resources("cpu", None, None, "auto").worker == "staged"  # model cost unknown: staged
+    # on this cluster's CPUs: a light model runs fused, one actor per video up to one per CPU; a heavy one staged
+    import ray
+
+    cpus = int(ray.cluster_resources()["CPU"])
+    light = plan_resources("cpu", None, None, "auto", videos=6, model_gflops=0.01)
+    assert (light.worker, light.score_workers, light.score_threads) == ("fused", min(cpus, 6), max(1, cpus // min(cpus, 6)))
+    heavy = plan_resources("cpu", None, None, "auto", videos=6, model_gflops=34.0)
+    assert (heavy.worker, heavy.score_workers, heavy.decode_workers) == ("staged", 1, max(1, cpus - 1))
     fused_cpu = plan_resources("cpu", None, None, "fused")
     assert (fused_cpu.worker, fused_cpu.decode_workers, fused_cpu.score_workers, fused_cpu.score_num_gpus) == ("fused", 0, 1, 0.0)
     with pytest.raises(RuntimeError, match="no GPUs"):
         plan_resources("cuda", None, None, "auto")
     # the GPU sizing rule, for a cluster this host cannot be: 4 GPUs, half a GPU per fused actor
-    import ray
-
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 4.0})
     r = plan_resources("auto", None, None, "auto", gpu_fraction=0.5)
     assert (r.worker, r.device, r.score_workers, r.score_num_gpus, r.decode_workers) == ("fused", "cuda", 8, 0.5, 0)

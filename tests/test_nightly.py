@@ -161,7 +161,7 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     import ray.cloudpickle
 
     import faulty_stage
-    from cliper_batch.pipeline.run import annotate, describe_model
+    from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
     from cliper_batch.types import AnnotateConfig
 
     ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
@@ -171,6 +171,7 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
         _write(corpus / name, seed=seed)
     cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
     s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, decode_stage=faulty_stage.CrashingDecodeStage,
+                 options=RunOptions(worker="staged"),
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (2, 1)
     v = query.scan_videos(str(tmp_path / "out")).collect()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cliper_batch.pipeline.run import annotate, describe_model
+from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
 from cliper_batch.testvideos import VideoSpec, write_video
 from cliper_batch.types import AnnotateConfig
 
@@ -33,11 +33,12 @@ def _corpus(folder, bad_file: bool):
 
 
 CFG = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="detect")
+STAGED = RunOptions(worker="staged")  # the injected stage is a staged decode stage
 
 
 def test_every_video_failing_for_one_setup_reason_fails_the_run(ray_runtime, tiny_checkpoint, tmp_path, broken_detector_stage):
     corpus = _corpus(tmp_path / "corpus", bad_file=False)
-    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage,
+    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage, options=STAGED,
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (0, 2)
     assert s.failure_reason is not None
@@ -47,7 +48,7 @@ def test_every_video_failing_for_one_setup_reason_fails_the_run(ray_runtime, tin
 
 def test_a_bad_file_among_them_is_data_not_a_broken_run(ray_runtime, tiny_checkpoint, tmp_path, broken_detector_stage):
     corpus = _corpus(tmp_path / "corpus", bad_file=True)
-    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage,
+    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage, options=STAGED,
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (0, 3)
     assert s.failure_reason is None  # mixed reasons, one of them the data's: not provably a setup failure

@@ -83,6 +83,36 @@ class CheckpointHeader:
     def image_size(self) -> int:
         return int(self.config["image_size"])
 
+    @property
+    def visual_gflops(self) -> float:
+        """Estimated image-tower cost per crop (:func:`visual_gflops`), from the header alone."""
+        return visual_gflops(self.tensors, self.image_size)
+
+
+def visual_gflops(tensors: Mapping[str, tuple[str, tuple[int, ...]]], image_size: int) -> float:
+    """Rough cost of the image tower per crop, in GFLOPs, from tensor names and shapes only (no torch, no weights).
+
+    ``2 x (weights of every visual matrix/conv kernel) x (positions each is applied to)``:
+    the matmul/conv FLOPs of a transformer (attention's ``T^2`` term left out, ~4 % for ViT-B/16).
+    Positions are the tokens of the tower's positional embedding when it has one
+    (``visual.positional_embedding [T, W]`` or timm's ``pos_embed [1, T, W]``; ViT-B/16 at 224 px:
+    197, estimate 34 GFLOPs, published 35), otherwise ``(image_size / 16)^2``, the resolution where
+    a convolutional net spends most of its work. An order-of-magnitude figure for sizing workers
+    (``pipeline.run.size_workers``), not a profile.
+    """
+    weights = 0
+    positions = None
+    for name, (_, shape) in tensors.items():
+        if not name.startswith("visual."):
+            continue
+        if "pos" in name.rsplit(".", 1)[-1] and len(shape) >= 2:  # positional_embedding, pos_embed
+            positions = int(shape[-2])
+        elif len(shape) >= 2:
+            weights += math.prod(int(d) for d in shape)
+    if positions is None:
+        positions = max(1, round((image_size / 16) ** 2))
+    return 2.0 * weights * positions / 1e9
+
 
 # ---------------------------------------------------------------------- config
 def checkpoint_config(model: CLIPER, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -65,6 +65,8 @@ class ModelInfo:
     descriptors_per_class: int
     image_size: int
     model_id: str | None  # known up front for checkpoints only
+    # image-tower GFLOPs per crop from a checkpoint's header (checkpoint.visual_gflops); None for openclip: specs
+    visual_gflops: float | None = None
 
 
 def _error(spec: str, problem: str) -> ModelSpecError:
@@ -184,7 +186,9 @@ def inspect_model(
         header = read_checkpoint_header(parsed.uri, **storage_options)  # type: ignore[arg-type]
         k = int(header.config["descriptors_per_class"])
         check_fixed(parsed, header.classes, k)
-        return ModelInfo(parsed.text, "checkpoint", header.classes, k, header.image_size, header.model_id)
+        return ModelInfo(
+            parsed.text, "checkpoint", header.classes, k, header.image_size, header.model_id, header.visual_gflops
+        )
     cfg = _open_clip().get_model_config(parsed.arch)
     size = cfg["vision_cfg"].get("image_size", 224)
     size = size[0] if isinstance(size, (list, tuple)) else size

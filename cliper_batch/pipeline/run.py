@@ -5,7 +5,6 @@ import datetime as _dt
 import hashlib
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
@@ -121,6 +120,17 @@ def check_locations(input_uri: str, output_uri: str) -> str:
 
 WORKERS = ("auto", "fused", "staged")
 
+# CPU-only runs: a model at most this many GFLOPs per crop (``ModelInfo.visual_gflops``, estimated
+# from the checkpoint header) is "light": one core scores a crop in no more time than it takes to
+# decode that crop's frames with --faces none, so a separate scoring actor would sit idle while a
+# core is missing from decoding and face detection. Measured on the 2-core dev host
+# (docs/benchmarks.md, "CPU worker sizing"; CPU ms of one core per crop): decode 2.0-3.5 (--faces
+# none), decode + MTCNN on every sampled frame 47; Tiny-ViT-T-16 0.017 GFLOPs, 0.4-0.5 ms; the demo
+# model 0.007 GFLOPs, ~2 ms; ViT-B/16 33.9 GFLOPs, 396-411 ms (~85 GFLOP/s: at that rate 0.1 GFLOPs is
+# ~1.2 ms; small models run several times below it per FLOP). Every real CLIP tower is far above
+# (ViT-B/32 ~9 GFLOPs), every test/demo tower far below.
+LIGHT_MODEL_GFLOPS = 0.1
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -129,7 +139,8 @@ class Resources:
     ``worker='staged'``: ``decode_workers`` DecodeStage actors feed
     ``score_workers`` ScoreStage actors. ``worker='fused'``: ``score_workers``
     FusedStage actors do everything (``decode_workers`` is 0); the ``score_*``
-    resources are those of one fused actor.
+    resources are those of one fused actor, and each Ray task takes
+    ``videos_per_task`` videos. ``why`` says in words why this layout was chosen.
     """
 
     decode_workers: int
@@ -139,15 +150,93 @@ class Resources:
     score_threads: int
     device: str
     worker: str = "staged"
+    videos_per_task: int = 8
+    why: str = ""
 
 
-def resolve_worker(worker: str, device_kind: str) -> str:
-    """``auto`` -> ``fused`` on CUDA (crops never leave the GPU), ``staged`` on CPU; explicit choices are kept."""
+def resolve_worker(worker: str, device_kind: str, model_gflops: float | None = None) -> str:
+    """``auto`` -> ``fused`` on CUDA (crops never leave the GPU) and on CPU for a light model
+    (``model_gflops <= LIGHT_MODEL_GFLOPS``), ``staged`` on CPU otherwise (or when the cost is
+    unknown); explicit choices are kept."""
     if worker not in WORKERS:
         raise ValueError(f"worker must be one of {'|'.join(WORKERS)}, got {worker!r}")
     if worker == "auto":
-        return "fused" if device_kind == "cuda" else "staged"
+        if device_kind == "cuda":
+            return "fused"
+        return "fused" if model_gflops is not None and model_gflops <= LIGHT_MODEL_GFLOPS else "staged"
     return worker
+
+
+def size_workers(
+    *,
+    cpus: int,
+    gpus: int,
+    use_gpu: bool,
+    node_cpus: int | None = None,
+    videos: int | None = None,
+    model_gflops: float | None = None,
+    decode_workers: int | None = None,
+    score_workers: int | None = None,
+    worker: str = "auto",
+    gpu_fraction: float = 1.0,
+    videos_per_task: int = 8,
+) -> Resources:
+    """The worker layout for a cluster of ``cpus`` CPUs (``node_cpus`` on its largest node) and ``gpus``
+    GPUs, ``videos`` to annotate and a model of ``model_gflops`` per crop (a pure function).
+
+    GPU, fused: ``gpus / gpu_fraction`` actors (``--score-workers`` overrides),
+    each holding ``gpu_fraction`` of a GPU and one CPU. GPU, staged: one
+    scoring actor per GPU, decoders on the remaining CPUs.
+
+    CPU only (a laptop), light model (``auto`` resolves to fused): one fused
+    actor per video up to one per core (``min(cpus, videos)``), torch threads
+    ``node_cpus // actors``: one video uses every core for face detection and
+    scoring, two videos on two cores run one core each. CPU only, heavy model
+    or unknown cost (staged): one scoring actor whose torch threads use the
+    node's cores, fed by decoders on the logical CPUs left (at least one).
+    Explicit ``--worker``, ``--decode-workers`` and ``--score-workers`` always win
+    (``auto`` with ``--decode-workers`` means staged: only staged has decoders).
+
+    Fused tasks take at most ``videos_per_task`` videos, fewer when the corpus is
+    small so every actor gets work: on GPU ``ceil(videos / actors)``; on CPU
+    ``videos // (4 x actors)`` (at least 1) so uneven videos still balance.
+    """
+    if not (0.0 < gpu_fraction <= 1.0):
+        raise ValueError(f"gpu_fraction must be in (0, 1], got {gpu_fraction}")
+    cpus = max(1, int(cpus))
+    node_cpus = max(1, int(node_cpus or cpus))
+    n_videos = max(1, int(videos or 1))
+    cost = "unknown" if model_gflops is None else f"{model_gflops:.3g}"
+    if worker == "auto" and decode_workers is not None:
+        worker, auto_why = "staged", "--decode-workers given (only the staged layout has decoders)"
+    else:
+        auto_why = ""
+    chosen = resolve_worker(worker, "cuda" if use_gpu else "cpu", model_gflops)
+    if worker != "auto":
+        why = auto_why or f"--worker {worker}"
+    elif use_gpu:
+        why = "auto on CUDA: fused keeps frames and crops on the GPU"
+    elif chosen == "fused":
+        why = (f"auto on CPU: model {cost} GFLOPs/crop <= {LIGHT_MODEL_GFLOPS} (light): "
+               f"each actor decodes, detects and scores its own videos")
+    else:
+        why = (f"auto on CPU: model {cost} GFLOPs/crop (heavy or unknown; light is <= {LIGHT_MODEL_GFLOPS}): "
+               f"one scorer with all threads fed by decoders")
+    if chosen == "fused":
+        if use_gpu:
+            n = score_workers or max(1, int(gpus / gpu_fraction + 1e-9))
+            per_task = max(1, min(videos_per_task, -(-n_videos // n)))
+            return Resources(0, n, float(gpu_fraction), 1.0, 1, "cuda", "fused", per_task, why)
+        n = score_workers or min(cpus, n_videos)
+        per_task = max(1, min(videos_per_task, n_videos // (4 * n)))
+        return Resources(0, n, 0.0, 1.0, max(1, node_cpus // n), "cpu", "fused", per_task, why)
+    if use_gpu:
+        n_score = score_workers or gpus
+        n_decode = decode_workers or max(1, cpus - n_score)
+        return Resources(n_decode, n_score, 1.0, 1.0, 1, "cuda", "staged", videos_per_task, why)
+    n_score = score_workers or 1
+    n_decode = decode_workers or max(1, cpus - n_score)
+    return Resources(n_decode, n_score, 0.0, 1.0, max(1, node_cpus // n_score), "cpu", "staged", videos_per_task, why)
 
 
 def plan_resources(
@@ -156,39 +245,32 @@ def plan_resources(
     score_workers: int | None,
     worker: str = "auto",
     gpu_fraction: float = 1.0,
+    *,
+    videos: int | None = None,
+    model_gflops: float | None = None,
+    videos_per_task: int = 8,
 ) -> Resources:
-    """Size the actor pools from the cluster's resources.
-
-    Staged, GPU cluster: one scoring actor per GPU, decoders on the remaining CPUs.
-    Staged, CPU only (a laptop): one scoring actor whose torch threads use the cores,
-    and decoders on the logical CPUs left (at least one), so neither stage starves.
-    Fused, GPU cluster: ``gpus / gpu_fraction`` fused actors (``--score-workers``
-    overrides), each holding ``gpu_fraction`` of a GPU and one CPU. Fused on CPU:
-    ``--score-workers`` actors (default 1) sharing the cores' torch threads.
-    """
-    if not (0.0 < gpu_fraction <= 1.0):
-        raise ValueError(f"gpu_fraction must be in (0, 1], got {gpu_fraction}")
+    """:func:`size_workers` for the running Ray cluster (its CPUs, GPUs and largest node)."""
     res = ray.cluster_resources()
     cpus = int(res.get("CPU", 1))
     gpus = int(res.get("GPU", 0))
     use_gpu = device_pref.startswith("cuda") or (device_pref == "auto" and gpus > 0)
     if use_gpu and gpus == 0:
         raise RuntimeError(f"--device {device_pref} asked for CUDA but the Ray cluster has no GPUs")
-    worker = resolve_worker(worker, "cuda" if use_gpu else "cpu")
-    if worker == "fused":
-        if use_gpu:
-            n = score_workers or max(1, int(gpus / gpu_fraction + 1e-9))
-            return Resources(0, n, float(gpu_fraction), 1.0, 1, "cuda", "fused")
-        n = score_workers or 1
-        return Resources(0, n, 0.0, 1.0, max(1, (os.cpu_count() or cpus) // n), "cpu", "fused")
-    if use_gpu:
-        n_score = score_workers or gpus
-        n_decode = decode_workers or max(1, cpus - n_score)
-        return Resources(n_decode, n_score, 1.0, 1.0, 1, "cuda")
-    n_score = score_workers or 1
-    n_decode = decode_workers or max(1, cpus - n_score)
-    threads = max(1, (os.cpu_count() or cpus) // n_score)
-    return Resources(n_decode, n_score, 0.0, 1.0, threads, "cpu")
+    return size_workers(
+        cpus=cpus, gpus=gpus, use_gpu=use_gpu, node_cpus=_largest_node_cpus(cpus), videos=videos,
+        model_gflops=model_gflops, decode_workers=decode_workers, score_workers=score_workers, worker=worker,
+        gpu_fraction=gpu_fraction, videos_per_task=videos_per_task,
+    )
+
+
+def _largest_node_cpus(cluster_cpus: int) -> int:
+    """CPUs of the largest alive node (a torch thread count cannot span nodes); the cluster total if unknown."""
+    try:
+        per_node = [int(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    except Exception:  # an old or partial GCS answer: fall back to the total
+        per_node = []
+    return max(per_node, default=0) or cluster_cpus
 
 
 @dataclass(frozen=True)
@@ -203,9 +285,9 @@ class RunOptions:
     limit: int | None = None  # at most this many videos this run
     videos_per_part: int = 2_000  # commit a part every N finished videos
     seconds_per_part: float = 120.0  # ... or every N seconds
-    worker: str = "auto"  # auto (fused on CUDA, staged on CPU) | fused | staged
+    worker: str = "auto"  # auto (size_workers: fused on CUDA and for a light model on CPU) | fused | staged
     gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
-    videos_per_task: int = 8  # fused: videos per Ray task; batches span them; a task failing all retries makes them WorkerLost
+    videos_per_task: int = 8  # fused: at most this many videos per Ray task (size_workers spreads small corpora); batches span them; a task failing all retries makes them WorkerLost
     max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
     retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
     stall_timeout_s: float = 600.0  # no batch for this long: commit what is done, record the rest ClusterStalled, stop
@@ -267,8 +349,20 @@ def annotate(
             run_id, len(refs), len(plan.todo), plan.changed, plan.retried, plan.skipped_done, plan.skipped_failed,
             plan.skipped_data, plan.skipped_gave_up, plan.skipped_since, plan.deferred_limit,
         )
-        res = plan_resources(config.device, decode_workers, score_workers, options.worker, options.gpu_fraction)
-        log.info("run %s: %s worker on %s, resources %s", run_id, res.worker, res.device, res)
+        res = plan_resources(
+            config.device, decode_workers, score_workers, options.worker, options.gpu_fraction,
+            videos=len(plan.todo), model_gflops=info.visual_gflops, videos_per_task=options.videos_per_task,
+        )
+        if (decode_stage if res.worker == "fused" else fused_stage) is not None:  # would be silently unused
+            raise ValueError(f"a replacement {'decode' if res.worker == 'fused' else 'fused'} stage was given but "
+                             f"the layout is {res.worker} ({res.why}); pass RunOptions(worker=...) to match")
+        log.info(
+            "run %s: %s worker on %s: %s (%s; %d torch threads each%s) because %s", run_id, res.worker, res.device,
+            f"{res.score_workers} fused actors" if res.worker == "fused"
+            else f"{res.decode_workers} decoders -> {res.score_workers} scorers",
+            f"{res.videos_per_task} videos per task" if res.worker == "fused" else f"{len(plan.todo)} videos",
+            res.score_threads, f", {res.score_num_gpus:g} GPU" if res.score_num_gpus else "", res.why,
+        )
         status, why, error = run_record.FINISHED, "", None
         with OutputWriter(
             output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
@@ -485,7 +579,7 @@ def _stream_fused(
 ):
     """The fused pipeline: refs -> FusedStage actors (decode, faces, crops and scores on one device) -> driver.
 
-    Each task gets ``options.videos_per_task`` videos, so model batches fill
+    Each task gets ``res.videos_per_task`` videos (:func:`size_workers`), so model batches fill
     across videos; each actor holds ``res.score_num_gpus`` GPUs (``--gpu-fraction``)
     and one CPU. Crash handling is the staged one: restart, retry twice, then
     the block's videos become ``WorkerLost`` rows.
@@ -503,7 +597,7 @@ def _stream_fused(
             num_threads=res.score_threads,
             storage_options=storage_options,
         ),
-        batch_size=options.videos_per_task,
+        batch_size=res.videos_per_task,
         **_model_actor_options(res),
     )
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
