@@ -31,15 +31,17 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .. import rows
-from ..crop_primitives import CropBackendChoice, normalized_crops, select_crop_backend
 from ..types import AnnotateConfig, VideoOutcome
-from ..video_annotation import ClipPiece, FramePrimitives, VideoAnnotator
-from .model_actor import ScoringModel
+
+if TYPE_CHECKING:  # the driver only names this class for Ray Data: torch and the model load in the actor
+    import torch
+
+    from ..crop_primitives import CropBackendChoice
 
 BATCH_HISTORY = 4096  # scored batches remembered per actor (for tests and debugging; bounded for long runs)
 
@@ -90,6 +92,10 @@ class FusedStage:
         decode_threads: int = 0,
         crop_backend: CropBackendChoice | None = None,
     ):
+        from ..crop_primitives import normalized_crops, select_crop_backend
+        from ..video_annotation import FramePrimitives, VideoAnnotator
+        from .model_actor import ScoringModel
+
         self.config = config
         self.scorer = ScoringModel(
             model_spec, device, config.compile, num_threads, storage_options,
@@ -138,13 +144,13 @@ class FusedStage:
         for ref_json in batch["ref"]:
             ref = rows.decode_ref(str(ref_json))
             for item in self.annotator.annotate(ref):
-                if isinstance(item, ClipPiece):
-                    self._queue.append(_Queued(ref.video_id, item.rows, item.crops))
-                    self._queued_clips += item.n
-                else:
+                if isinstance(item, VideoOutcome):
                     if item.status != "ok":
                         self._drop_clips(ref.video_id)  # its unscored clips would be discarded by the writer anyway
                     self._queue.append(_Queued(ref.video_id, self._outcome_row(item), None))
+                else:  # a ClipPiece
+                    self._queue.append(_Queued(ref.video_id, item.rows, item.crops))
+                    self._queued_clips += item.n
                 while self._queued_clips >= bsz:
                     yield self._emit(bsz)
         while self._queued_clips > 0:
@@ -164,6 +170,8 @@ class FusedStage:
 
     def _emit(self, n: int) -> dict[str, np.ndarray]:
         """Score the first ``n`` queued clips; output them with every outcome row whose video is now complete."""
+        import torch
+
         parts: list[_Queued] = []
         taken = 0
         while self._queue and (taken < n or self._queue[0].crops is None):
