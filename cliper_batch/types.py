@@ -51,6 +51,9 @@ class Segment:
 # detection"). A stride other than 1 enters config_hash, so outputs written at stride 1 (every version before this
 # default) are re-annotated by a default run and reused by a run with --detect-stride 1 (docs/faces.md).
 DEFAULT_DETECT_STRIDE = 4
+# What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
+# re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
+SPARSE_TRACKING_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class AnnotateConfig:
             # boxes between detections are interpolated: another stride, other crops. Stride 1 (every frame)
             # is what every earlier version computed, so it leaves the hash - and finished outputs - as they were.
             d["detect_stride"] = self.detect_stride
+            d["sparse_tracking"] = SPARSE_TRACKING_VERSION
         return d
 
 
