@@ -12,7 +12,7 @@ import torch
 from cliper_batch import synthetic as S
 from cliper_batch.faces.cuts import ShotCutDetector, detect_cuts
 from cliper_batch.faces.detect import Detection, FaceDetector
-from cliper_batch.faces.sparse import SparseFaceTracker, track_sparse
+from cliper_batch.faces.sparse import DetectionCounts, SparseFaceTracker, track_sparse
 from cliper_batch.faces.track import FaceTracker, Track, TrackingError, fill_gaps, iou, track_video
 
 W, H = 320, 180
@@ -341,3 +341,20 @@ def test_faces_moving_in_opposite_directions_keep_their_ids(detector, people):
         assert _on_truth(trk, truth, DRAWN_IOU), trk.track_id  # each id stays on its own face
         _assert_as_if_detected(trk, every, 0.8)
     assert len(called) < 16, called
+
+
+@pytest.mark.parametrize("path", ["curve", "accelerating"])
+def test_motion_rule_is_the_same_for_any_chunking(detector, people, path):
+    """Anchors, bisection and the tracker check across chunk boundaries: same frames detected, same tracks, bit for bit."""
+    pa, _ = people
+    frames, _ = _moving_scene(pa, PATHS[path])
+    runs = {}
+    for chunk in (1, 3, 4, 7, len(frames)):
+        counting = CountingDetector(detector)
+        counts = DetectionCounts()
+        tracks = track_sparse(_chunks(frames, chunk), counting, stride=4, counts=counts)
+        runs[chunk] = (sorted(counting.frames), _exact(tracks), counts)
+    (_, ref), *others = runs.items()
+    assert ref[2].verified > 0 and ref[2].detected < len(frames), ref[2]
+    for chunk, got in others:
+        assert got == ref, chunk
