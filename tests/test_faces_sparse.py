@@ -195,6 +195,11 @@ def test_bad_stride_is_a_clear_error(detector):
         with pytest.raises(TrackingError, match="stride"):
             track_sparse([], detector.detect, stride=bad)
     assert track_sparse([], detector.detect, stride=4) == []
+    with pytest.raises(TrackingError, match="gap_rule"):
+        track_sparse([], detector.detect, stride=4, gap_rule="bisect")
+    for bad in (0.0, 1.5):
+        with pytest.raises(TrackingError, match="verify_iou"):
+            track_sparse([], detector.detect, stride=4, verify_iou=bad)
 
 
 def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only():
