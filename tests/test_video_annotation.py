@@ -1,4 +1,5 @@
-"""The per-video algorithm both workers share: its timeout rule, its outcome, and the staged worker's crop primitive."""
+"""The per-video algorithm both workers share: its timeout rule, its outcome, and the staged worker's crop primitive;
+--faces detect's one decode (bit-identical to two, within its memory budget) and its decode thread (always stopped)."""
 import gc
 import threading
 import time
