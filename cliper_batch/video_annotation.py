@@ -17,9 +17,13 @@ Per video (:meth:`VideoAnnotator.annotate`):
    self-test, so an unusable NVDEC means PyAV with a logged reason, not a
    failed row per video;
 3. face framing: ``faces="none"`` decodes at short side = model input and
-   takes the centre square; ``faces="detect"`` decodes at the detection size
-   twice: pass 1 finds tracks (:func:`~cliper_batch.faces.framing.find_tracks`),
-   pass 2 crops one clip per (track, segment);
+   takes the centre square; ``faces="detect"`` decodes at the detection size:
+   pass 1 finds tracks (:func:`~cliper_batch.faces.framing.find_tracks`), the
+   next chunk decoding on a thread while the detector works
+   (:func:`~cliper_batch.prefetch.prefetch`); pass 2 crops one clip per
+   (track, segment) from pass 1's frames when they fit
+   ``FramingParams.keep_frames_bytes``, else from a second decode
+   (``extra["decode_passes"]``: 1 or 2; the same frames either way);
 4. yields :class:`ClipPiece` s of at most ``config.decode_chunk_segments``
    segments' worth of frames (bounded memory), then the video's
    :class:`~cliper_batch.types.VideoOutcome` last.
@@ -34,6 +38,7 @@ Its ``extra["decode_s"]`` is that same active time.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +53,7 @@ from .crops import center_crop_plan
 from .decode.base import DecodeError
 from .decode.select import choose_usable_decoder
 from .faces import framing
+from .prefetch import prefetch
 from .probe import ProbeError, probe
 from .sampling import plan_for
 from .types import AnnotateConfig, Segment, VideoInfo, VideoOutcome, VideoRef
@@ -61,6 +67,7 @@ __all__ = [
     "VideoAnnotator",
     "VideoTimeout",
     "frame_chunks",
+    "rechunk",
 ]
 
 # A failure of one of these types says all in its message (bad file, decode error, bad input):
@@ -161,10 +168,49 @@ def frame_chunks(
         raise DecodeError(uri, f"decoder delivered {k + 1} of {len(timestamps)} sampled frames")
 
 
+def rechunk(chunks: list[torch.Tensor], n: int, on_chunk: Callable[[], None] | None = None) -> Iterator[torch.Tensor]:
+    """The frames of ``chunks`` (consumed from the front of the list) regrouped as ``n`` per tensor, the last shorter.
+
+    The same grouping :func:`frame_chunks` gives with ``chunk_frames=n``, so a
+    pass over kept frames yields what a second decode would. A group within
+    one chunk is a view; one that spans chunks is a copy of that group only.
+    Each source chunk is dropped from the list once it is used up, so memory
+    falls as the pass proceeds. ``on_chunk()`` runs before each group (the
+    timeout check).
+    """
+    if n < 1:
+        raise ValueError(f"chunk size must be >= 1, got {n}")
+    parts: list[torch.Tensor] = []
+    have = 0
+    while chunks:
+        c = chunks.pop(0)
+        while c.shape[0]:
+            take = min(n - have, int(c.shape[0]))
+            parts.append(c[:take])
+            have += take
+            c = c[take:]
+            if have == n:
+                if on_chunk is not None:
+                    on_chunk()
+                yield parts[0] if len(parts) == 1 else torch.cat(parts)
+                parts, have = [], 0
+    if parts:
+        if on_chunk is not None:
+            on_chunk()
+        yield parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 def _stack(buf: list, device: torch.device) -> torch.Tensor:
     if isinstance(buf[0], torch.Tensor):
         return torch.stack(buf).to(device)
     return torch.from_numpy(np.stack(buf)).to(device)
+
+
+def _keeping(chunks: Iterator[torch.Tensor], kept: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``chunks`` unchanged, each also appended to ``kept`` (pass 1's frames, for pass 2)."""
+    for c in chunks:
+        kept.append(c)
+        yield c
 
 
 class _Video:
@@ -177,6 +223,7 @@ class _Video:
         self.total_segments = 0
         self.done_segments = 0
         self.n_tracks = 0
+        self.decode_passes = 1  # 2 once --faces detect decodes its frames a second time
 
     def check_time(self, _k: int = 0) -> None:
         if self.clock.now() > self.limit_s:
@@ -241,6 +288,7 @@ class VideoAnnotator:
             rows.record_failure(outcome, exc, EXPECTED_ERRORS)
             log.warning("video failed: %s: %s: %s", ref.uri, outcome.error_type, outcome.error)
         outcome.extra["decode_s"] = round(video.clock.now(), 4)
+        outcome.extra["decode_passes"] = video.decode_passes
         outcome.extra["crop_backend"] = self.prims.crop_name
         yield outcome
 
@@ -250,25 +298,41 @@ class VideoAnnotator:
         """--faces none: the centre square of every sampled frame, decoded at short side = model input."""
         S = self.size
         (out_w, out_h), (x0, y0) = center_crop_plan(info.width, info.height, S)
-        for frames, segs in self._segment_chunks(video, info, segments, decoder, (out_w, out_h)):
+        chunks = self._decode_segment_chunks(video, info, segments, decoder, (out_w, out_h))
+        for frames, segs in self._segment_chunks(video, segments, chunks):
             boxes = [(float(i), float(x0), float(y0), float(x0 + S), float(y0 + S)) for i in range(frames.shape[0])]
             yield self._piece(video.ref, frames, boxes, len(segs), rows.segment_rows(video.ref, segs, None))
 
     def _face_pieces(self, video: _Video, info: VideoInfo, segments: list[Segment], decoder) -> Iterator[ClipPiece]:
-        """--faces detect: pass 1 finds tracks over all sampled frames, pass 2 crops one clip per (track, segment)."""
+        """--faces detect: pass 1 finds tracks over all sampled frames, pass 2 crops one clip per (track, segment).
+
+        Pass 2 reuses pass 1's frames when all of them fit ``keep_frames_bytes``
+        (one decode), else decodes them again chunk by chunk (two decodes).
+        """
         p = self.framing
         W, H = framing.detection_size(info.width, info.height, p.detect_side)
         timestamps = [t for s in segments for t in s.timestamps]
-        chunks = frame_chunks(
+        keep = len(timestamps) * W * H * 3 <= p.keep_frames_bytes
+        kept: list[torch.Tensor] = []
+        decoded = frame_chunks(
             decoder, video.ref.uri, info, timestamps, (W, H), self.prims.frames_device, p.chunk_frames, video.check_time
         )
-        tracks = framing.find_tracks(chunks, self._face_detector(), p, self.config.detect_stride)
+        # closing(): a detector error stops the decode thread here, before the error leaves this video
+        with contextlib.closing(prefetch(decoded, p.prefetch_chunks, name="pass1-decode")) as chunks:
+            tracks = framing.find_tracks(
+                _keeping(chunks, kept) if keep else chunks, self._face_detector(), p, self.config.detect_stride
+            )
         video.n_tracks = len(tracks)
         video.check_time()
         plan = framing.plan_track_segments(tracks, segments, self.T)
         if not plan:
             return
-        for frames, segs in self._segment_chunks(video, info, segments, decoder, (W, H)):
+        if keep:
+            again = rechunk(kept, self.config.decode_chunk_segments * self.T, video.check_time)
+        else:
+            video.decode_passes = 2
+            again = self._decode_segment_chunks(video, info, segments, decoder, (W, H))
+        for frames, segs in self._segment_chunks(video, segments, again):
             items: list[framing.TrackSegment] = []
             boxes: list[framing.CropBox] = []
             for j, seg in enumerate(segs):
@@ -286,15 +350,22 @@ class VideoAnnotator:
             )
             yield self._piece(video.ref, frames, boxes, len(items), piece_rows)
 
-    def _segment_chunks(
+    def _decode_segment_chunks(
         self, video: _Video, info: VideoInfo, segments: list[Segment], decoder, size: tuple[int, int]
-    ) -> Iterator[tuple[torch.Tensor, list[Segment]]]:
-        """Whole segments' frames, ``config.decode_chunk_segments`` segments at a time: ``(frames, their segments)``."""
-        T = self.T
+    ) -> Iterator[torch.Tensor]:
+        """Decode the sampled frames of ``segments`` at ``size``, ``config.decode_chunk_segments`` segments per chunk."""
         timestamps = [t for s in segments for t in s.timestamps]
-        chunk = self.config.decode_chunk_segments * T
-        prims = self.prims
-        for frames in frame_chunks(decoder, video.ref.uri, info, timestamps, size, prims.frames_device, chunk, video.check_time):
+        chunk = self.config.decode_chunk_segments * self.T
+        return frame_chunks(
+            decoder, video.ref.uri, info, timestamps, size, self.prims.frames_device, chunk, video.check_time
+        )
+
+    def _segment_chunks(
+        self, video: _Video, segments: list[Segment], chunks: Iterator[torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, list[Segment]]]:
+        """Whole segments' frames from ``chunks`` (frames in segment order): ``(frames, their segments)``."""
+        T = self.T
+        for frames in chunks:
             k = frames.shape[0] // T
             if k * T != frames.shape[0]:
                 raise DecodeError(video.ref.uri, f"decoder delivered a partial segment ({frames.shape[0]} frames, T={T})")

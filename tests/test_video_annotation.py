@@ -1,4 +1,7 @@
-"""The per-video algorithm both workers share: its timeout rule, its outcome, and the staged worker's crop primitive."""
+"""The per-video algorithm both workers share: its timeout rule, its outcome, and the staged worker's crop primitive;
+--faces detect's one decode (bit-identical to two, within its memory budget) and its decode thread (always stopped)."""
+import gc
+import threading
 import time
 
 import numpy as np
@@ -11,7 +14,9 @@ from cliper_batch.pipeline.decode_stage import DecodeStage
 from cliper_batch import rows
 from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef
 from cliper_batch.uris import normalize_uri
+from cliper_batch.faces.framing import FramingParams
 from cliper_batch.video_annotation import ClipPiece, FramePrimitives, VideoAnnotator
+from test_faces_e2e import write_two_scene_video
 
 CPU = torch.device("cpu")
 S = 32
@@ -96,3 +101,128 @@ def test_unusable_nvdec_decodes_with_pyav_instead_of_failing_the_video(h264_vide
     outcome = items[-1]
     assert isinstance(outcome, VideoOutcome) and outcome.status == "ok", outcome.error
     assert outcome.extra["decoder"] == "pyav" and sum(p.n for p in items[:-1]) == int(spec.duration_s)
+
+
+# ----------------------------------------------------------------- --faces detect: one decode when it fits
+
+def face_annotator(video_timeout_s: float = 300.0, **framing_kw) -> VideoAnnotator:
+    """--faces detect on the two-scene video (320x240, 4 s at 10 fps): 16 sampled frames, 4 segments of T = 4."""
+    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=4, faces="detect", decoder="pyav",
+                         decode_chunk_segments=1, video_timeout_s=video_timeout_s)
+    return VideoAnnotator(cfg, S, FramePrimitives(CPU, "cpu", uint8_crops(S), "torch", CPU),
+                          framing_params=FramingParams(**framing_kw))
+
+
+@pytest.fixture(scope="module")
+def people_video(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("people") / "people.mp4")
+    write_two_scene_video(path)
+    return path
+
+
+PEOPLE_FRAME_BYTES = 320 * 240 * 3  # detection size of a 320x240 video: unscaled
+PEOPLE_FRAMES = 16
+
+
+def run_video(annotator: VideoAnnotator, path: str, on_piece=None) -> tuple[list[ClipPiece], VideoOutcome]:
+    items = []
+    for item in annotator.annotate(ref_for(path)):
+        if on_piece is not None and isinstance(item, ClipPiece):
+            on_piece(item)
+        items.append(item)
+    return items[:-1], items[-1]
+
+
+@pytest.mark.parametrize("chunk_frames,prefetch_chunks", [(64, 1), (3, 1), (5, 0)])
+def test_one_decode_gives_the_two_decode_rows_and_crops_bit_for_bit(people_video, chunk_frames, prefetch_chunks):
+    """Pass 2 from pass 1's frames == pass 2 from a second decode; with pass-1 chunks that straddle pass 2's (3, 5)."""
+    once_pieces, once = run_video(face_annotator(chunk_frames=chunk_frames, prefetch_chunks=prefetch_chunks),
+                                  people_video)
+    twice_pieces, twice = run_video(face_annotator(chunk_frames=chunk_frames, prefetch_chunks=prefetch_chunks,
+                                                   keep_frames_bytes=0), people_video)
+    assert once.status == twice.status == "ok", (once.error, twice.error)
+    assert (once.extra["decode_passes"], twice.extra["decode_passes"]) == (1, 2)
+    assert once.extra["n_tracks"] == twice.extra["n_tracks"] == 3
+    assert once.n_segments == twice.n_segments > 0
+    assert len(once_pieces) == len(twice_pieces)
+    for a, b in zip(once_pieces, twice_pieces):
+        assert a.rows.keys() == b.rows.keys()
+        for k in a.rows:
+            np.testing.assert_array_equal(a.rows[k], b.rows[k], err_msg=k)
+        assert a.crops.dtype == torch.uint8 and torch.equal(a.crops, b.crops)
+
+
+def test_the_budget_decides_at_the_exact_size_of_the_sampled_frames(people_video):
+    need = PEOPLE_FRAMES * PEOPLE_FRAME_BYTES
+    assert run_video(face_annotator(keep_frames_bytes=need), people_video)[1].extra["decode_passes"] == 1
+    _, over = run_video(face_annotator(keep_frames_bytes=need - 1), people_video)
+    assert over.status == "ok" and over.extra["decode_passes"] == 2 and over.n_segments > 0
+
+
+def frame_bytes_alive() -> int:
+    """Bytes of every distinct storage behind a live uint8 tensor of detection-size frames (``[..., 240, 320, 3]``).
+
+    Collected first, so garbage that only waits for the cycle collector does not count.
+    """
+    gc.collect()
+    storages = {}
+    for obj in gc.get_objects():
+        if issubclass(type(obj), torch.Tensor) and obj.dtype == torch.uint8 and tuple(obj.shape[-3:]) == (240, 320, 3):
+            st = obj.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("over_budget", [False, True])
+def test_frames_held_stay_within_the_budget(people_video, over_budget):
+    """Measured at every piece: the frames alive are pass 1's (<= the budget) plus pass 2's chunk, or one chunk."""
+    chunk_bytes = 4 * PEOPLE_FRAME_BYTES  # decode_chunk_segments=1 segment of T=4
+    budget = PEOPLE_FRAMES * PEOPLE_FRAME_BYTES - (1 if over_budget else 0)
+    seen: list[int] = []
+    assert frame_bytes_alive() == 0
+    pieces, outcome = run_video(face_annotator(keep_frames_bytes=budget, chunk_frames=6), people_video,
+                                on_piece=lambda piece: seen.append(frame_bytes_alive()))
+    assert outcome.status == "ok" and len(seen) == len(pieces) > 1
+    if over_budget:
+        assert outcome.extra["decode_passes"] == 2 and max(seen) <= chunk_bytes
+    else:
+        assert outcome.extra["decode_passes"] == 1 and max(seen) <= budget + chunk_bytes
+        assert seen[-1] < seen[0], "kept frames are released as pass 2 uses them up"
+    del pieces
+    assert frame_bytes_alive() == 0
+
+
+def pass1_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "pass1-decode"]
+
+
+def test_a_timeout_in_the_decode_thread_fails_the_video_and_stops_the_thread(people_video):
+    _, outcome = run_video(face_annotator(video_timeout_s=1e-6), people_video)
+    assert (outcome.status, outcome.error_type, outcome.n_segments) == ("failed", "VideoTimeout", 0)
+    assert "still decoding after" in outcome.error
+    assert not pass1_threads()
+
+
+def test_a_decode_error_in_the_decode_thread_fails_the_video_and_stops_the_thread(truncated_vp9_video):
+    _, outcome = run_video(face_annotator(chunk_frames=2), truncated_vp9_video[0])
+    assert (outcome.status, outcome.error_type) == ("failed", "DecodeError"), outcome.error
+    assert not pass1_threads()
+
+
+def test_a_detector_error_stops_the_decode_thread_before_the_video_fails(people_video):
+    """The consumer side fails (here the detector, on its second chunk): the thread decoding ahead is stopped."""
+    annotator = face_annotator(chunk_frames=4)
+    detector = annotator._face_detector()
+    real, calls = detector.detect, []
+
+    def failing_detect(frames, *args, **kw):
+        calls.append(len(pass1_threads()))
+        if len(calls) == 2:
+            raise RuntimeError("detector failed")
+        return real(frames, *args, **kw)
+
+    detector.detect = failing_detect
+    _, outcome = run_video(annotator, people_video)
+    assert (outcome.status, outcome.error_type) == ("failed", "RuntimeError")
+    assert calls[0] == 1, "the decode thread was running while the detector worked"
+    assert not pass1_threads()

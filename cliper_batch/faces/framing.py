@@ -1,18 +1,24 @@
 """Face framing for ``--faces detect``: find faces, follow them, and plan one clip per (track, segment).
 
-Two passes over the sampled frames of one video, both streamed in chunks
-(:mod:`cliper_batch.video_annotation` drives them):
+Two passes over the sampled frames of one video, driven by
+:mod:`cliper_batch.video_annotation`:
 
 1. decode at the detection size -> shot cuts + batched face detection on every
    ``detect_stride``-th frame (and wherever tracking is unsure) -> tracks
    (:func:`find_tracks`; :func:`cliper_batch.faces.sparse.track_sparse`: ids 1..
-   per video, reset at cuts);
-2. decode again -> for every segment and every track seen in it, ``T`` square
-   crop boxes (box + margin, :func:`clip_boxes`) that the worker's crop
-   primitive resizes to the model input.
+   per video, reset at cuts). The next chunk decodes on a background thread
+   while the detector works on the current one (``prefetch_chunks``,
+   :func:`cliper_batch.prefetch.prefetch`);
+2. for every segment and every track seen in it, ``T`` square crop boxes
+   (box + margin, :func:`clip_boxes`) that the worker's crop primitive resizes
+   to the model input.
 
-Decoding twice is cheap next to detection (hundreds of frames/s vs tens) and
-keeps memory bounded: no pass holds more than one chunk of frames. Segments
+Pass 2 crops from the frames pass 1 decoded when all of the video's sampled
+frames fit ``keep_frames_bytes`` (uint8 at the detection size, on the worker's
+frames device: 240 frames of 640x360 are 166 MB); a longer video is decoded a
+second time instead, chunk by chunk, so memory stays bounded by the budget or
+by one chunk. Both give the same frames, so the same rows and crops, bit for
+bit; the outcome's ``extra["decode_passes"]`` says which ran (1 or 2). Segments
 where a track is absent yield no row for it. Frames may be numpy arrays or
 torch tensors on any device: only boxes (and a subsampled copy for the
 shot-cut detector) go to the host.
@@ -46,6 +52,17 @@ class FramingParams:
     min_track_length: int = 2
     max_gap: int = 2
     chunk_frames: int = 64  # frames per detection batch in pass 1
+    # Pass 2 crops from pass 1's frames when the video's sampled frames (uint8, detection size) take at most
+    # this many bytes on the frames device; above it they are decoded again. Sized for a laptop worker:
+    # 256 MiB holds 60 s at 4 samples/s of 640x360 (166 MB). 0 = always decode twice.
+    keep_frames_bytes: int = 256 * 2**20
+    prefetch_chunks: int = 1  # pass 1 decodes this many chunks ahead of the detector on a thread; 0 = inline
+
+    def __post_init__(self) -> None:
+        if self.keep_frames_bytes < 0:
+            raise ValueError(f"keep_frames_bytes must be >= 0, got {self.keep_frames_bytes}")
+        if self.prefetch_chunks < 0:
+            raise ValueError(f"prefetch_chunks must be >= 0, got {self.prefetch_chunks}")
 
 
 def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
