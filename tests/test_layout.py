@@ -7,7 +7,7 @@ PACKAGE = "cliper_batch"
 
 # Data-flow order of the package's top-level modules: a module may import only from its own layer or the ones before.
 LAYERS = [
-    ["types", "labels", "uris", "failures", "schema", "testvideos", "devices"],  # contracts and leaf helpers
+    ["types", "labels", "uris", "failures", "schema", "testvideos", "devices", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead)
     ["rows", "listing"],
     ["probe", "sampling"],
     ["decode"],
