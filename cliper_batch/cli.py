@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import gc
+import logging
 import os
 import sys
 import time
@@ -150,23 +150,37 @@ def _init_ray(address: str | None) -> str | None:
     return CONNECTED if address else EMBEDDED
 
 
-def _shutdown_ray(how: str) -> None:
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children()}
+
+
+def _shutdown_ray(how: str, children_before: set[int]) -> None:
     """``ray.shutdown()`` from the run itself, once its output is committed and its summary printed.
 
     Left to Ray's own exit hook, the same shutdown first sleeps 0.5 s (it runs "from the
     exiting interpreter" and waits for late log lines; ours are printed by then). A
     cluster connection is only closed. An embedded runtime's processes are stopped by
     Ray (SIGTERM, SIGKILL after 1 s, one after another); its workers are the raylet's
-    children and exit by themselves once it is gone, so the job's whole process tree,
-    listed before the shutdown, is waited for (``REAP_GRACE_S``, then SIGKILL): no
-    process of the job outlives it.
+    children and exit by themselves once it is gone, so the runtime's whole process tree
+    (this process's children that were not there before ``ray.init``, ``children_before``,
+    and all their descendants), listed before the shutdown, is waited for
+    (``REAP_GRACE_S``, then SIGKILL): no process of the job outlives it.
     """
     import psutil
     import ray
 
     log = logging.getLogger("cliper_batch.annotate")
     t0 = time.perf_counter()
-    tree = psutil.Process().children(recursive=True) if how == EMBEDDED else []
+    tree = []
+    if how == EMBEDDED:
+        for child in psutil.Process().children():
+            if child.pid not in children_before:
+                try:
+                    tree += [child, *child.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    pass
     ray.shutdown()
     t1 = time.perf_counter()
     _gone, alive = psutil.wait_procs(tree, timeout=REAP_GRACE_S)
@@ -234,12 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         stall_timeout_s=args.stall_timeout,
     )
 
+    children_before = _child_pids()
     started = _init_ray(args.ray_address)
     try:
         return _annotate(args, config, options, checked, log)
     finally:
         if started:
-            _shutdown_ray(started)
+            _shutdown_ray(started, children_before)
 
 
 def _annotate(args: argparse.Namespace, config: AnnotateConfig, options, checked, log: logging.Logger) -> int:

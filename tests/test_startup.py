@@ -191,3 +191,51 @@ def test_the_job_stops_every_process_it_started_before_it_exits(short_tmp):
     for started in ("gcs_server", "raylet", "FusedStage"):  # the check saw the runtime and the actor
         assert started in names, f"{started} never seen among {len(seen)} processes: {names[:2000]}"
     assert still_running(seen) == [], "still running after the job exited"
+
+
+# A driver that starts the embedded runtime as the job does, runs an actor whose worker takes 60 s
+# to exit (an atexit hook, as a worker's slow last garbage collection would), then ends it the
+# job's way, or with a plain ray.shutdown() for contrast.
+SLOW_EXIT = """
+import json, os, sys, time
+import psutil, ray
+from cliper_batch import cli
+
+before = cli._child_pids()
+how = cli._init_ray(None)
+
+@ray.remote(num_cpus=0)
+class SlowToExit:
+    def __init__(self):
+        import atexit
+        atexit.register(time.sleep, 60)
+
+    def pid(self):
+        return os.getpid()
+
+pid = ray.get(SlowToExit.remote().pid.remote(), timeout=120)
+t0 = time.time()
+if sys.argv[1] == "job":
+    cli._shutdown_ray(how, before)
+else:
+    ray.shutdown()
+print("SLOW-EXIT " + json.dumps({"how": how, "alive": psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie",
+                                 "shutdown_s": time.time() - t0}))
+if psutil.pid_exists(pid):
+    psutil.Process(pid).kill()  # the contrast run's straggler: never leave it behind
+"""
+
+
+def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(short_tmp):
+    env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    seen = {}
+    for mode in ("job", "plain"):
+        out = subprocess.run([sys.executable, "-c", SLOW_EXIT, mode], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SLOW-EXIT ")), None)
+        assert line, f"{mode}: rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+        seen[mode] = json.loads(line[len("SLOW-EXIT "):])
+    assert seen["job"]["how"] == "embedded"
+    assert seen["plain"]["alive"], "the contrast case no longer shows a worker outliving ray.shutdown()"
+    assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"
