@@ -1,14 +1,25 @@
-"""Where a whole `annotate` process spends its time and CPU before and while it decodes: start-up profile.
+"""Where a whole `annotate` process spends its time and CPU, from launch to exit: start-up profile.
 
-    .venv/bin/python -m bench.startup [--seconds 60]
+    .venv/bin/python -m bench.startup [--seconds 60] [--repeats 1] [--baseline DIR]
 
-Runs the default job (``jobs/annotate.py``, embedded Ray, CPU) once on the laptop
-benchmark video (``bench.common.write_two_face_cut_video``) and samples every process
-it starts (every 0.1 s): when each one appeared after launch and the CPU seconds it
-used, grouped as driver / Ray system processes / Ray internal actors / decode actor /
-scoring actor. Then the driver's imports alone (``python -X importtime``), the
-heaviest top-level packages by cumulative import time. CPU seconds are robust to
-other load on a shared host; "appeared at" is wall time and is not.
+Runs the default job (``jobs/annotate.py``, embedded Ray, CPU) on the laptop benchmark
+video (``bench.common.write_two_face_cut_video``) and samples every process it starts
+(every 0.1 s): when each one appeared after launch and the CPU seconds it used, grouped
+as driver / Ray system processes / Ray internal actors / fused or decode actor / scoring
+actor. It also times the driver's own output lines as they arrive, which splits the
+whole process into phases:
+
+* ``start-up``: launch -> the plan's log line (imports, preflight checks, ``ray.init``, listing, plan);
+* ``plan -> dataset``: worker layout and Ray Data's plan, up to "Starting execution";
+* ``dataset``: Ray Data's execution (actors created, the video decoded, faces found, scored);
+* ``commit``: the writer's last commit and the run record, up to the summary line;
+* ``exit``: the summary line -> process exit (Ray's shutdown, the interpreter's exit).
+
+Then the driver's imports alone (``python -X importtime``), the heaviest top-level
+packages by cumulative import time. CPU seconds are robust to other load on a shared
+host; wall times are not, so ``--baseline DIR`` (another checkout of this repository,
+e.g. ``git worktree add /tmp/base REV``) runs that tree's job and this one alternately
+(baseline, this, baseline, this, ...) with the same interpreter, and reports both.
 """
 from __future__ import annotations
 
@@ -16,9 +27,11 @@ import argparse
 import collections
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
@@ -27,11 +40,26 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from bench.common import machine, write_result, write_two_face_cut_video
 
 GROUPS = [  # (group, regex on the command line), first match wins
-    ("decode actor", r"MapBatches\(DecodeStage\)|FusedStage"),
+    ("fused or decode actor", r"MapBatches\(DecodeStage\)|FusedStage"),
     ("scoring actor", r"MapBatches\(ScoreStage\)"),
     ("driver", r"jobs/annotate\.py"),
     ("ray internal actors", r"^ray::"),
     ("ray system processes", r"ray"),
+]
+
+# The driver's output lines that mark phase boundaries (first match of each), in order.
+MARKS = [
+    ("planned", re.compile(r"cliper_batch\.pipeline\.run: run \S+: \d+ listed")),
+    ("dataset_started", re.compile(r"Starting execution of Dataset")),
+    ("dataset_finished", re.compile(r"execution finished in")),
+    ("summary", re.compile(r"^run \S+: ")),
+]
+PHASES = [  # (name, from mark, to mark)
+    ("start-up", "launch", "planned"),
+    ("plan -> dataset", "planned", "dataset_started"),
+    ("dataset", "dataset_started", "dataset_finished"),
+    ("commit", "dataset_finished", "summary"),
+    ("exit", "summary", "exit"),
 ]
 
 
@@ -42,12 +70,30 @@ def _group(cmdline: str) -> str:
     return "other"
 
 
-def profile_run(video_dir: str, out: str, model: str) -> dict:
+def _read_lines(stream, t0: float, marks: dict, lines: list) -> None:
+    for line in stream:
+        now = time.time() - t0
+        lines.append(line)
+        for name, rx in MARKS:
+            if name not in marks and rx.search(line):
+                marks[name] = now
+
+
+def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
+    """Run ``tree``'s default job once as a whole process; its phases, wall and CPU by process group."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    if tree != ROOT:
+        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.time()
     p = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "jobs", "annotate.py"), "--input", video_dir, "--output", out, "--model", model],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"},
+        [sys.executable, os.path.join(tree, "jobs", "annotate.py"), "--input", video_dir, "--output", out, "--model", model],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tree,
     )
+    marks: dict[str, float] = {"launch": 0.0}
+    lines: list[str] = []
+    readers = [threading.Thread(target=_read_lines, args=(s, t0, marks, lines), daemon=True) for s in (p.stdout, p.stderr)]
+    for r in readers:
+        r.start()
     seen: dict[tuple[int, float], tuple[str, float, float]] = {}
     me = psutil.Process()
     while p.poll() is None:
@@ -59,29 +105,50 @@ def profile_run(video_dir: str, out: str, model: str) -> dict:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
         time.sleep(0.1)
-    wall = time.time() - t0
-    err = p.stderr.read()
+    marks["exit"] = time.time() - t0
+    for r in readers:
+        r.join(timeout=10)
+    text = "".join(lines)
     if p.returncode != 0:
-        raise SystemExit(f"annotate failed ({p.returncode}):\n{err[-3000:]}")
+        raise SystemExit(f"annotate failed ({p.returncode}):\n{text[-3000:]}")
+    left = still_running({k: v[0] for k, v in seen.items()})
     groups: dict[str, dict] = collections.defaultdict(lambda: {"cpu_s": 0.0, "processes": 0, "first_at_s": None})
     for name, cpu, start in seen.values():
         g = groups[_group(name)]
         g["cpu_s"] += cpu
         g["processes"] += 1
         g["first_at_s"] = start if g["first_at_s"] is None else min(g["first_at_s"], start)
-    m = re.search(r"execution finished in ([0-9.]+) seconds", err)
+    m = re.search(r"execution finished in ([0-9.]+) seconds", text)
     processes = sorted(
         ({"cmd": name[:120], "group": _group(name), "cpu_s": round(cpu, 2), "at_s": round(start, 1)}
          for name, cpu, start in seen.values()),
         key=lambda p: -p["cpu_s"],
     )
+    phases = {name: marks[b] - marks[a] for name, a, b in PHASES if a in marks and b in marks}
     return {
-        "wall_s": wall,
+        "tree": tree,
+        "wall_s": marks["exit"],
         "cpu_s": sum(v[1] for v in seen.values()),
         "dataset_execution_s": float(m.group(1)) if m else None,
+        "marks_s": marks,
+        "phases_s": phases,
         "groups": dict(groups),
         "processes": processes,
+        "left_alive": left,  # processes of the run still alive after the driver exited (should be none)
     }
+
+
+def still_running(seen: dict[tuple[int, float], str]) -> list[str]:
+    """Which of ``{(pid, create_time): cmdline}`` still run now (same pid and start time, not a zombie), as "pid cmdline"."""
+    alive = []
+    for (pid, created), cmd in seen.items():
+        try:
+            q = psutil.Process(pid)
+            if q.create_time() == created and q.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{pid} {cmd[:100]}")
+        except psutil.NoSuchProcess:
+            pass
+    return alive
 
 
 def driver_imports(top: int = 12) -> list[tuple[str, float]]:
@@ -104,24 +171,60 @@ def driver_imports(top: int = 12) -> list[tuple[str, float]]:
     return sorted(best.items(), key=lambda kv: -kv[1])[:top]
 
 
+def _print_run(label: str, run: dict, verbose: bool) -> None:
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in run["phases_s"].items())
+    print(f"{label}: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} CPU s; phases (s): {phases}"
+          f"{'; LEFT ALIVE: ' + str(run['left_alive']) if run['left_alive'] else ''}")
+    for name, g in sorted(run["groups"].items(), key=lambda kv: -kv[1]["cpu_s"]):
+        print(f"  {name:22s} {g['cpu_s']:6.1f} CPU s  {g['processes']:2d} process(es), first at +{g['first_at_s']:.1f} s")
+    if verbose:
+        for proc in run["processes"]:
+            print(f"    {proc['cpu_s']:6.2f} CPU s  +{proc['at_s']:5.1f} s  {proc['group']:20s} {proc['cmd'][:80]}")
+
+
+def summarize(runs: list[dict]) -> dict:
+    """Medians over runs of one tree: wall, CPU, each phase and each group's CPU."""
+    med = statistics.median
+    return {
+        "runs": len(runs),
+        "wall_s": med(r["wall_s"] for r in runs),
+        "cpu_s": med(r["cpu_s"] for r in runs),
+        "phases_s": {name: med(r["phases_s"].get(name, float("nan")) for r in runs) for name, _, _ in PHASES},
+        "groups_cpu_s": {
+            g: med(r["groups"].get(g, {}).get("cpu_s", 0.0) for r in runs) for g in {g for r in runs for g in r["groups"]}
+        },
+    }
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--model", default=os.path.join(ROOT, "models", "cliper-demo.safetensors"))
+    p.add_argument("--repeats", type=int, default=1, help="runs of each tree (default 1)")
+    p.add_argument("--baseline", default=None, help="another checkout of this repository to run alternately with this one")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="cbstartup")
     videos = os.path.join(tmp, "videos")
     os.makedirs(videos)
     write_two_face_cut_video(os.path.join(videos, "two_faces_cut.mp4"), seconds=a.seconds)
-    run = profile_run(videos, os.path.join(tmp, "out"), a.model)
-    print(f"whole process: {run['wall_s']:.1f} s wall, {run['cpu_s']:.1f} CPU s; Ray Data execution {run['dataset_execution_s']} s")
-    for name, g in sorted(run["groups"].items(), key=lambda kv: -kv[1]["cpu_s"]):
-        print(f"  {name:22s} {g['cpu_s']:6.1f} CPU s  {g['processes']:2d} process(es), first at +{g['first_at_s']:.1f} s")
-    for proc in run["processes"]:
-        print(f"    {proc['cpu_s']:6.2f} CPU s  +{proc['at_s']:5.1f} s  {proc['group']:20s} {proc['cmd'][:80]}")
+    trees = ([("baseline", os.path.abspath(a.baseline))] if a.baseline else []) + [("this", ROOT)]
+    runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
+    for k in range(a.repeats):
+        for label, tree in trees:
+            run = profile_run(videos, os.path.join(tmp, f"out-{label}-{k}"), a.model, tree)
+            run["load_avg"] = os.getloadavg()
+            _print_run(f"{label} #{k + 1}", run, verbose=a.repeats == 1)
+            runs[label].append(run)
+    summary = {label: summarize(rs) for label, rs in runs.items()}
+    for label, s in summary.items():
+        phases = ", ".join(f"{k} {v:.2f}" for k, v in s["phases_s"].items())
+        print(f"median of {s['runs']}, {label}: {s['wall_s']:.2f} s wall, {s['cpu_s']:.1f} CPU s; phases (s): {phases}")
     imports = driver_imports()
     print("driver imports (cumulative s, overlapping):", ", ".join(f"{k} {v:.1f}" for k, v in imports))
-    print("->", write_result("startup", {"run": run, "driver_imports_s": dict(imports), "load_avg": os.getloadavg(), **machine()}))
+    result = {"runs": runs, "summary": summary, "driver_imports_s": dict(imports), "load_avg": os.getloadavg(), **machine()}
+    if a.baseline is None:  # the single-tree result keeps its old shape
+        result["run"] = runs["this"][-1]
+    print("->", write_result("startup", result))
     return 0
 
 

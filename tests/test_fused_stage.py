@@ -336,3 +336,35 @@ def test_nvdec_device_frames_are_the_frames_displayed_at_each_time(h264_video, v
     ts = [t + 0.001 for t in starts[::3]]
     want = [max(i for i, s in enumerate(starts) if s <= t) for t in ts]
     assert [read_frame_code(f.cpu().numpy()) for f in dec.iter_frame_tensors(vfr_h264, info, ts)] == want
+
+
+def test_a_model_actor_freezes_its_start_up_heap_and_nothing_else_does(ray_runtime, tiny_checkpoint):
+    """The model actor's worker ``gc.freeze()``s what building the model loaded (so its exit is quick);
+    a driver (this test process) and a plain Ray task are left alone."""
+    import gc
+
+    import ray
+
+    from cliper_batch.pipeline.model_actor import ScoringModel, freeze_actor_heap
+
+    before = gc.get_freeze_count()
+    assert freeze_actor_heap() is False and gc.get_freeze_count() == before
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def __init__(self, spec):
+            self.scorer = ScoringModel(spec, "cpu", num_threads=1)
+
+        def frozen(self) -> int:
+            return gc.get_freeze_count()
+
+    @ray.remote(num_cpus=0)
+    def in_a_task() -> tuple[bool, int]:
+        return freeze_actor_heap(), gc.get_freeze_count()
+
+    holder = Holder.remote(tiny_checkpoint)
+    try:
+        assert ray.get(holder.frozen.remote(), timeout=300) > 10_000  # torch, open_clip and the model
+    finally:
+        ray.kill(holder)
+    assert ray.get(in_a_task.remote(), timeout=300) == (False, 0)

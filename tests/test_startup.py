@@ -16,9 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
+from bench.startup import still_running
 from cliper_batch.devices import GPU_DEVICE_FILES
 from cliper_batch.testvideos import VideoSpec, write_video
 
@@ -36,7 +38,7 @@ seen = {}
 start_ray = cli._init_ray
 def init_ray(address):
     seen["before_ray"] = [m for m in HEAVY if m in sys.modules]
-    start_ray(address)
+    return start_ray(address)
 cli._init_ray = init_ray
 seen["rc"] = cli.main(sys.argv[1:])
 seen["at_exit"] = [m for m in HEAVY if m in sys.modules]
@@ -137,3 +139,103 @@ def test_a_checkpoint_only_the_workers_can_fault_fails_the_run_and_keeps_its_vid
     assert seen["at_exit"] == []
     rows = scan_videos(out).select("status", "error_type").collect().rows()
     assert rows == [("failed", "WorkerLost")]
+
+
+def _run_job_watching_its_processes(*argv: str, tmp: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run ``jobs/annotate.py`` as a whole process; every process of its tree seen while it ran (sampled
+    every 20 ms): ``{(pid, create_time): cmdline}``."""
+    import psutil
+
+    env = {**os.environ, "RAY_TMPDIR": tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    out, err = os.path.join(tmp, "stdout.txt"), os.path.join(tmp, "stderr.txt")
+    with open(out, "w") as fo, open(err, "w") as fe:
+        proc = subprocess.Popen([sys.executable, os.path.join(REPO, "jobs", "annotate.py"), *argv],
+                                cwd=REPO, env=env, stdout=fo, stderr=fe, text=True)
+        seen: dict = {}
+        try:
+            job = psutil.Process(proc.pid)
+            deadline = time.time() + 600
+            while proc.poll() is None and time.time() < deadline:
+                try:
+                    for q in job.children(recursive=True):
+                        try:
+                            seen[(q.pid, q.create_time())] = " ".join(q.cmdline())
+                        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                            pass
+                except psutil.NoSuchProcess:
+                    break
+                time.sleep(0.02)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, open(out).read(), open(err).read())
+    return done, seen
+
+
+def test_the_job_stops_every_process_it_started_before_it_exits(short_tmp):
+    """The embedded Ray's processes and its workers (the fused actor, Ray Data's own actors) are gone
+    by the time the job's process has exited: the driver shuts Ray down itself and waits for its
+    tree, rather than leaving the workers' exit to run on after it."""
+    corpus = os.path.join(short_tmp, "videos")
+    os.makedirs(corpus)
+    for i in range(2):
+        write_video(os.path.join(corpus, f"v{i}.mp4"), VideoSpec(codec="h264", duration_s=2.0, width=96, height=64, seed=i))
+    out = os.path.join(short_tmp, "out")
+    done, seen = _run_job_watching_its_processes("--input", corpus, "--output", out, "--model", DEMO_MODEL, tmp=short_tmp)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "videos ok=2 failed=0 of 2" in done.stdout, done.stdout
+    names = " | ".join(seen.values())
+    for started in ("gcs_server", "raylet", "FusedStage"):  # the check saw the runtime and the actor
+        assert started in names, f"{started} never seen among {len(seen)} processes: {names[:2000]}"
+    assert still_running(seen) == [], "still running after the job exited"
+
+
+# A driver that starts the embedded runtime as the job does, runs an actor whose worker takes 60 s
+# to exit (an atexit hook, as a worker's slow last garbage collection would), then ends it the
+# job's way, or with a plain ray.shutdown() for contrast.
+SLOW_EXIT = """
+import json, os, sys, time
+import psutil, ray
+from cliper_batch import cli
+
+before = cli._child_pids()
+how = cli._init_ray(None)
+
+@ray.remote(num_cpus=0)
+class SlowToExit:
+    def __init__(self):
+        import atexit
+        atexit.register(time.sleep, 60)
+
+    def pid(self):
+        return os.getpid()
+
+pid = ray.get(SlowToExit.remote().pid.remote(), timeout=120)
+t0 = time.time()
+if sys.argv[1] == "job":
+    cli._shutdown_ray(how, before)
+else:
+    ray.shutdown()
+print("SLOW-EXIT " + json.dumps({"how": how, "alive": psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie",
+                                 "shutdown_s": time.time() - t0}))
+if psutil.pid_exists(pid):
+    psutil.Process(pid).kill()  # the contrast run's straggler: never leave it behind
+"""
+
+
+def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(short_tmp):
+    env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    seen = {}
+    for mode in ("job", "plain"):
+        out = subprocess.run([sys.executable, "-c", SLOW_EXIT, mode], cwd=REPO, env=env, capture_output=True,
+                             text=True, timeout=300)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SLOW-EXIT ")), None)
+        assert line, f"{mode}: rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+        seen[mode] = json.loads(line[len("SLOW-EXIT "):])
+    assert seen["job"]["how"] == "embedded"
+    assert seen["plain"]["alive"], "the contrast case no longer shows a worker outliving ray.shutdown()"
+    assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"

@@ -15,8 +15,10 @@ for both workers.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
 import time
 
 import numpy as np
@@ -25,6 +27,24 @@ import torch
 from .. import rows
 
 log = logging.getLogger(__name__)
+
+
+def freeze_actor_heap() -> bool:
+    """In a Ray actor's own worker process, ``gc.freeze()`` what start-up built; True if it did.
+
+    torch, torchvision, open_clip and the model are ~10^6 objects the actor keeps for its
+    whole life. Frozen, the collector stops walking them on every full collection, and
+    the worker's exit (Python's last collections) takes a fraction of a second instead of
+    several CPU seconds, which the 2-core laptop otherwise spends after the job's results
+    are in, with the worker outliving the driver (docs/benchmarks.md, "Whole-process
+    exit"). Anywhere else (a driver, a test, a Ray task) it does nothing: the process is
+    not the actor's to tune.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized() or ray.get_runtime_context().get_actor_id() is None:
+        return False
+    gc.freeze()
+    return True
 
 
 class ScoringModel:
@@ -66,6 +86,7 @@ class ScoringModel:
         self.busy_s = 0.0  # summed over this actor's life
         log.info("%s actor: model %s on %s, backend %s (%s)", role, loaded.model_id, self.device,
                  self.encoder.backend, self.encoder.reason)
+        freeze_actor_heap()  # the model is the last big thing a model actor builds
 
     @property
     def mean(self) -> tuple[float, float, float]:
