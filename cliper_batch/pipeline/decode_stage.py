@@ -35,6 +35,7 @@ class DecodeStage:
 
         from ..crop_primitives import uint8_crops
         from ..video_annotation import FramePrimitives, VideoAnnotator
+        from .model_actor import freeze_actor_heap
 
         self.crop_shape = (config.frames_per_segment, int(image_size), int(image_size), 3)
         primitives = FramePrimitives(
@@ -45,6 +46,9 @@ class DecodeStage:
             detector_device=torch.device("cuda" if str(device).startswith("cuda") else "cpu"),
         )
         self.annotator = VideoAnnotator(config, image_size, primitives, storage_options, decode_threads)
+        # what start-up loaded (torch, torchvision) stays for the actor's life: out of the collector's
+        # walks, so the worker exits in a fraction of a second when the job ends (as the model actors do)
+        freeze_actor_heap()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
         for ref_json in batch["ref"]:
