@@ -52,6 +52,13 @@ class Segment:
 # default) are re-annotated by a default run and reused by a run with --detect-stride 1 (docs/faces.md).
 DEFAULT_DETECT_STRIDE = 4
 
+# Version of the face detector's arithmetic (cliper_batch/faces/detect.py), in config_hash for --faces detect.
+# Bumped by any change that moves a box, score or landmark at all - even by float rounding - so that a run
+# re-annotates outputs of the older detector instead of mixing them with new ones. Unversioned (absent from the
+# hash): the detector up to 2026-11-30. 2: pyramid levels as sparse area products, strided max pools (boxes
+# within 0.001 px of version 1 on the benchmark frames; docs/benchmarks.md).
+FACE_DETECTOR_VERSION = 2
+
 
 @dataclass(frozen=True)
 class AnnotateConfig:
@@ -102,6 +109,8 @@ class AnnotateConfig:
             # boxes between detections are interpolated: another stride, other crops. Stride 1 (every frame)
             # is what every earlier version computed, so it leaves the hash - and finished outputs - as they were.
             d["detect_stride"] = self.detect_stride
+        if self.faces == "detect":
+            d["face_detector"] = FACE_DETECTOR_VERSION
         return d
 
 

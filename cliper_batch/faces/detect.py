@@ -17,6 +17,15 @@ parameter names, same flatten order) and the detection cascade:
   frame like the original MTCNN) instead of a Python loop per box;
 * non-maximum suppression is ``torchvision.ops.nms``, run per frame.
 
+Where the CPU goes, and what was cut (one thread, 640x360 frames; ``python -m bench.detector``):
+ATen's adaptive average pool (``F.interpolate(mode="area")``) for the 9 pyramid levels and its
+max-pool (which also computes argmax indices) were ~45 % of the detector. The levels are now
+built by :class:`AreaPyramid` (the same area bins as two sparse matrix products per level, equal
+to ATen's within float rounding) and the nets' ceil-mode max pools by :class:`CeilMaxPool`
+(strided maxima, the same values); what is left is mostly P-Net's convolutions and the R/O-Net
+crops. Any change that moves a result bumps :data:`cliper_batch.types.FACE_DETECTOR_VERSION`,
+which is in ``config_hash``.
+
 **A frame's faces are a function of that frame alone.** They were not when
 frames were batched by whatever chunk came in: CPU convolution and matrix
 kernels are chosen, and split across threads, by the batch size and the
@@ -331,6 +340,57 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
     return boxes + reg * scale
 
 
+def area_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """Sparse ``[n_out, n_in]`` matrix whose product with a column of ``n_in`` values gives their area means over ``n_out`` bins.
+
+    The bins of ``F.interpolate(mode="area")`` (= ``adaptive_avg_pool``): output ``i`` averages
+    inputs ``floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out) - 1``; a row holds ``1/length`` there.
+    """
+    i = torch.arange(n_out)
+    start = (i * n_in) // n_out
+    length = ((i + 1) * n_in + n_out - 1) // n_out - start
+    rows = torch.repeat_interleave(i, length)
+    first = torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
+    cols = torch.repeat_interleave(start, length) + torch.arange(rows.numel()) - first
+    values = torch.repeat_interleave(1.0 / length.to(torch.float32), length)
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_out, n_in), check_invariants=True)
+    return coo.coalesce().to(device)
+
+
+class AreaPyramid:
+    """Area-resized levels of a batch of float frames, each level straight from the frames.
+
+    A level equals ``F.interpolate(frames, size, mode="area")`` up to float rounding (<= 1e-4 in
+    0..255 pixel units), computed separably as two sparse matrix products with the frames in
+    ``[H, B*W*3]`` (pixel-interleaved) layout: rows first, then columns, each output reading only
+    its 1-3 (larger levels) to ~30 (smallest) inputs per axis. ATen's adaptive average pool spends
+    ~10 ns per output pixel in index arithmetic; on one thread it was the detector's largest cost
+    after P-Net (9 levels of a 640x360 frame: ~9 ms vs ~5 ms here). The sparse matrices depend only
+    on the sizes and are kept by the caller (``mats``), so a video's frames build them once.
+    """
+
+    def __init__(self, images: torch.Tensor, mats: dict[tuple[int, int], torch.Tensor]) -> None:
+        b, c, self.height, self.width = images.shape
+        self.shape = (b, c)
+        self._mats = mats
+        # [B, C, H, W] -> [H, B*W*C]: a view when B = 1 and the frames are pixel-interleaved, as decoded
+        self._rows = images.permute(2, 0, 3, 1).reshape(self.height, b * self.width * c)
+
+    def _mat(self, n_in: int, n_out: int) -> torch.Tensor:
+        key = (n_in, n_out)
+        if key not in self._mats:
+            self._mats[key] = area_matrix(n_in, n_out, self._rows.device)
+        return self._mats[key]
+
+    def level(self, height: int, width: int) -> torch.Tensor:
+        """The frames area-resized to ``height`` x ``width``: float ``[B, C, height, width]``, contiguous."""
+        (b, c), w = self.shape, self.width
+        rows = torch.sparse.mm(self._mat(self.height, height), self._rows)  # [height, B*W*C]
+        cols = rows.view(height, b, w, c).permute(2, 0, 1, 3).reshape(w, height * b * c)
+        out = torch.sparse.mm(self._mat(w, width), cols)  # [width, height*B*C]
+        return out.view(width, height, b, c).permute(2, 3, 1, 0).contiguous()
+
+
 def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Each box of frame ``ids[k]`` of ``images`` ``[B, 3, h, w]``, resampled to ``size`` x ``size`` in one call, normalised.
 
@@ -466,6 +526,7 @@ class FaceDetector:
         self.threads = int(threads)
         self.workers = int(workers)
         self.batch = int(batch) if batch is not None else (CUDA_BATCH if self.device.type == "cuda" else 1)
+        self._area_mats: dict[tuple[int, int], torch.Tensor] = {}  # pyramid resize matrices by (size in, size out)
         weights = load_mtcnn_weights(weights_path)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
@@ -524,7 +585,7 @@ class FaceDetector:
         with torch.inference_mode():  # thread-local: entered in the thread that runs the cascade
             images = _to_device_float(chunk, self.device)
             if (dh, dw) != (h, w):
-                images = F.interpolate(images, size=(dh, dw), mode="area")
+                images = AreaPyramid(images, self._area_mats).level(dh, dw)
             boxes, scores, points, ids = self._cascade(images)
             boxes = boxes.double().cpu() * scale
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
@@ -565,10 +626,9 @@ class FaceDetector:
 
         # ---- stage 1: P-Net over the image pyramid, all frames at once
         all_boxes, all_scores, all_reg, all_ids = [], [], [], []
+        pyramid = AreaPyramid(images, self._area_mats)
         for scale in self._scales(h, w):
-            sh, sw = int(h * scale + 1), int(w * scale + 1)
-            level = _normalize(F.interpolate(images, size=(sh, sw), mode="area"))
-            reg, prob = self.pnet(level)
+            reg, prob = self.pnet(_normalize(pyramid.level(int(h * scale + 1), int(w * scale + 1))))
             mask = prob[:, 1] >= t1
             if not bool(mask.any()):
                 continue
@@ -618,12 +678,15 @@ class FaceDetector:
 
 
 __all__ = [
+    "AreaPyramid",
     "CUDA_BATCH",
+    "CeilMaxPool",
     "Detection",
     "DetectorUnavailable",
     "FaceDetector",
     "FaceInputError",
     "MTCNN_SHA256",
     "WEIGHTS_FILE",
+    "area_matrix",
     "load_mtcnn_weights",
 ]
