@@ -364,9 +364,10 @@ class AreaPyramid:
     0..255 pixel units), computed separably as two sparse matrix products with the frames in
     ``[H, B*W*3]`` (pixel-interleaved) layout: rows first, then columns, each output reading only
     its 1-3 (larger levels) to ~30 (smallest) inputs per axis. ATen's adaptive average pool spends
-    ~10 ns per output pixel in index arithmetic; on one thread it was the detector's largest cost
-    after P-Net (9 levels of a 640x360 frame: ~9 ms vs ~5 ms here). The sparse matrices depend only
-    on the sizes and are kept by the caller (``mats``), so a video's frames build them once.
+    most of its time on per-output-pixel index arithmetic; it was the detector's largest single
+    cost (9 levels of a 640x360 frame, one thread: ~16 ms on the detector's channels-last frames,
+    ~9 ms on contiguous ones, vs ~4 ms here). The sparse matrices depend only on the sizes and are
+    kept by the caller (``mats``), so a video's frames build them once.
     """
 
     def __init__(self, images: torch.Tensor, mats: dict[tuple[int, int], torch.Tensor]) -> None:
