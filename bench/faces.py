@@ -1,6 +1,7 @@
 """Faces on vs off: detection frames/s, crops/s, and the end-to-end cost of --faces detect.
 
     .venv/bin/python -m bench.faces [--videos 6] [--strides 1,2,4,8] [--layouts auto,staged] [--runs none,detect] [--repeat 3]
+                                    [--per-video 0.6,0.7] [--per-video-only]
 
 Same synthetic expression videos (one person each, cliper_batch.synthetic), same
 tiny model, same machine, one run: the annotate job with --faces none, with
@@ -8,6 +9,12 @@ tiny model, same machine, one run: the annotate job with --faces none, with
 detector on every sampled frame), plus the detector alone on the sampled frames;
 each of those once per worker layout (``--layouts``), so the sizing's effect is
 measured side by side. CPU seconds (every process of the run) sit next to wall time.
+
+Per video (:func:`sparse_per_video`, before the runs): on the same corpus, sampled as the job
+samples it, the frames the detector runs on (scheduled / refined / verified) and the IoU of every
+track box with the box the generator drew, for every sampled frame detected, for the gap rule
+before the smooth-motion check (every frame of a gap whose ends disagree) and for the engine's
+rule (a smoothly moving face verified at the gap's middle), side by side.
 
 Stride sweep (what the default ``detect_stride`` is chosen from): the laptop
 benchmark video (``bench.common.write_two_face_cut_video``: two faces, a cut,
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -34,7 +42,7 @@ from bench.common import PeakRSS, machine, two_face_cut_truth, write_result, wri
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.faces import framing as ff
 from cliper_batch.faces.detect import FaceDetector
-from cliper_batch.faces.sparse import track_sparse
+from cliper_batch.faces.sparse import VERIFY_IOU, track_sparse
 from cliper_batch.faces.track import iou
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
@@ -139,6 +147,93 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     return out
 
 
+def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...] = (VERIFY_IOU,)) -> dict:
+    """Per corpus video: frames the detector runs on, and how close the boxes are, per gap rule, same frames.
+
+    Each video is sampled and sized as ``--faces detect`` does (8 frames per 2 s, long side <= 640) and
+    tracked as ``faces.framing.find_tracks`` does (64-frame chunks, its tracker settings), three ways:
+
+    * ``every_frame``: stride 1, the detector on every sampled frame (the reference);
+    * ``ends``: ``stride``, the gap rule before the motion one (``gap_rule="ends"``): every frame of a
+      gap whose ends disagree, or where the tracker's motion model does not predict the far end;
+    * ``motion`` (one per ``verify_ious`` value): ``stride``, the engine's rule (``gap_rule="motion"``;
+      ``VERIFY_IOU`` is its default): a gap is skipped where the far end is where the motion
+      predicts it, else checked at its middle where the ends pair under smooth motion.
+
+    The detector is deterministic per frame (``faces.detect``), so it runs once per frame (timed) and every
+    rule reads those detections, counting the frames it asked for: ``detected_share`` is what each rule costs
+    in detector frames, ``detector_s`` = its frames x the measured seconds per frame. Box quality: IoU of
+    every track box (detected or interpolated) with the box the generator drew there (``drawn``; MTCNN's box
+    is tighter than the drawn face oval, so even detected boxes score ~0.6-0.7) and with the detector's own
+    box on that frame (``vs_detector``: 1.0 where detected; what interpolation loses).
+    """
+    import pyarrow.parquet as pq
+
+    from cliper_batch.faces.cuts import ShotCutDetector, subsample_for_cuts
+    from cliper_batch.faces.sparse import DetectionCounts
+
+    drawn = pq.read_table(os.path.join(videos, "face_boxes.parquet")).to_pylist()
+    params = ff.FramingParams()
+    det = FaceDetector()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
+    rules: dict = {"every_frame": dict(stride=1), "ends": dict(stride=stride, gap_rule="ends")}
+    rules |= {("motion" if v == VERIFY_IOU else f"motion_{v}"): dict(stride=stride, verify_iou=v) for v in verify_ious}
+    out: dict = {"stride": stride, "torch_threads": 1, "videos": {}}
+    totals = {name: [0, 0] for name in rules}
+    for path in sorted(os.path.join(videos, f) for f in os.listdir(videos) if f.endswith((".mp4", ".webm"))):
+        info = probe(path)
+        ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
+        W, H = ff.detection_size(info.width, info.height, params.detect_side)
+        frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts, size=(W, H))))
+        det.detect(frames[:1])
+        c0 = time.process_time()
+        every = det.detect(frames, frame_indices=list(range(len(frames))))
+        per_frame_s = (time.process_time() - c0) / len(frames)
+        name = os.path.basename(path)
+        boxes = {r["frame_index"]: (r["x0"], r["y0"], r["x1"], r["y1"]) for r in drawn if r["video_uri"].endswith("/" + name)}
+        sx, sy = W / info.width, H / info.height
+        truth = [boxes.get(int(math.floor(t * info.fps + 1e-6))) for t in ts]
+        truth = [None if b is None else (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in truth]
+        per: dict = {"samples": len(ts), "detector_cpu_s_per_frame": per_frame_s}
+        ref_shape = None
+        for rule, kw in rules.items():
+            asked: list[int] = []
+
+            def detect(x, frame_indices):
+                asked.extend(frame_indices)
+                return [every[i] for i in frame_indices]
+
+            counts = DetectionCounts()
+            tracks = track_sparse(
+                (frames[i : i + params.chunk_frames] for i in range(0, len(frames), params.chunk_frames)), detect,
+                cut_detector=ShotCutDetector(), cut_input=subsample_for_cuts, counts=counts, max_gap=params.max_gap,
+                min_track_length=params.min_track_length, max_faces=params.max_faces, **kw,
+            )
+            shape = [(t.track_id, t.frame_indices) for t in tracks]
+            ref_shape = shape if ref_shape is None else ref_shape
+            vs_drawn = [iou(b, truth[f]) for t in tracks for f, b in zip(t.frame_indices, t.boxes) if truth[f] is not None]
+            vs_det = [max([iou(b, d.box) for d in every[f]], default=0.0) for t in tracks for f, b in zip(t.frame_indices, t.boxes)]
+            per[rule] = r = {
+                "detected": counts.detected, "scheduled": counts.scheduled, "refined": counts.refined,
+                "verified": counts.verified, "detected_share": counts.detected / len(ts),
+                "detector_s": counts.detected * per_frame_s, "tracks": len(tracks), "same_tracks_as_every_frame": shape == ref_shape,
+                "boxes": len(vs_det), "drawn_iou_mean": float(np.mean(vs_drawn)) if vs_drawn else None,
+                "drawn_iou_min": float(np.min(vs_drawn)) if vs_drawn else None,
+                "vs_detector_iou_mean": float(np.mean(vs_det)) if vs_det else None,
+                "vs_detector_iou_min": float(np.min(vs_det)) if vs_det else None,
+            }
+            assert len(set(asked)) == len(asked) == counts.detected, (rule, name)  # each frame detected at most once
+            totals[rule][0] += counts.detected
+            totals[rule][1] += len(ts)
+            print(f"{name} {rule}", {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
+        out["videos"][name] = per
+    out["detected_share_all"] = {rule: d / max(n, 1) for rule, (d, n) in totals.items()}
+    print("detected share, all videos:", {k: round(v, 3) for k, v in out["detected_share_all"].items()})
+    torch.set_num_threads(threads)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--videos", type=int, default=6)
@@ -150,6 +245,9 @@ def main() -> int:
                    "pipeline.run.size_workers; staged: the CPU default before it)")
     p.add_argument("--runs", default="none,detect,detect_every_frame", help="which of none,detect (the default stride),detect_every_frame,detect_stride_4")
     p.add_argument("--repeat", type=int, default=1, help="runs per layout and face mode (medians reported)")
+    p.add_argument("--per-video", default=str(VERIFY_IOU),
+                   help="verify_iou values for the per-video comparison of gap rules on the corpus ('' skips it)")
+    p.add_argument("--per-video-only", action="store_true", help="only the per-video comparison")
     a = p.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     w, h = (int(v) for v in a.size.split("x"))
@@ -162,6 +260,11 @@ def main() -> int:
     sweep = stride_sweep(tmp, [int(v) for v in a.strides.split(",")]) if a.strides else {}
     if a.sweep_only:
         print("->", write_result("faces_stride", {**sweep, **machine()}))
+        return 0
+
+    per_video = sparse_per_video(videos, verify_ious=tuple(float(v) for v in a.per_video.split(","))) if a.per_video else {}
+    if a.per_video_only:
+        print("->", write_result("faces_per_video", {**per_video, **machine()}))
         return 0
 
     # detector alone, on the frames the job samples (8 per 2 s)
@@ -178,7 +281,7 @@ def main() -> int:
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     res = {"videos": a.videos, "size": a.size, "detector_frames_per_s": det_fps, "detector_frame_recall": recall,
-           "stride_sweep": sweep, "load_average_1m_at_start": os.getloadavg()[0], **machine()}
+           "stride_sweep": sweep, "per_video": per_video, "load_average_1m_at_start": os.getloadavg()[0], **machine()}
     all_runs = {"none": dict(faces="none"), "detect": dict(faces="detect"), "detect_every_frame": dict(faces="detect", detect_stride=1),
                 "detect_stride_4": dict(faces="detect", detect_stride=4)}
     runs = {k: all_runs[k] for k in a.runs.split(",")}

@@ -158,6 +158,20 @@ def test_young_track_follows_a_far_jump_between_sparse_samples():
     assert track_video(frames, max_center_distance=0.0) == []
 
 
+def test_links_says_whether_an_update_would_keep_every_track_and_start_none():
+    trk = FaceTracker()
+    trk.update(0, [_det(_box(0, 50), 0)])
+    trk.update(4, [_det(_box(20, 50), 4)])  # 40 px face moving 5 px per index: expected at x=80 by index 16
+    assert trk.links(16, [_det(_box(80, 50), 16)]) and trk.confident(16, [_det(_box(80, 50), 16)], 0.5)
+    assert trk.links(16, [_det(_box(55, 50), 16)])  # slowed down: off the prediction, within the centre gate
+    assert not trk.confident(16, [_det(_box(55, 50), 16)], 0.5)  # ... which confident() does flag
+    assert not trk.links(16, [_det(_box(20, 50), 16)])  # stopped dead: 1.5 sides from the prediction, the track would miss
+    assert not trk.links(16, [])  # vanished
+    assert not trk.links(16, [_det(_box(80, 50), 16), _det(_box(400, 50), 16)])  # someone new
+    assert FaceTracker().links(0, []) and not FaceTracker().links(0, [_det(_box(0, 50), 0)])
+    assert [t.frame_indices for t in trk.finish()] == [[0, 4]]  # links() changed nothing
+
+
 def test_tracker_rejects_bad_input():
     tr = FaceTracker()
     tr.update(3, [])

@@ -278,26 +278,31 @@ class FaceTracker:
                 survivors.append(trk)
         self._active = survivors
 
+    def links(self, frame_index: int, detections: Sequence[Detection]) -> bool:
+        """Whether :meth:`update` with ``detections`` would continue every open track and start none.
+
+        True when each open track matches one detection and every detection
+        matches a track (the association rules above). False means a track
+        would miss (a face vanished, or moved further than the gates allow
+        from where its motion model expects it) or a new one would start. Reads
+        state only.
+        """
+        return self._links(int(frame_index), [_to_cxcywh(d.box) for d in self._select(detections)]) is not None
+
     def confident(self, frame_index: int, detections: Sequence[Detection], min_iou: float) -> bool:
         """Whether ``detections`` at ``frame_index`` continue every open track without surprises.
 
-        True when each open track matches one detection, every detection
-        matches a track, and every matched detection overlaps its track's
+        :meth:`links`, and every matched detection overlaps its track's
         *predicted* box by IoU >= ``min_iou``. False means a face appeared,
         disappeared or moved against the motion model; a caller that skipped
         frames since the last update should look at them. Reads state only.
         """
+        frame_index = int(frame_index)
         states = [_to_cxcywh(d.box) for d in self._select(detections)]
-        if len(states) != len(self._active):
+        pairs = self._links(frame_index, states)
+        if pairs is None:
             return False
-        if not states:
-            return True
-        pairs = self._match(int(frame_index), states)
-        if len(pairs) != len(states):
-            return False
-        return all(
-            iou(_to_xyxy(self._active[t].predict(int(frame_index))), _to_xyxy(states[d])) >= min_iou for t, d in pairs
-        )
+        return all(iou(_to_xyxy(self._active[t].predict(frame_index)), _to_xyxy(states[d])) >= min_iou for t, d in pairs)
 
     def finish(self) -> list[Track]:
         """Close all tracks; return those with >= ``min_track_length`` detections, ids 1.. by first appearance."""
@@ -322,6 +327,13 @@ class FaceTracker:
             dets.append(d)
         dets.sort(key=lambda d: -d.area)
         return dets[: self.max_faces]
+
+    def _links(self, frame_index: int, states: list[np.ndarray]) -> list[tuple[int, int]] | None:
+        """The one-to-one (track, detection) matching that leaves no track and no detection out, or None."""
+        if len(states) != len(self._active):
+            return None
+        pairs = self._match(frame_index, states)
+        return pairs if len(pairs) == len(states) else None
 
     def _match(self, frame_index: int, states: list[np.ndarray]) -> list[tuple[int, int]]:
         if not self._active or not states:
