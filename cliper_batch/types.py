@@ -49,7 +49,7 @@ class Segment:
 # --faces detect runs the detector on every 4th sampled frame, every shot cut and every gap the tracker is unsure
 # about (1 = every frame). 4 cut detection CPU by 3x with the same tracks (docs/benchmarks.md, "Sparse face
 # detection"). A stride other than 1 enters config_hash, so outputs written at stride 1 (every version before this
-# default) are re-annotated by a default run and reused by a run with --detect-stride 1 (docs/faces.md).
+# default) are re-annotated by a default run (docs/faces.md; FACE_DETECTOR_VERSION below re-annotates them at any stride).
 DEFAULT_DETECT_STRIDE = 4
 # What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
 # re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
