@@ -49,11 +49,17 @@ class Segment:
 # --faces detect runs the detector on every 4th sampled frame, every shot cut and every gap the tracker is unsure
 # about (1 = every frame). 4 cut detection CPU by 3x with the same tracks (docs/benchmarks.md, "Sparse face
 # detection"). A stride other than 1 enters config_hash, so outputs written at stride 1 (every version before this
-# default) are re-annotated by a default run and reused by a run with --detect-stride 1 (docs/faces.md).
+# default) are re-annotated by a default run (docs/faces.md; FACE_DETECTOR_VERSION below re-annotates them at any stride).
 DEFAULT_DETECT_STRIDE = 4
 # What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
 # re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
 SPARSE_TRACKING_VERSION = 2
+# Version of the face detector's arithmetic (cliper_batch/faces/detect.py), in config_hash for --faces detect.
+# Bumped by any change that moves a box, score or landmark at all - even by float rounding - so that a run
+# re-annotates outputs of the older detector instead of mixing them with new ones. Unversioned (absent from the
+# hash): the detector up to 2026-11-30. 2: pyramid levels as sparse area products, strided max pools (boxes
+# within 0.001 px of version 1 on the benchmark frames; docs/benchmarks.md).
+FACE_DETECTOR_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,8 @@ class AnnotateConfig:
             # is what every earlier version computed, so it leaves the hash - and finished outputs - as they were.
             d["detect_stride"] = self.detect_stride
             d["sparse_tracking"] = SPARSE_TRACKING_VERSION
+        if self.faces == "detect":
+            d["face_detector"] = FACE_DETECTOR_VERSION
         return d
 
 

@@ -20,6 +20,8 @@ from skimage import io as skio
 
 from cliper_batch.faces.detect import (
     MTCNN_SHA256,
+    AreaPyramid,
+    CeilMaxPool,
     WEIGHTS_FILE,
     Detection,
     DetectorUnavailable,
@@ -248,3 +250,65 @@ def test_detection_is_a_frozen_record():
     assert d.area == 200.0 and d.landmarks is None
     with pytest.raises(AttributeError):
         d.score = 1.0  # type: ignore[misc]
+
+
+def test_area_pyramid_levels_equal_torch_area_interpolation():
+    """The pyramid's sparse products give ``F.interpolate(mode="area")``'s bins, within float rounding, for any sizes."""
+    gen = torch.Generator().manual_seed(0)
+    for b, h, w in ((1, 360, 640), (3, 37, 53), (1, 12, 12), (2, 100, 7)):
+        frames = torch.randint(0, 256, (b, h, w, 3), dtype=torch.uint8, generator=gen)
+        images = frames.permute(0, 3, 1, 2).float()  # as the detector holds them (pixel-interleaved)
+        mats: dict = {}
+        pyramid = AreaPyramid(images, mats)
+        for sh, sw in ((h, w), (max(1, h // 2), max(1, w // 3)), (int(h * 0.6 + 1), int(w * 0.6 + 1)), (5, 5), (1, 1)):
+            sh, sw = min(sh, h), min(sw, w)
+            level = pyramid.level(sh, sw)
+            ref = torch.nn.functional.interpolate(images, size=(sh, sw), mode="area")
+            assert level.shape == ref.shape and level.is_contiguous()
+            assert torch.allclose(level, ref, rtol=0, atol=1e-4), (b, h, w, sh, sw)
+        assert AreaPyramid(images.contiguous(), {}).level(h // 2 or 1, w // 2 or 1).equal(pyramid.level(h // 2 or 1, w // 2 or 1))
+        assert (h, h // 2 or 1) in mats  # resize matrices are built once per size pair and kept by the caller
+
+
+def test_ceil_max_pool_equals_torch_max_pool():
+    gen = torch.Generator().manual_seed(1)
+    for k, s in ((2, 2), (3, 2)):
+        for h in range(1, 26):
+            for w in (1, 2, 3, 22, 23, 47):
+                if h < k and w < k:
+                    continue
+                x = torch.randn(2, 4, h, w, generator=gen)
+                try:
+                    ref = torch.nn.MaxPool2d(k, s, ceil_mode=True)(x)
+                except RuntimeError:  # torch refuses maps smaller than the kernel
+                    continue
+                got = CeilMaxPool(k, s)(x)
+                assert got.shape == ref.shape and torch.equal(got, ref), (k, s, h, w)
+    with pytest.raises(ValueError, match="kernel >= stride"):
+        CeilMaxPool(1, 2)
+
+
+def test_the_detector_version_is_in_the_config_hash_of_face_runs_only(monkeypatch):
+    """Outputs of another detector version (its boxes may differ, if only by float rounding) are re-annotated, not mixed."""
+    import hashlib
+    import json
+
+    import cliper_batch.types as types
+    from cliper_batch.pipeline.run import config_hash
+    from cliper_batch.types import FACE_DETECTOR_VERSION, AnnotateConfig
+
+    def unversioned_hash(cfg: AnnotateConfig) -> str:  # how config_hash was computed before detector versions
+        d = {k: v for k, v in cfg.semantic_dict().items() if k != "face_detector"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    assert FACE_DETECTOR_VERSION == 2
+    default, every_frame, none = AnnotateConfig(), AnnotateConfig(detect_stride=1), AnnotateConfig(faces="none")
+    for cfg in (default, every_frame):
+        assert cfg.semantic_dict()["face_detector"] == FACE_DETECTOR_VERSION
+    assert "face_detector" not in none.semantic_dict()
+    # the hashes --faces detect outputs of the unversioned detector had (default stride, stride 1) no longer match
+    assert (unversioned_hash(default), unversioned_hash(every_frame)) == ("793eeae285ca", "b5f74221ebc9")
+    assert (config_hash(default), config_hash(every_frame)) == ("2a4678ea2a26", "5a7d71f2fba6")
+    assert config_hash(none) == unversioned_hash(none) == "367fb59d4042"  # no detector: outputs stay valid
+    monkeypatch.setattr(types, "FACE_DETECTOR_VERSION", FACE_DETECTOR_VERSION + 1)  # the next detector change
+    assert config_hash(default) != "2a4678ea2a26" and config_hash(none) == "367fb59d4042"

@@ -17,6 +17,15 @@ parameter names, same flatten order) and the detection cascade:
   frame like the original MTCNN) instead of a Python loop per box;
 * non-maximum suppression is ``torchvision.ops.nms``, run per frame.
 
+Where the CPU goes, and what was cut (one thread, 640x360 frames; ``python -m bench.detector``):
+ATen's adaptive average pool (``F.interpolate(mode="area")``) for the 9 pyramid levels and its
+max-pool (which also computes argmax indices) were ~45 % of the detector. The levels are now
+built by :class:`AreaPyramid` (the same area bins as two sparse matrix products per level, equal
+to ATen's within float rounding) and the nets' ceil-mode max pools by :class:`CeilMaxPool`
+(strided maxima, the same values); what is left is mostly P-Net's convolutions and the R/O-Net
+crops. Any change that moves a result bumps :data:`cliper_batch.types.FACE_DETECTOR_VERSION`,
+which is in ``config_hash``.
+
 **A frame's faces are a function of that frame alone.** They were not when
 frames were batched by whatever chunk came in: CPU convolution and matrix
 kernels are chosen, and split across threads, by the batch size and the
@@ -123,6 +132,41 @@ class Detection:
 # Caffe/TensorFlow MTCNN), so the weight files load with strict=True.
 
 
+class CeilMaxPool(nn.Module):
+    """``nn.MaxPool2d(kernel, stride, ceil_mode=True)`` (``kernel >= stride``, no padding) as ``kernel`` strided maxima per axis.
+
+    Same values (a maximum is exact, in any order) for 4-8x less CPU on these
+    small maps: ATen's CPU max-pool also computes the argmax indices and loops
+    per window (measured, one thread: P-Net's 10x215x383 2x2 map 4.5 ms vs
+    0.6 ms; R-Net's 300x28x22x22 3x3 map 36 ms vs 10 ms). A ceil-mode window
+    hanging over the bottom/right edge sees ``-inf`` padding there, as in ATen.
+    """
+
+    def __init__(self, kernel: int, stride: int) -> None:
+        super().__init__()
+        if kernel < stride:
+            raise ValueError(f"CeilMaxPool needs kernel >= stride, got {kernel} < {stride}")
+        self.kernel, self.stride = kernel, stride
+
+    def _axis(self, x: torch.Tensor, dim: int) -> torch.Tensor:
+        k, s, n = self.kernel, self.stride, x.shape[dim]
+        out = -(-(n - k) // s) + 1 if n >= k else 1  # ceil((n - k) / s) + 1 windows, each starting inside
+        need = (out - 1) * s + k
+        if need > n:  # the last window hangs over the edge: -inf there never wins
+            pad = [0] * (2 * x.ndim)
+            pad[2 * (x.ndim - 1 - dim) + 1] = need - n
+            x = F.pad(x, pad, value=float("-inf"))
+        every = tuple(slice(None, None, s) if d == dim else slice(None) for d in range(x.ndim))
+        span = (out - 1) * s + 1
+        y = x.narrow(dim, 0, span)[every]
+        for i in range(1, k):
+            y = torch.maximum(y, x.narrow(dim, i, span)[every])
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._axis(self._axis(x, 2), 3)
+
+
 class PNet(nn.Module):
     """Proposal net: fully convolutional, 12x12 windows at stride 2 -> (box regression, face prob)."""
 
@@ -130,7 +174,7 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
         self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool1 = CeilMaxPool(2, 2)
         self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
@@ -153,10 +197,10 @@ class RNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
         self.prelu1 = nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = CeilMaxPool(3, 2)
         self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
         self.prelu2 = nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = CeilMaxPool(3, 2)
         self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
         self.prelu3 = nn.PReLU(64)
         self.dense4 = nn.Linear(576, 128)
@@ -180,13 +224,13 @@ class ONet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
         self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool1 = CeilMaxPool(3, 2)
         self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
         self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.pool2 = CeilMaxPool(3, 2)
         self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
         self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool3 = CeilMaxPool(2, 2)
         self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
         self.prelu4 = nn.PReLU(128)
         self.dense5 = nn.Linear(1152, 256)
@@ -296,6 +340,58 @@ def _regress(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
     return boxes + reg * scale
 
 
+def area_matrix(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """Sparse ``[n_out, n_in]`` matrix whose product with a column of ``n_in`` values gives their area means over ``n_out`` bins.
+
+    The bins of ``F.interpolate(mode="area")`` (= ``adaptive_avg_pool``): output ``i`` averages
+    inputs ``floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out) - 1``; a row holds ``1/length`` there.
+    """
+    i = torch.arange(n_out)
+    start = (i * n_in) // n_out
+    length = ((i + 1) * n_in + n_out - 1) // n_out - start
+    rows = torch.repeat_interleave(i, length)
+    first = torch.repeat_interleave(torch.cumsum(length, 0) - length, length)
+    cols = torch.repeat_interleave(start, length) + torch.arange(rows.numel()) - first
+    values = torch.repeat_interleave(1.0 / length.to(torch.float32), length)
+    coo = torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n_out, n_in), check_invariants=True)
+    return coo.coalesce().to(device)
+
+
+class AreaPyramid:
+    """Area-resized levels of a batch of float frames, each level straight from the frames.
+
+    A level equals ``F.interpolate(frames, size, mode="area")`` up to float rounding (<= 1e-4 in
+    0..255 pixel units), computed separably as two sparse matrix products with the frames in
+    ``[H, B*W*3]`` (pixel-interleaved) layout: rows first, then columns, each output reading only
+    its 1-3 (larger levels) to ~30 (smallest) inputs per axis. ATen's adaptive average pool spends
+    most of its time on per-output-pixel index arithmetic; it was the detector's largest single
+    cost (9 levels of a 640x360 frame, one thread: ~16 ms on the detector's channels-last frames,
+    ~9 ms on contiguous ones, vs ~4 ms here). The sparse matrices depend only on the sizes and are
+    kept by the caller (``mats``), so a video's frames build them once.
+    """
+
+    def __init__(self, images: torch.Tensor, mats: dict[tuple[int, int], torch.Tensor]) -> None:
+        b, c, self.height, self.width = images.shape
+        self.shape = (b, c)
+        self._mats = mats
+        # [B, C, H, W] -> [H, B*W*C]: a view when B = 1 and the frames are pixel-interleaved, as decoded
+        self._rows = images.permute(2, 0, 3, 1).reshape(self.height, b * self.width * c)
+
+    def _mat(self, n_in: int, n_out: int) -> torch.Tensor:
+        key = (n_in, n_out)
+        if key not in self._mats:
+            self._mats[key] = area_matrix(n_in, n_out, self._rows.device)
+        return self._mats[key]
+
+    def level(self, height: int, width: int) -> torch.Tensor:
+        """The frames area-resized to ``height`` x ``width``: float ``[B, C, height, width]``, contiguous."""
+        (b, c), w = self.shape, self.width
+        rows = torch.sparse.mm(self._mat(self.height, height), self._rows)  # [height, B*W*C]
+        cols = rows.view(height, b, w, c).permute(2, 0, 1, 3).reshape(w, height * b * c)
+        out = torch.sparse.mm(self._mat(w, width), cols)  # [width, height*B*C]
+        return out.view(width, height, b, c).permute(2, 3, 1, 0).contiguous()
+
+
 def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Each box of frame ``ids[k]`` of ``images`` ``[B, 3, h, w]``, resampled to ``size`` x ``size`` in one call, normalised.
 
@@ -308,7 +404,9 @@ def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: i
     return _normalize(out)
 
 
-def _nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, threshold: float) -> torch.Tensor:
+def _nms_per_frame(
+    boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, threshold: float, frames: int
+) -> torch.Tensor:
     """IoU NMS within each frame (``ids``: frame of each box); indices of the kept boxes, best score first.
 
     Each frame's boxes go through :func:`torchvision.ops.nms` on their own, in
@@ -316,12 +414,15 @@ def _nms_per_frame(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor,
     is alone in the batch. (torchvision's ``batched_nms`` shifts the boxes of
     each frame far apart instead; in float32 that shift rounds the
     coordinates, and measured on 1280x720 frames it moved final boxes by up to
-    3.6 px against a batch of one.) One host sync for the frame counts.
+    3.6 px against a batch of one.) One host sync for the frame counts; none when the batch
+    holds ``frames == 1`` frame (the CPU layout), where grouping would only cost time.
     """
     from torchvision.ops import nms
 
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    if frames == 1:
+        return nms(boxes, scores, threshold)
     order = torch.argsort(ids, stable=True)
     kept, start = [], 0
     for count in torch.bincount(ids).tolist():
@@ -426,6 +527,7 @@ class FaceDetector:
         self.threads = int(threads)
         self.workers = int(workers)
         self.batch = int(batch) if batch is not None else (CUDA_BATCH if self.device.type == "cuda" else 1)
+        self._area_mats: dict[tuple[int, int], torch.Tensor] = {}  # pyramid resize matrices by (size in, size out)
         weights = load_mtcnn_weights(weights_path)
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
@@ -484,7 +586,7 @@ class FaceDetector:
         with torch.inference_mode():  # thread-local: entered in the thread that runs the cascade
             images = _to_device_float(chunk, self.device)
             if (dh, dw) != (h, w):
-                images = F.interpolate(images, size=(dh, dw), mode="area")
+                images = AreaPyramid(images, self._area_mats).level(dh, dw)
             boxes, scores, points, ids = self._cascade(images)
             boxes = boxes.double().cpu() * scale
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
@@ -514,7 +616,7 @@ class FaceDetector:
     def _cascade(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run P/R/O-Net on float frames ``[B, 3, h, w]``; returns boxes [K, 4], scores [K], landmarks [K, 5, 2], frame ids [K]."""
         dev = images.device
-        h, w = images.shape[2], images.shape[3]
+        frames, h, w = images.shape[0], images.shape[2], images.shape[3]
         t1, t2, t3 = self.thresholds
         empty = (
             torch.zeros(0, 4, device=dev),
@@ -525,10 +627,9 @@ class FaceDetector:
 
         # ---- stage 1: P-Net over the image pyramid, all frames at once
         all_boxes, all_scores, all_reg, all_ids = [], [], [], []
+        pyramid = AreaPyramid(images, self._area_mats)
         for scale in self._scales(h, w):
-            sh, sw = int(h * scale + 1), int(w * scale + 1)
-            level = _normalize(F.interpolate(images, size=(sh, sw), mode="area"))
-            reg, prob = self.pnet(level)
+            reg, prob = self.pnet(_normalize(pyramid.level(int(h * scale + 1), int(w * scale + 1))))
             mask = prob[:, 1] >= t1
             if not bool(mask.any()):
                 continue
@@ -538,7 +639,7 @@ class FaceDetector:
             x0 = xi.float() * _PNET_STRIDE / scale
             y0 = yi.float() * _PNET_STRIDE / scale
             bx = torch.stack([x0, y0, x0 + _PNET_CELL / scale, y0 + _PNET_CELL / scale], dim=1)
-            keep = _nms_per_frame(bx, score, fi, _NMS_PER_SCALE)
+            keep = _nms_per_frame(bx, score, fi, _NMS_PER_SCALE, frames)
             all_boxes.append(bx[keep])
             all_scores.append(score[keep])
             all_reg.append(r[keep])
@@ -546,7 +647,7 @@ class FaceDetector:
         if not all_boxes:
             return empty
         boxes, scores, reg, ids = (torch.cat(v) for v in (all_boxes, all_scores, all_reg, all_ids))
-        keep = _cap_per_frame(_nms_per_frame(boxes, scores, ids, _NMS_STAGE), ids, _MAX_PNET_CANDIDATES)
+        keep = _cap_per_frame(_nms_per_frame(boxes, scores, ids, _NMS_STAGE, frames), ids, _MAX_PNET_CANDIDATES)
         boxes, ids = _square(_regress(boxes[keep], reg[keep])), ids[keep]
 
         # ---- stage 2: R-Net on 24x24 crops of every candidate
@@ -555,7 +656,7 @@ class FaceDetector:
         if not bool(ok.any()):
             return empty
         boxes, scores, reg, ids = boxes[ok], prob[ok, 1], reg[ok], ids[ok]
-        keep = _nms_per_frame(boxes, scores, ids, _NMS_STAGE)
+        keep = _nms_per_frame(boxes, scores, ids, _NMS_STAGE, frames)
         boxes, ids = _square(_regress(boxes[keep], reg[keep])), ids[keep]
 
         # ---- stage 3: O-Net on 48x48 crops -> final boxes + landmarks
@@ -578,12 +679,15 @@ class FaceDetector:
 
 
 __all__ = [
+    "AreaPyramid",
     "CUDA_BATCH",
+    "CeilMaxPool",
     "Detection",
     "DetectorUnavailable",
     "FaceDetector",
     "FaceInputError",
     "MTCNN_SHA256",
     "WEIGHTS_FILE",
+    "area_matrix",
     "load_mtcnn_weights",
 ]
