@@ -109,7 +109,7 @@ class AnnotateConfig:
         }
         if self.faces == "detect" and self.detect_stride != 1:
             # boxes between detections are interpolated: another stride, other crops. Stride 1 (every frame)
-            # is what every earlier version computed, so it leaves the hash - and finished outputs - as they were.
+            # has no sparse-tracking key; the detector's version below is hashed at any stride.
             d["detect_stride"] = self.detect_stride
             d["sparse_tracking"] = SPARSE_TRACKING_VERSION
         if self.faces == "detect":
