@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import os
@@ -156,6 +157,37 @@ def _child_pids() -> set[int]:
     return {p.pid for p in psutil.Process().children()}
 
 
+def _stop_autoscaler_monitor() -> None:
+    """Kill the embedded runtime's autoscaler monitor (SIGKILL, reaped) before ``ray.shutdown()``.
+
+    A local one-node runtime has nothing to autoscale. On SIGTERM, Ray's monitor
+    reports itself to every driver as "the autoscaler failed" and only then exits;
+    that report waits on the GCS, which ``ray.shutdown()`` stops before the
+    monitor, so shutdown waited its fixed 1 s grace and killed it anyway
+    (docs/benchmarks.md, "Exit"). Killed first, it is already gone when Ray's
+    shutdown reaches it (Ray skips processes that have exited). Ray's process
+    table is private API (Ray is pinned, pyproject.toml): if it is not there,
+    nothing is killed and ``ray.shutdown()`` does what it always did.
+    """
+    import subprocess
+
+    try:
+        from ray._private import ray_constants, worker
+
+        infos = list(worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, ()))
+    except (ImportError, AttributeError):  # not an embedded head, or another Ray layout: leave it to ray.shutdown()
+        return
+    for info in infos:
+        proc = getattr(info, "process", None)
+        if not isinstance(proc, subprocess.Popen) or proc.poll() is not None:
+            continue
+        proc.kill()
+        try:
+            proc.wait(timeout=5.0)
+        except subprocess.TimeoutExpired:  # ray.shutdown() deals with it as before
+            pass
+
+
 def _shutdown_ray(how: str, children_before: set[int]) -> None:
     """``ray.shutdown()`` from the run itself, once its output is committed and its summary printed.
 
@@ -173,26 +205,53 @@ def _shutdown_ray(how: str, children_before: set[int]) -> None:
 
     log = logging.getLogger("cliper_batch.annotate")
     t0 = time.perf_counter()
-    tree = []
+    tree: dict[psutil.Process, str] = {}  # process -> its command line, read while it runs
     if how == EMBEDDED:
         for child in psutil.Process().children():
             if child.pid not in children_before:
                 try:
-                    tree += [child, *child.children(recursive=True)]
-                except psutil.NoSuchProcess:
+                    for proc in (child, *child.children(recursive=True)):
+                        tree[proc] = " ".join(proc.cmdline())[:80]
+                except psutil.Error:  # gone already, or unreadable: nothing to wait for
                     pass
+        _stop_autoscaler_monitor()
     ray.shutdown()
     t1 = time.perf_counter()
-    _gone, alive = psutil.wait_procs(tree, timeout=REAP_GRACE_S)
+    alive = _wait_exited(tree, REAP_GRACE_S)
     for proc in alive:
-        try:
-            log.warning("Ray process %d (%s) still running %.1f s after ray.shutdown(): killed",
-                        proc.pid, " ".join(proc.cmdline())[:80], REAP_GRACE_S)
+        log.warning("Ray process %d (%s) still running %.1f s after ray.shutdown(): killed",
+                    proc.pid, tree[proc], REAP_GRACE_S)
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5.0)
+    _wait_exited(alive, 5.0)
     log.debug("ray.shutdown %.2f s, its processes gone %.2f s later", t1 - t0, time.perf_counter() - t1)
+
+
+def _wait_exited(procs, timeout_s: float) -> list:
+    """Wait until every process in ``procs`` has exited; those still running after ``timeout_s``.
+
+    A zombie counts as exited. Ray's workers are the raylet's children: once it is
+    gone they are re-parented to PID 1, and how soon an init reaps them varies
+    (this host's took up to 1 s), while ``psutil.wait_procs`` waits for a
+    non-child until it is reaped.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    alive = list(procs)
+    while alive:
+        running = []
+        for proc in alive:
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    running.append(proc)
+            except psutil.NoSuchProcess:
+                pass
+        alive = running
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    return alive
 
 
 def main(argv: list[str] | None = None) -> int:

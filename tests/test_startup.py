@@ -239,3 +239,78 @@ def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(shor
     assert seen["job"]["how"] == "embedded"
     assert seen["plain"]["alive"], "the contrast case no longer shows a worker outliving ray.shutdown()"
     assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"
+
+
+# A driver that starts the embedded runtime as the job does, stops its autoscaler monitor the
+# job's way, checks the runtime still works without it, then shuts down the job's way.
+NO_MONITOR = """
+import json, logging, os, sys
+import psutil, ray
+from ray._private import ray_constants, worker
+from cliper_batch import cli
+
+logging.basicConfig(level=logging.WARNING)
+before = cli._child_pids()
+how = cli._init_ray(None)
+monitor = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process.pid
+others = {k: [i.process.pid for i in v] for k, v in worker._global_node.all_processes.items()
+          if k != ray_constants.PROCESS_TYPE_MONITOR}
+cli._stop_autoscaler_monitor()
+monitor_alive = psutil.pid_exists(monitor)  # killed and reaped: gone, before ray.shutdown() runs
+cli._stop_autoscaler_monitor()  # a second call finds it gone and does nothing
+
+@ray.remote
+def square(x):
+    return x * x
+
+result = ray.get(square.remote(7), timeout=120)
+others_alive = {k: all(psutil.pid_exists(p) for p in pids) for k, pids in others.items()}
+cli._shutdown_ray(how, before)
+print("NO-MONITOR " + json.dumps({"how": how, "monitor_alive": monitor_alive, "result": result,
+                                  "others_alive": others_alive}))
+"""
+
+
+def test_the_embedded_runtime_runs_on_without_its_autoscaler_monitor_and_shuts_down_cleanly(short_tmp):
+    """The job kills the embedded runtime's autoscaler monitor before ``ray.shutdown()`` (its SIGTERM
+    handler would report "the autoscaler failed" to a GCS that is already gone, costing Ray's 1 s
+    grace): only the monitor goes, the runtime still runs tasks, and the shutdown after it finds
+    nothing left to kill."""
+    env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", NO_MONITOR], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("NO-MONITOR ")), None)
+    assert line, f"rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
+    seen = json.loads(line[len("NO-MONITOR "):])
+    assert seen["how"] == "embedded"
+    assert not seen["monitor_alive"]
+    assert seen["result"] == 49
+    assert seen["others_alive"] and all(seen["others_alive"].values()), seen["others_alive"]
+    assert {"gcs_server", "raylet"} <= set(seen["others_alive"])
+    assert "still running" not in out.stderr, out.stderr[-4000:]
+    assert "autoscaler failed" not in out.stderr.lower(), out.stderr[-4000:]
+
+
+def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_runs():
+    from cliper_batch.cli import _wait_exited
+
+    import psutil
+
+    done = subprocess.Popen([sys.executable, "-c", "pass"])  # exits; never reaped here, so a zombie
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(done.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the short child never exited"
+            time.sleep(0.05)
+        procs = [psutil.Process(done.pid), psutil.Process(running.pid)]
+        assert _wait_exited(procs[:1], 10.0) == []
+        assert [p.pid for p in _wait_exited(procs, 0.2)] == [running.pid]
+        running.kill()
+        running.wait()
+        assert _wait_exited(procs, 5.0) == []  # reaped: gone altogether
+    finally:
+        running.kill()
+        running.wait()
+        done.wait()
