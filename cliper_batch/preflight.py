@@ -23,7 +23,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from .uris import InvalidURI, filesystem_for, join, normalize_uri
+from .uris import InvalidURI, check_locations, filesystem_for, join, normalize_uri
 
 
 class PreflightError(Exception):
@@ -121,8 +121,7 @@ def check_model(model_spec: str, storage_options: dict | None = None):
     descriptors.
     """
     from .model.checkpoint import CheckpointError, check_header
-    from .model.spec import ModelSpecError, parse_spec
-    from .pipeline.run import describe_model
+    from .model.spec import ModelSpecError, describe_model, parse_spec
 
     try:
         parsed = parse_spec(model_spec)
@@ -170,7 +169,6 @@ def check_run(
 ) -> Checked:
     """Every check a run needs before Ray starts, cheapest first; raises :class:`PreflightError`."""
     from .listing import CorpusNotFound, list_videos
-    from .pipeline.run import check_locations
 
     used_device = check_device(device, local=local)
     check_decoder(decoder)

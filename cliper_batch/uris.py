@@ -83,3 +83,11 @@ def is_inside(child: str, parent: str) -> bool:
         c, p = os.path.realpath(c), os.path.realpath(p)
     c, p = c.rstrip("/"), p.rstrip("/")
     return c == p or c.startswith(p + "/")
+
+
+def check_locations(input_uri: str, output_uri: str) -> str:
+    """Validate --output (normalised) against --input: never inside the corpus."""
+    output_uri = normalize_uri(output_uri)
+    if is_inside(output_uri, input_uri):
+        raise InvalidURI(f"output {output_uri!r} lies inside the input corpus {input_uri!r}; choose another folder")
+    return output_uri

@@ -9,7 +9,7 @@ architectures registered, :mod:`.factory`) on first use.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -214,3 +214,18 @@ __all__ = [
     "inspect_model",
     "parse_spec",
 ]
+
+
+def describe_model(model_spec: str, storage_options: dict | None = None) -> ModelInfo:
+    """Fail fast on a bad spec and learn the model's id, classes and input size (``model_id`` always set).
+
+    A checkpoint's header says all of it (no weights read); a zero-shot spec's id
+    depends on its encoded descriptors, so that one is built once on CPU here.
+    """
+    info = inspect_model(model_spec, **(storage_options or {}))
+    if info.model_id is not None:
+        return info
+    from .factory import load_model  # torch and open_clip: only a zero-shot spec needs them here
+
+    loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
+    return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))

@@ -7,8 +7,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, replace
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
 import pyarrow as pa
 import ray
@@ -17,17 +16,16 @@ from .. import rows
 from ..failures import common_setup_failure
 from ..incremental import manifest_state, plan_work
 from ..listing import list_videos
+from ..model.spec import ModelInfo, describe_model
 from ..progress import RunProgress
 from ..types import AnnotateConfig
-from ..uris import InvalidURI, is_inside, normalize_uri
+from ..uris import check_locations
 from ..output import run_record
 from ..output.lock import OutputLock
 from ..output.recovery import recover_output
 from ..output.writer import OutputWriter
 from .driver import RunStopped, StopSignals, drive
 
-if TYPE_CHECKING:
-    from ..model.spec import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -91,31 +89,6 @@ class RunSummary:
 
 def config_hash(config: AnnotateConfig) -> str:
     return hashlib.sha256(json.dumps(config.semantic_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def describe_model(model_spec: str, storage_options: dict | None = None) -> ModelInfo:
-    """Fail fast on a bad spec and learn the model's id, classes and input size (``model_id`` always set).
-
-    A checkpoint's header says all of it (no weights read); a zero-shot spec's id
-    depends on its encoded descriptors, so that one is built once on CPU here.
-    """
-    from ..model.spec import inspect_model
-
-    info = inspect_model(model_spec, **(storage_options or {}))
-    if info.model_id is not None:
-        return info
-    from ..model.factory import load_model  # torch and open_clip: only a zero-shot spec needs them here
-
-    loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
-    return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))
-
-
-def check_locations(input_uri: str, output_uri: str) -> str:
-    """Validate --output (normalised) against --input: never inside the corpus."""
-    output_uri = normalize_uri(output_uri)
-    if is_inside(output_uri, input_uri):
-        raise InvalidURI(f"output {output_uri!r} lies inside the input corpus {input_uri!r}; choose another folder")
-    return output_uri
 
 
 WORKERS = ("auto", "fused", "staged")
