@@ -15,6 +15,10 @@ whole process into phases:
 * ``commit``: the writer's last commit and the run record, up to the summary line;
 * ``exit``: the summary line -> process exit (Ray's shutdown, the interpreter's exit).
 
+Each run also records how many of the host's cores were busy, per 0.5 s (``/proc/stat``,
+host-wide, so other load shows too): a phase at ~1 core on an idle 2-core host is a serial
+chain (one process's imports, a fixed sleep in Ray's start-up) with a core left over.
+
 Then the driver's imports alone (``python -X importtime``), the heaviest top-level
 packages by cumulative import time. CPU seconds are robust to other load on a shared
 host; wall times are not, so ``--baseline DIR`` (another checkout of this repository,
@@ -79,6 +83,32 @@ def _read_lines(stream, t0: float, marks: dict, lines: list) -> None:
                 marks[name] = now
 
 
+def _host_jiffies() -> tuple[int, int] | None:
+    """(all, idle + iowait) CPU jiffies of the whole host since boot (``/proc/stat``); None where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(fields), fields[3] + fields[4]
+
+
+def busy_cores_timeline(samples: list[tuple[float, tuple[int, int] | None]], bucket_s: float = 0.5) -> list[list[float]]:
+    """``[[t, cores busy], ...]`` per ``bucket_s`` from ``(seconds after launch, _host_jiffies())`` samples.
+
+    Cores busy = host CPUs x the busy share of the jiffies between two samples: 2.0 on
+    this 2-core host when both cores worked, 0.0 when the whole host waited.
+    """
+    cpus = psutil.cpu_count() or 1
+    buckets: dict[float, list[float]] = collections.defaultdict(list)
+    for (_, a), (t, b) in zip(samples, samples[1:]):
+        if a is None or b is None or b[0] <= a[0]:
+            continue
+        busy = 1.0 - (b[1] - a[1]) / (b[0] - a[0])
+        buckets[int(t / bucket_s) * bucket_s].append(cpus * busy)
+    return [[round(t, 1), round(statistics.mean(v), 2)] for t, v in sorted(buckets.items())]
+
+
 def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
     """Run ``tree``'s default job once as a whole process; its phases, wall and CPU by process group."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -95,6 +125,7 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
     for r in readers:
         r.start()
     seen: dict[tuple[int, float], tuple[str, float, float]] = {}
+    host = [(0.0, _host_jiffies())]
     me = psutil.Process()
     while p.poll() is None:
         for q in me.children(recursive=True):
@@ -105,6 +136,7 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 pass
         time.sleep(0.1)
+        host.append((time.time() - t0, _host_jiffies()))
     marks["exit"] = time.time() - t0
     for r in readers:
         r.join(timeout=10)
@@ -135,6 +167,7 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
         "groups": dict(groups),
         "processes": processes,
         "left_alive": left,  # processes of the run still alive after the driver exited (should be none)
+        "busy_cores": busy_cores_timeline(host),  # the whole host's, so other users' load shows too
     }
 
 
@@ -177,6 +210,8 @@ def _print_run(label: str, run: dict, verbose: bool) -> None:
           f"{'; LEFT ALIVE: ' + str(run['left_alive']) if run['left_alive'] else ''}")
     for name, g in sorted(run["groups"].items(), key=lambda kv: -kv[1]["cpu_s"]):
         print(f"  {name:22s} {g['cpu_s']:6.1f} CPU s  {g['processes']:2d} process(es), first at +{g['first_at_s']:.1f} s")
+    if run.get("busy_cores"):
+        print("  busy cores per 0.5 s (host-wide): " + " ".join(f"{t:g}:{c:.1f}" for t, c in run["busy_cores"]))
     if verbose:
         for proc in run["processes"]:
             print(f"    {proc['cpu_s']:6.2f} CPU s  +{proc['at_s']:5.1f} s  {proc['group']:20s} {proc['cmd'][:80]}")

@@ -314,3 +314,20 @@ def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_
         running.kill()
         running.wait()
         done.wait()
+
+
+def test_busy_cores_timeline_turns_host_jiffies_into_cores_per_bucket(monkeypatch):
+    import psutil
+
+    from bench.startup import busy_cores_timeline
+
+    monkeypatch.setattr(psutil, "cpu_count", lambda logical=True: 2)
+    samples = [  # (seconds after launch, (all jiffies, idle + iowait jiffies))
+        (0.0, (1000, 500)),
+        (0.1, (1020, 500)),  # 20 jiffies, none idle: both cores busy
+        (0.2, (1040, 510)),  # half idle: one core
+        (0.6, (1060, 530)),  # all idle: none
+        (0.7, None),  # /proc/stat unreadable: skipped, and so is the step after it
+        (0.8, (1100, 530)),
+    ]
+    assert busy_cores_timeline(samples) == [[0.0, 1.5], [0.5, 0.0]]
