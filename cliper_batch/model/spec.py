@@ -202,20 +202,6 @@ def inspect_model(
     )
 
 
-__all__ = [
-    "ACCEPTED_FORMS",
-    "DEFAULT_DESCRIPTORS_PER_CLASS",
-    "OPENCLIP_PREFIX",
-    "TINY_ARCH",
-    "ModelInfo",
-    "ModelSpec",
-    "ModelSpecError",
-    "check_fixed",
-    "inspect_model",
-    "parse_spec",
-]
-
-
 def describe_model(model_spec: str, storage_options: dict | None = None) -> ModelInfo:
     """Fail fast on a bad spec and learn the model's id, classes and input size (``model_id`` always set).
 
@@ -229,3 +215,18 @@ def describe_model(model_spec: str, storage_options: dict | None = None) -> Mode
 
     loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
     return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))
+
+
+__all__ = [
+    "ACCEPTED_FORMS",
+    "DEFAULT_DESCRIPTORS_PER_CLASS",
+    "OPENCLIP_PREFIX",
+    "TINY_ARCH",
+    "ModelInfo",
+    "ModelSpec",
+    "ModelSpecError",
+    "check_fixed",
+    "describe_model",
+    "inspect_model",
+    "parse_spec",
+]
