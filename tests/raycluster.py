@@ -34,11 +34,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_port_range(n: int) -> int:
-    """Start of ``n`` consecutive ports that are free right now."""
+def free_port_range(n: int, taken: set[int] = frozenset()) -> int:
+    """Start of ``n`` consecutive ports that are free right now and not in ``taken``."""
     for _ in range(200):
         start = free_port()
-        if start + n > 65000:
+        if start + n > 65000 or any(p in taken for p in range(start, start + n)):
             continue
         ok = True
         for p in range(start, start + n):
@@ -53,6 +53,32 @@ def free_port_range(n: int) -> int:
     raise RuntimeError("no free port range")
 
 
+class PortPicker:
+    """Free ports for one cluster's processes, never the same one twice.
+
+    Each port is free when picked but is bound only later by ``ray start``, so picks
+    made one after another could coincide: a single port, or one inside a worker
+    range (CI once saw the head's GCS port inside its own worker range). The picker
+    remembers what it handed out.
+    """
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+
+    def port(self) -> int:
+        for _ in range(200):
+            p = free_port()
+            if p not in self.taken:
+                self.taken.add(p)
+                return p
+        raise RuntimeError("no free port")
+
+    def port_range(self, n: int) -> int:
+        start = free_port_range(n, self.taken)
+        self.taken.update(range(start, start + n))
+        return start
+
+
 class LocalRayHead:
     def __init__(self, num_cpus: int = 2, env: dict | None = None):
         self.num_cpus = num_cpus
@@ -61,8 +87,9 @@ class LocalRayHead:
         self.temp_dir = tempfile.mkdtemp(prefix="rayh", dir="/tmp")  # short: Ray's socket paths have a length limit
         self.home = os.path.join(self.temp_dir, "home")  # HOME of the head and its clients: holds .ray/auth_token
         os.makedirs(self.home)
-        self.port = free_port()
-        self.dashboard_port = free_port()
+        self.ports = PortPicker()  # the head's and its worker nodes' ports, all distinct
+        self.port = self.ports.port()
+        self.dashboard_port = self.ports.port()
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
 
@@ -92,7 +119,7 @@ class LocalRayHead:
         return env
 
     def start(self, timeout: float = 120.0) -> "LocalRayHead":
-        worker_lo = free_port_range(40)
+        worker_lo = self.ports.port_range(40)
         gen = subprocess.run(
             [os.path.join(VENV_BIN, "ray"), "get-auth-token", "--generate"],
             env=self.env(), capture_output=True, text=True, timeout=120,
@@ -105,13 +132,13 @@ class LocalRayHead:
             f"--port={self.port}",
             f"--num-cpus={self.num_cpus}", "--num-gpus=0",
             "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={free_port()}",
-            f"--node-manager-port={free_port()}",
-            f"--object-manager-port={free_port()}",
-            f"--dashboard-agent-listen-port={free_port()}",
-            f"--dashboard-agent-grpc-port={free_port()}",
-            f"--metrics-export-port={free_port()}",
-            f"--runtime-env-agent-port={free_port()}",
+            f"--ray-client-server-port={self.ports.port()}",
+            f"--node-manager-port={self.ports.port()}",
+            f"--object-manager-port={self.ports.port()}",
+            f"--dashboard-agent-listen-port={self.ports.port()}",
+            f"--dashboard-agent-grpc-port={self.ports.port()}",
+            f"--metrics-export-port={self.ports.port()}",
+            f"--runtime-env-agent-port={self.ports.port()}",
             f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 39}",
             f"--temp-dir={self.temp_dir}",
             "--object-store-memory=500000000",
@@ -186,13 +213,13 @@ class LocalRayWorkerNode:
         self.temp_dir = tempfile.mkdtemp(prefix="rayw", dir="/tmp")
 
     def start(self, timeout: float = 120.0) -> "LocalRayWorkerNode":
-        worker_lo = free_port_range(40)
+        worker_lo = self.head.ports.port_range(40)
         own_ports = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc", "metrics-export",
                      "runtime-env-agent")
         cmd = [
             os.path.join(VENV_BIN, "ray"), "start", "--block", f"--address={self.head.address}",
             "--node-ip-address=127.0.0.1", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-            *(f"--{name}-port={free_port()}" for name in own_ports),
+            *(f"--{name}-port={self.head.ports.port()}" for name in own_ports),
             f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 39}",
             f"--temp-dir={self.temp_dir}", "--object-store-memory=300000000", "--disable-usage-stats",
         ]

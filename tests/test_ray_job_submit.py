@@ -103,3 +103,15 @@ def test_the_head_refuses_clients_without_the_token(head):
     no_mode.pop("RAY_AUTH_MODE")
     plain = subprocess.run(list_jobs, env=no_mode, capture_output=True, text=True, timeout=120)
     assert plain.returncode != 0 and "AuthenticationError" in plain.stdout + plain.stderr, plain.stderr[-3000:]
+
+
+def test_a_clusters_ports_are_all_distinct_and_outside_its_worker_ranges():
+    from raycluster import PortPicker
+
+    picker = PortPicker()
+    singles = [picker.port() for _ in range(30)]
+    ranges = [picker.port_range(40) for _ in range(2)]
+    in_ranges = [p for lo in ranges for p in range(lo, lo + 40)]
+    assert len(set(singles)) == len(singles)
+    assert len(set(in_ranges)) == len(in_ranges)
+    assert not set(singles) & set(in_ranges)
