@@ -12,10 +12,11 @@ parameter names, same flatten order) and the detection cascade:
 
 * P-Net runs over every pyramid level of a batch of frames;
 * the R-Net (24x24) and O-Net (48x48) crops of *all* candidates of the batch
-  are cut and resampled in one ``torchvision.ops.roi_align`` call each
+  are cut and resampled in one ``roi_align`` call each (torchvision's kernel, loaded without
+  importing torchvision: :mod:`.vision_ops`)
   (adaptive sampling, i.e. an area-style average, zero padding outside the
   frame like the original MTCNN) instead of a Python loop per box;
-* non-maximum suppression is ``torchvision.ops.nms``, run per frame.
+* non-maximum suppression is torchvision's ``nms`` kernel, run per frame.
 
 Where the CPU goes, and what was cut (one thread, 640x360 frames; ``python -m bench.detector``):
 ATen's adaptive average pool (``F.interpolate(mode="area")``) for the 9 pyramid levels and its
@@ -80,6 +81,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import mtcnn_weights as _pinned
+from . import vision_ops
 from ..mtcnn_weights import DetectorUnavailable
 
 Box = tuple[float, float, float, float]
@@ -397,10 +399,8 @@ def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: i
 
     Area outside the frame reads 0 (black), as in the original MTCNN's padding.
     """
-    from torchvision.ops import roi_align
-
     rois = torch.cat([ids.to(boxes.dtype).unsqueeze(1), boxes], dim=1)
-    out = roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    out = vision_ops.roi_align(images, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     return _normalize(out)
 
 
@@ -409,7 +409,7 @@ def _nms_per_frame(
 ) -> torch.Tensor:
     """IoU NMS within each frame (``ids``: frame of each box); indices of the kept boxes, best score first.
 
-    Each frame's boxes go through :func:`torchvision.ops.nms` on their own, in
+    Each frame's boxes go through torchvision's NMS (:func:`.vision_ops.nms`) on their own, in
     their original order, so a frame keeps exactly the boxes it keeps when it
     is alone in the batch. (torchvision's ``batched_nms`` shifts the boxes of
     each frame far apart instead; in float32 that shift rounds the
@@ -417,8 +417,7 @@ def _nms_per_frame(
     3.6 px against a batch of one.) One host sync for the frame counts; none when the batch
     holds ``frames == 1`` frame (the CPU layout), where grouping would only cost time.
     """
-    from torchvision.ops import nms
-
+    nms = vision_ops.nms
     if boxes.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     if frames == 1:
@@ -529,6 +528,7 @@ class FaceDetector:
         self.batch = int(batch) if batch is not None else (CUDA_BATCH if self.device.type == "cuda" else 1)
         self._area_mats: dict[tuple[int, int], torch.Tensor] = {}  # pyramid resize matrices by (size in, size out)
         weights = load_mtcnn_weights(weights_path)
+        vision_ops.load_kernels()  # here, not in the first call's frame pool
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         for net, name in ((self.pnet, "pnet"), (self.rnet, "rnet"), (self.onet, "onet")):
             net.load_state_dict(weights[name], strict=True)
