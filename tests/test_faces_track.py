@@ -227,6 +227,41 @@ def test_moving_synthetic_face_is_not_a_cut_but_a_scene_change_is():
     assert detect_cuts(np.stack(shot_a + shot_b)) == [6]
 
 
+@pytest.mark.parametrize("shape", [(3, 360, 640), (2, 1080, 1920), (2, 720, 1280), (4, 97, 131), (2, 7, 5), (2, 5, 300), (1, 2160, 3840)])
+def test_thumbnails_are_the_float32_block_means_bit_for_bit(shape):
+    """The integer-sum thumbnails give exactly what the float32 block mean they replaced gave."""
+    from cliper_batch.faces.cuts import _THUMB_SIDE, _thumbnails
+
+    frames = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    frames[0, : shape[1] // 2] = 255  # saturated blocks: the largest sums
+    f, h, w = shape
+    stride = max(1, max(h, w) // (4 * _THUMB_SIDE))
+    x = frames[:, ::stride, ::stride]
+    k = max(1, int(np.ceil(max(x.shape[1], x.shape[2]) / _THUMB_SIDE)))
+    th, tw = max(1, x.shape[1] // k), max(1, x.shape[2] // k)
+    old = x[:, : th * k, : tw * k].reshape(f, th, k, tw, k, 3).astype(np.float32).mean(axis=(2, 4)) / 255.0
+    got = _thumbnails(frames)
+    assert got.dtype == np.float32 and got.shape == old.shape
+    assert np.array_equal(got, old)
+    assert max(got.shape[1:3]) <= _THUMB_SIDE
+
+
+@pytest.mark.parametrize("shape", [(300, 2), (2, 300), (2, 2), (3, 641)])
+def test_frames_thinner_than_a_thumbnail_block_still_get_signatures_and_cuts(shape):
+    """A 300x2 video used to fail its cut detection (a reshape error); its blocks are now as thin as it is."""
+    from cliper_batch.faces.cuts import _thumbnails, frame_signatures
+
+    h, w = shape
+    frames = np.zeros((6, h, w, 3), np.uint8)
+    frames[:3, ..., 0] = 200  # a red shot, then a blue one
+    frames[3:, ..., 2] = 200
+    thumbs = _thumbnails(frames)
+    assert thumbs.shape[0] == 6 and min(thumbs.shape[1:3]) >= 1 and max(thumbs.shape[1:3]) <= 64
+    assert np.allclose(thumbs[0, ..., 0], 200 / 255) and np.allclose(thumbs[5, ..., 2], 200 / 255)
+    assert np.allclose(frame_signatures(frames).sum(axis=-1), 1.0)
+    assert detect_cuts(frames, CutParams(min_shot_length=1)) == [3]
+
+
 def test_cut_input_errors():
     with pytest.raises(CutInputError, match="uint8"):
         detect_cuts(np.zeros((2, 8, 8, 3), np.float32))
