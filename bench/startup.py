@@ -112,8 +112,9 @@ def busy_cores_timeline(samples: list[tuple[float, tuple[int, int] | None]], buc
 def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
     """Run ``tree``'s default job once as a whole process; its phases, wall and CPU by process group."""
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    if tree != ROOT:
-        env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+    # always the tree's own package, also for this tree: an editable install elsewhere (the main
+    # checkout's .venv) would otherwise win over a worktree's code
+    env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
     t0 = time.time()
     p = subprocess.Popen(
         [sys.executable, os.path.join(tree, "jobs", "annotate.py"), "--input", video_dir, "--output", out, "--model", model],
