@@ -143,79 +143,15 @@ def _init_ray(address: str | None) -> str | None:
         # ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see README).
         ray.init(address=address, log_to_driver=True)
     else:
-        with _node_lookup_without_retry_sleep():
+        from .embedded_ray import quick_start
+
+        with quick_start():
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     # Progress is the driver's own line (cliper_batch.progress), on any terminal or log;
     # Ray Data's bars are off, and so is its note saying how to turn them on.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return CONNECTED if address else EMBEDDED
-
-
-# How often, and how long at most, the embedded start-up asks the GCS whether the raylet has
-# registered (Ray's own limit for that wait is 30 s).
-NODE_POLL_S = 0.02
-NODE_WAIT_S = 30.0
-
-
-@contextlib.contextmanager
-def _node_lookup_without_retry_sleep():
-    """While the embedded ``ray.init`` runs: look the new node up as soon as its raylet has registered.
-
-    After starting the raylet, ``ray.init`` fetches the node's record from the GCS
-    (``ray._private.services.get_node``) through a C++ call that, while the raylet has not
-    registered yet, retries on a fixed 1 s sleep. The raylet registers only once its
-    metrics agent (a Python process) is up, ~1.0-1.1 s after it starts on the 2-core
-    laptop: right at the first retry, so the lookup took 1 s or, as often, 2 s of a
-    start-up with both cores idle (measured: 2.0 s in 6 of 6 runs on a quiet host, the
-    raylet having registered ~1.0 s after the first try). Here the lookup first polls the
-    GCS's node table every :data:`NODE_POLL_S` (one cheap RPC, no sleep inside) until the
-    node is there, then asks Ray's own lookup, which then succeeds at once.
-
-    Ray's lookup is private API (Ray is pinned, pyproject.toml): if it or the table call is
-    not there, or polling fails in any way, Ray's own lookup runs as before. Ray's function
-    is put back when ``ray.init`` returns or raises.
-    """
-    try:
-        from ray._private import services, state
-    except ImportError:
-        yield
-        return
-    original = getattr(services, "get_node", None)
-    if original is None or not hasattr(state, "GlobalState"):
-        yield
-        return
-
-    def get_node(gcs_address, node_id, *args, **kwargs):
-        _wait_until_registered(state, services, gcs_address, node_id)
-        return original(gcs_address, node_id, *args, **kwargs)
-
-    services.get_node = get_node
-    try:
-        yield
-    finally:
-        services.get_node = original
-
-
-def _wait_until_registered(state, services, gcs_address: str, node_id: str) -> bool:
-    """Poll the GCS's node table until ``node_id`` is in it; True if it appeared (False: gave up, any error)."""
-    deadline = time.monotonic() + NODE_WAIT_S
-    accessor_owner = None
-    try:
-        accessor_owner = state.GlobalState()
-        accessor_owner._initialize_global_state(services._get_gcs_client_options(gcs_address))
-        accessor = accessor_owner._connect_and_get_accessor()
-        while time.monotonic() < deadline:
-            if any(node.get("NodeID") == node_id for node in accessor.get_node_table()):
-                return True
-            time.sleep(NODE_POLL_S)
-        return False
-    except Exception:  # noqa: BLE001 - only a shortcut: Ray's own lookup follows and reports real failures
-        return False
-    finally:
-        if accessor_owner is not None:
-            with contextlib.suppress(Exception):
-                accessor_owner.disconnect()
 
 
 def _child_pids() -> set[int]:

@@ -293,23 +293,25 @@ def test_the_embedded_runtime_runs_on_without_its_autoscaler_monitor_and_shuts_d
     assert "autoscaler failed" not in out.stderr.lower(), out.stderr[-4000:]
 
 
-NODE_LOOKUP = """
+QUICK_START = """
 import json, sys, time
 import ray
-from ray._private import services
-from cliper_batch import cli
+from ray._private import ray_constants, services, worker
+from cliper_batch import cli, embedded_ray
 
-original = services.get_node
+originals = (services.get_node, services.start_api_server)
 polled = []
-wait = cli._wait_until_registered
+wait = embedded_ray.wait_until_registered
 def recording(*args):
     t0 = time.monotonic()
     polled.append([wait(*args), time.monotonic() - t0])
     return polled[-1][0]
-cli._wait_until_registered = recording
+embedded_ray.wait_until_registered = recording
 before = cli._child_pids()
 how = cli._init_ray(None)
-restored = services.get_node is original
+restored = (services.get_node, services.start_api_server) == originals
+processes = sorted(worker._global_node.all_processes)
+dashboard = ray_constants.PROCESS_TYPE_DASHBOARD
 
 @ray.remote
 def square(x):
@@ -317,55 +319,65 @@ def square(x):
 
 result = ray.get(square.remote(8), timeout=120)
 cli._shutdown_ray(how, before)
-print("NODE-LOOKUP " + json.dumps({"how": how, "polled": polled, "restored": restored, "result": result}))
+print("QUICK-START " + json.dumps({"how": how, "polled": polled, "restored": restored, "result": result,
+                                   "processes": processes, "dashboard": dashboard}))
 """
 
 
 @pytest.mark.parametrize("auth", ["disabled", "token"])
-def test_the_embedded_start_looks_its_node_up_once_the_raylet_registered(short_tmp, auth):
-    """``ray.init``'s own node lookup retries on a fixed 1 s sleep (1-2 s of an idle start-up on a
-    laptop); the embedded start polls the GCS's node table first, finds the node, and puts Ray's
-    lookup back. With token authentication (as ``ray start --head`` sets up) and without."""
+def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_registered(short_tmp, auth):
+    """The embedded start (usage stats off) runs without Ray's API server process, and its node lookup
+    polls the GCS's node table instead of Ray's fixed 1 s retry; Ray's functions are put back after,
+    and the runtime runs tasks. With token authentication (as ``ray start --head`` sets up) and without."""
     env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": auth}
     env.pop("RAY_ADDRESS", None)
     if auth == "token":
         env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-    out = subprocess.run([sys.executable, "-c", NODE_LOOKUP], cwd=REPO, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", QUICK_START], cwd=REPO, env=env, capture_output=True, text=True,
                          timeout=300)
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("NODE-LOOKUP ")), None)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("QUICK-START ")), None)
     assert line, f"rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
-    seen = json.loads(line[len("NODE-LOOKUP "):])
+    seen = json.loads(line[len("QUICK-START "):])
     assert seen["how"] == "embedded" and seen["result"] == 64
+    assert seen["dashboard"] not in seen["processes"], seen["processes"]
+    assert {"gcs_server", "raylet"} <= set(seen["processes"])
     assert len(seen["polled"]) == 1  # the head's one lookup went through the poll
     found, waited = seen["polled"][0]
     assert found, seen
     assert waited < 30.0
-    assert seen["restored"]  # Ray's own lookup is back once ray.init returned
+    assert seen["restored"]  # Ray's own functions are back once ray.init returned
 
 
-def test_the_node_lookup_falls_back_to_rays_own_when_polling_fails(monkeypatch):
+def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monkeypatch):
     from types import SimpleNamespace
 
     from ray._private import services
 
-    from cliper_batch import cli
+    from cliper_batch import embedded_ray
 
     def broken():
         raise RuntimeError("no GCS here")
 
+    assert embedded_ray.wait_until_registered(SimpleNamespace(GlobalState=broken), services, "127.0.0.1:1", "ab") is False
     calls = []
-    monkeypatch.setattr(services, "get_node", lambda *a, **k: calls.append(a) or {"node": a[1]})
-    original = services.get_node
-    assert cli._wait_until_registered(SimpleNamespace(GlobalState=broken), services, "127.0.0.1:1", "ab") is False
-    monkeypatch.setattr(cli, "_wait_until_registered", lambda *a: False)
-    with cli._node_lookup_without_retry_sleep():
-        assert services.get_node is not original
-        assert services.get_node("127.0.0.1:1", "ab") == {"node": "ab"}  # Ray's lookup still answers
-    assert services.get_node is original and calls == [("127.0.0.1:1", "ab")]
+    monkeypatch.setattr(services, "get_node", lambda *a, **k: calls.append(("get_node", a)) or {"node": a[1]})
+    monkeypatch.setattr(services, "start_api_server", lambda *a, **k: calls.append(("api", a[0])) or ("url", "proc"))
+    originals = (services.get_node, services.start_api_server)
+    monkeypatch.setattr(embedded_ray, "wait_until_registered", lambda *a: False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    with embedded_ray.quick_start():
+        assert (services.get_node, services.start_api_server) != originals
+        assert services.get_node("127.0.0.1:1", "ab") == {"node": "ab"}  # a failed poll: Ray's lookup answers
+        assert services.start_api_server(False, "raise") == ("", None)  # not started
+        assert services.start_api_server(True, "raise") == ("url", "proc")  # the dashboard asked for: started
+        monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+        assert services.start_api_server(False, "raise") == ("url", "proc")  # usage stats on: started
+    assert (services.get_node, services.start_api_server) == originals
+    assert calls == [("get_node", ("127.0.0.1:1", "ab")), ("api", True), ("api", False)]
     with pytest.raises(KeyError):
-        with cli._node_lookup_without_retry_sleep():
+        with embedded_ray.quick_start():
             raise KeyError("ray.init failed")
-    assert services.get_node is original
+    assert (services.get_node, services.start_api_server) == originals
 
 
 def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_runs():
