@@ -17,7 +17,7 @@ LAYERS = [
     ["model", "compile"],
     ["output", "compact", "incremental", "query", "progress"],
     ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
-    ["pipeline"],
+    ["pipeline", "embedded_ray"],  # embedded_ray: the job's own local Ray runtime's start-up (cli starts it)
     ["cli", "preflight", "synthetic", "training"],
 ]
 # (importer, imported) pairs still allowed to reach up, and why. Each must still be in use (else delete it here).
