@@ -302,9 +302,9 @@ from cliper_batch import cli, embedded_ray
 originals = (services.get_node, services.start_api_server)
 polled = []
 wait = embedded_ray.wait_until_registered
-def recording(*args):
+def recording(*args, **kwargs):
     t0 = time.monotonic()
-    polled.append([wait(*args), time.monotonic() - t0])
+    polled.append([wait(*args, **kwargs), time.monotonic() - t0, "ray.data" in sys.modules])
     return polled[-1][0]
 embedded_ray.wait_until_registered = recording
 before = cli._child_pids()
@@ -342,10 +342,33 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
     assert seen["dashboard"] not in seen["processes"], seen["processes"]
     assert {"gcs_server", "raylet"} <= set(seen["processes"])
     assert len(seen["polled"]) == 1  # the head's one lookup went through the poll
-    found, waited = seen["polled"][0]
+    found, waited, imported = seen["polled"][0]
     assert found, seen
     assert waited < 30.0
+    assert imported  # ray.data, which the job needs next, was imported while the raylet started
     assert seen["restored"]  # Ray's own functions are back once ray.init returned
+
+
+def test_the_node_poll_runs_the_waiting_work_once_between_polls_and_only_if_it_has_to_wait():
+    from types import SimpleNamespace
+
+    from cliper_batch import embedded_ray
+
+    def fake_state(tables):
+        answers = iter(tables)
+        accessor = SimpleNamespace(get_node_table=lambda: next(answers))
+        owner = SimpleNamespace(_initialize_global_state=lambda options: None,
+                                _connect_and_get_accessor=lambda: accessor, disconnect=lambda: None)
+        return SimpleNamespace(GlobalState=lambda: owner)
+
+    services = SimpleNamespace(_get_gcs_client_options=lambda address: address)
+    events = []
+    late = fake_state([[], [], [{"NodeID": "other"}], [{"NodeID": "ab"}]])
+    assert embedded_ray.wait_until_registered(late, services, "gcs", "ab", while_waiting=lambda: events.append("work"))
+    assert events == ["work"]
+    early = fake_state([[{"NodeID": "ab"}]])
+    assert embedded_ray.wait_until_registered(early, services, "gcs", "ab", while_waiting=lambda: events.append("again"))
+    assert events == ["work"]  # found at once: nothing run
 
 
 def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monkeypatch):
@@ -363,7 +386,7 @@ def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monke
     monkeypatch.setattr(services, "get_node", lambda *a, **k: calls.append(("get_node", a)) or {"node": a[1]})
     monkeypatch.setattr(services, "start_api_server", lambda *a, **k: calls.append(("api", a[0])) or ("url", "proc"))
     originals = (services.get_node, services.start_api_server)
-    monkeypatch.setattr(embedded_ray, "wait_until_registered", lambda *a: False)
+    monkeypatch.setattr(embedded_ray, "wait_until_registered", lambda *a, **k: False)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     with embedded_ray.quick_start():
         assert (services.get_node, services.start_api_server) != originals
