@@ -145,13 +145,25 @@ def _init_ray(address: str | None) -> str | None:
     else:
         from .embedded_ray import quick_start
 
-        with quick_start():
+        with quick_start(while_waiting=_import_pipeline):
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
     # Progress is the driver's own line (cliper_batch.progress), on any terminal or log;
     # Ray Data's bars are off, and so is its note saying how to turn them on.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     return CONNECTED if address else EMBEDDED
+
+
+def _import_pipeline() -> None:
+    """Import what the run needs once Ray is up (Ray Data, Polars, Arrow datasets, the pipeline: ~1 s).
+
+    The embedded start does this while it waits for its raylet (``embedded_ray.quick_start``),
+    so it no longer runs before ``ray.init``; :func:`_annotate` imports the same modules
+    again (at no cost then) and reports any failure.
+    """
+    import ray.data  # noqa: F401
+
+    from .pipeline import run  # noqa: F401
 
 
 def _child_pids() -> set[int]:
@@ -272,8 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         # reads this when it is imported, hence here, before anything imports it.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
-    from .pipeline.run import RunOptions
     from .preflight import PreflightError, check_run
+    from .types import RunOptions  # light: the pipeline (Polars, Arrow, Ray Data) is imported while Ray starts
 
     # Fail fast, before Ray starts: everything every video will need (see preflight.py).
     try:

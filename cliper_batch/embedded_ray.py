@@ -22,7 +22,9 @@ embedded runtime; :func:`quick_start` removes them while the job's own ``ray.ini
   having registered ~1.0 s after the first try). The lookup now first polls the GCS's node
   table every :data:`NODE_POLL_S` until the node is there, then asks Ray's own lookup,
   which succeeds at once: 0-1 s saved, ~0.5 s on average, never a loss. While it waits, it
-  imports ``ray.data``, which the job imports right after ``ray.init`` anyway (0.5-0.8 s).
+  runs the caller's ``while_waiting`` once: the job imports there what it needs right after
+  ``ray.init`` (Ray Data and its own pipeline, ~1 s), so those imports no longer delay
+  Ray's start (they used to run before ``ray.init``, with one core idle).
 
 Both are Ray's private functions (Ray is pinned, ``pyproject.toml``), replaced only for
 the duration of the job's embedded ``ray.init`` and put back when it returns or raises.
@@ -49,8 +51,13 @@ def usage_stats_off() -> bool:
 
 
 @contextlib.contextmanager
-def quick_start() -> Iterator[None]:
-    """Around the job's embedded ``ray.init(include_dashboard=False, ...)``: no API server, a prompt node lookup."""
+def quick_start(while_waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """Around the job's embedded ``ray.init(include_dashboard=False, ...)``: no API server, a prompt node lookup.
+
+    ``while_waiting`` runs once while the lookup waits for the raylet (see
+    :func:`wait_until_registered`); its exceptions are swallowed, so it should only do
+    work the caller repeats afterwards anyway (imports), where a failure is reported.
+    """
     try:
         from ray._private import services, state
     except ImportError:
@@ -61,7 +68,7 @@ def quick_start() -> Iterator[None]:
     if original_lookup is not None and hasattr(state, "GlobalState"):
 
         def get_node(gcs_address, node_id, *args, **kwargs):
-            wait_until_registered(state, services, gcs_address, node_id, while_waiting=_import_ray_data)
+            wait_until_registered(state, services, gcs_address, node_id, while_waiting=while_waiting)
             return original_lookup(gcs_address, node_id, *args, **kwargs)
 
         services.get_node = get_node
@@ -83,14 +90,6 @@ def quick_start() -> Iterator[None]:
             setattr(services, name, original)
 
 
-def _import_ray_data() -> None:
-    """What the job imports right after ``ray.init`` (0.5-0.8 s), done while the raylet is still starting."""
-    try:
-        import ray.data  # noqa: F401
-    except Exception:  # noqa: BLE001 - the job's own import after ray.init reports it
-        pass
-
-
 def wait_until_registered(
     state, services, gcs_address: str, node_id: str, while_waiting: Callable[[], None] | None = None
 ) -> bool:
@@ -98,8 +97,9 @@ def wait_until_registered(
 
     ``while_waiting`` runs once, in this thread, after the first poll that did not find the
     node: the raylet needs 1-2 s more here, so work the caller needs next anyway (the
-    job's ``import ray.data``) costs no extra time there, and no second thread imports
-    while ``ray.init`` does.
+    job's imports) costs no extra time there, and no second thread imports while
+    ``ray.init`` does. An exception it raises is ignored (the poll goes on): the caller
+    repeats that work after ``ray.init`` and reports the failure there.
     """
     deadline = time.monotonic() + NODE_WAIT_S
     owner = None
@@ -112,7 +112,8 @@ def wait_until_registered(
                 return True
             if while_waiting is not None:
                 while_waiting, work = None, while_waiting
-                work()
+                with contextlib.suppress(Exception):
+                    work()
                 continue
             time.sleep(NODE_POLL_S)
         return False

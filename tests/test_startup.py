@@ -304,7 +304,9 @@ polled = []
 wait = embedded_ray.wait_until_registered
 def recording(*args, **kwargs):
     t0 = time.monotonic()
-    polled.append([wait(*args, **kwargs), time.monotonic() - t0, "ray.data" in sys.modules])
+    before = [m in sys.modules for m in ("ray.data", "cliper_batch.pipeline.run")]
+    polled.append([wait(*args, **kwargs), time.monotonic() - t0, before,
+                   [m in sys.modules for m in ("ray.data", "cliper_batch.pipeline.run")]])
     return polled[-1][0]
 embedded_ray.wait_until_registered = recording
 before = cli._child_pids()
@@ -342,10 +344,12 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
     assert seen["dashboard"] not in seen["processes"], seen["processes"]
     assert {"gcs_server", "raylet"} <= set(seen["processes"])
     assert len(seen["polled"]) == 1  # the head's one lookup went through the poll
-    found, waited, imported = seen["polled"][0]
+    found, waited, imported_before, imported_after = seen["polled"][0]
     assert found, seen
     assert waited < 30.0
-    assert imported  # ray.data, which the job needs next, was imported while the raylet started
+    # Ray Data and the pipeline, which the job needs next, were imported while the raylet started
+    # (not before ray.init: the job's start-up no longer waits for them)
+    assert imported_before == [False, False] and imported_after == [True, True], seen
     assert seen["restored"]  # Ray's own functions are back once ray.init returned
 
 
@@ -366,9 +370,16 @@ def test_the_node_poll_runs_the_waiting_work_once_between_polls_and_only_if_it_h
     late = fake_state([[], [], [{"NodeID": "other"}], [{"NodeID": "ab"}]])
     assert embedded_ray.wait_until_registered(late, services, "gcs", "ab", while_waiting=lambda: events.append("work"))
     assert events == ["work"]
+    def failing():
+        events.append("failed")
+        raise ImportError("no such module")
+
+    broken_work = fake_state([[], [], [{"NodeID": "ab"}]])
+    assert embedded_ray.wait_until_registered(broken_work, services, "gcs", "ab", while_waiting=failing)
+    assert events == ["work", "failed"]  # its error ignored: the poll went on and found the node
     early = fake_state([[{"NodeID": "ab"}]])
     assert embedded_ray.wait_until_registered(early, services, "gcs", "ab", while_waiting=lambda: events.append("again"))
-    assert events == ["work"]  # found at once: nothing run
+    assert events == ["work", "failed"]  # found at once: nothing run
 
 
 def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monkeypatch):

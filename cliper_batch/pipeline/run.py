@@ -18,7 +18,7 @@ from ..incremental import manifest_state, plan_work
 from ..listing import list_videos
 from ..model.spec import ModelInfo, describe_model
 from ..progress import RunProgress
-from ..types import AnnotateConfig
+from ..types import WORKERS, AnnotateConfig, RunOptions
 from ..uris import check_locations
 from ..output import run_record
 from ..output.lock import OutputLock
@@ -90,8 +90,6 @@ class RunSummary:
 def config_hash(config: AnnotateConfig) -> str:
     return hashlib.sha256(json.dumps(config.semantic_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
-
-WORKERS = ("auto", "fused", "staged")
 
 # CPU-only runs: a model at most this many GFLOPs per crop (``ModelInfo.visual_gflops``, estimated
 # from the checkpoint header) is "light": one core scores a crop in no more time than it takes to
@@ -244,38 +242,6 @@ def _largest_node_cpus(cluster_cpus: int) -> int:
     except Exception:  # an old or partial GCS answer: fall back to the total
         per_node = []
     return max(per_node, default=0) or cluster_cpus
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """What a run does beyond the semantic config: incremental selection, commit cadence, worker layout.
-
-    None of these change results, so none is part of the config hash.
-    """
-
-    force: bool = False  # re-annotate videos already done with this model and config
-    since: float | None = None  # only videos modified at/after this POSIX time
-    limit: int | None = None  # at most this many videos this run
-    videos_per_part: int = 2_000  # commit a part every N finished videos
-    seconds_per_part: float = 120.0  # ... or every N seconds
-    worker: str = "auto"  # auto (size_workers: fused on CUDA and for a light model on CPU) | fused | staged
-    gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
-    videos_per_task: int = 8  # fused: at most this many videos per Ray task (size_workers spreads small corpora); batches span them; a task failing all retries makes them WorkerLost
-    max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
-    retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
-    stall_timeout_s: float = 600.0  # no batch for this long: commit what is done, record the rest ClusterStalled, stop
-
-    def __post_init__(self) -> None:
-        if self.worker not in WORKERS:
-            raise ValueError(f"worker must be one of {'|'.join(WORKERS)}, got {self.worker!r}")
-        if not (0.0 < self.gpu_fraction <= 1.0):
-            raise ValueError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction}")
-        if self.videos_per_task < 1:
-            raise ValueError(f"videos_per_task must be >= 1, got {self.videos_per_task}")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
-        if not (self.stall_timeout_s > 0):
-            raise ValueError(f"stall_timeout_s must be > 0, got {self.stall_timeout_s}")
 
 
 def annotate(
