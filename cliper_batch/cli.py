@@ -173,9 +173,11 @@ def _child_pids() -> set[int]:
 
 
 def _stop_autoscaler_monitor() -> None:
-    """Kill the embedded runtime's autoscaler monitor (SIGKILL, reaped) before ``ray.shutdown()``.
+    """Kill the embedded runtime's autoscaler monitor (SIGKILL, reaped) before ``ray.shutdown()``, if it has one.
 
-    A local one-node runtime has nothing to autoscale. On SIGTERM, Ray's monitor
+    A local one-node runtime has nothing to autoscale, and the embedded start no longer
+    starts the monitor (``embedded_ray.quick_start``); this is the fallback for a runtime
+    that has one (that shortcut skipped on another Ray layout). On SIGTERM, Ray's monitor
     reports itself to every driver as "the autoscaler failed" and only then exits;
     that report waits on the GCS, which ``ray.shutdown()`` stops before the
     monitor, so shutdown waited its fixed 1 s grace and killed it anyway

@@ -1,8 +1,9 @@
-"""Two waits cut from the embedded local Ray's start-up (``ray.init()`` with no address).
+"""What the embedded local Ray's start-up (``ray.init()`` with no address) skips: two waits and one process.
 
 On the 2-core laptop the embedded start took 3-5 s, with the cores idle for much of it
-(``bench.startup``'s busy-cores timeline). Two of those waits serve nothing in this job's
-embedded runtime; :func:`quick_start` removes them while the job's own ``ray.init`` runs:
+(``bench.startup``'s busy-cores timeline) and then, once those waits were gone, both cores
+busy with Ray's Python daemons starting. Three things serve nothing in this job's embedded
+runtime; :func:`quick_start` removes them while the job's own ``ray.init`` runs:
 
 * **The API server.** ``ray.init(include_dashboard=False)`` still starts the dashboard
   head process, loading only its usage-stats module, and waits (polling every 0.1 s)
@@ -26,9 +27,17 @@ embedded runtime; :func:`quick_start` removes them while the job's own ``ray.ini
   ``ray.init`` (Ray Data and its own pipeline, ~1 s), so those imports no longer delay
   Ray's start (they used to run before ``ray.init``, with one core idle).
 
-Both are Ray's private functions (Ray is pinned, ``pyproject.toml``), replaced only for
+* **The autoscaler monitor.** A head started by ``ray.init`` runs Ray's autoscaler monitor, a
+  Python process (~0.6 CPU s to start, while ``ray.init`` is CPU-bound on 2 cores) that has
+  nothing to scale on a one-node runtime without an autoscaling config; the job already
+  killed it before ``ray.shutdown()`` (``cli._stop_autoscaler_monitor``). It is not started
+  (``Node.start_monitor`` does nothing when there is no autoscaling config), as
+  ``ray start --head --no-monitor`` does. Ray Data's autoscaling coordinator still runs; it
+  sends its resource requests to the GCS, where nothing acts on them, as before.
+
+All three are Ray's private functions (Ray is pinned, ``pyproject.toml``), replaced only for
 the duration of the job's embedded ``ray.init`` and put back when it returns or raises.
-If either is missing, that shortcut is skipped; if polling fails in any way, Ray's own
+If one is missing, that shortcut is skipped; if polling fails in any way, Ray's own
 lookup runs as before. A connection to a running cluster (``--ray-address``,
 ``RAY_ADDRESS``, ``ray job submit``) goes through neither.
 """
@@ -52,18 +61,18 @@ def usage_stats_off() -> bool:
 
 @contextlib.contextmanager
 def quick_start(while_waiting: Callable[[], None] | None = None) -> Iterator[None]:
-    """Around the job's embedded ``ray.init(include_dashboard=False, ...)``: no API server, a prompt node lookup.
+    """Around the job's embedded ``ray.init(include_dashboard=False, ...)``: no API server, a prompt node lookup, no autoscaler monitor.
 
     ``while_waiting`` runs once while the lookup waits for the raylet (see
     :func:`wait_until_registered`); its exceptions are swallowed, so it should only do
     work the caller repeats afterwards anyway (imports), where a failure is reported.
     """
     try:
-        from ray._private import services, state
+        from ray._private import node, services, state
     except ImportError:
         yield
         return
-    restore = []
+    restore = []  # (owner, attribute, original)
     original_lookup = getattr(services, "get_node", None)
     if original_lookup is not None and hasattr(state, "GlobalState"):
 
@@ -72,7 +81,7 @@ def quick_start(while_waiting: Callable[[], None] | None = None) -> Iterator[Non
             return original_lookup(gcs_address, node_id, *args, **kwargs)
 
         services.get_node = get_node
-        restore.append(("get_node", original_lookup))
+        restore.append((services, "get_node", original_lookup))
     original_api = getattr(services, "start_api_server", None)
     if original_api is not None:
 
@@ -82,12 +91,23 @@ def quick_start(while_waiting: Callable[[], None] | None = None) -> Iterator[Non
             return original_api(include_dashboard, *args, **kwargs)
 
         services.start_api_server = start_api_server
-        restore.append(("start_api_server", original_api))
+        restore.append((services, "start_api_server", original_api))
+    node_class = getattr(node, "Node", None)
+    original_monitor = getattr(node_class, "start_monitor", None)
+    if original_monitor is not None:
+
+        def start_monitor(self, *args, **kwargs):
+            if getattr(self._ray_params, "autoscaling_config", None) is None:
+                return None  # a one-node runtime with nothing to autoscale: no monitor process
+            return original_monitor(self, *args, **kwargs)
+
+        node_class.start_monitor = start_monitor
+        restore.append((node_class, "start_monitor", original_monitor))
     try:
         yield
     finally:
-        for name, original in restore:
-            setattr(services, name, original)
+        for owner, name, original in restore:
+            setattr(owner, name, original)
 
 
 def wait_until_registered(

@@ -242,8 +242,9 @@ def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(shor
     assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"
 
 
-# A driver that starts the embedded runtime as the job does, stops its autoscaler monitor the
-# job's way, checks the runtime still works without it, then shuts down the job's way.
+# A driver that starts a local runtime with its autoscaler monitor (plain ray.init, as the job did
+# before its start-up skipped the monitor, and would again if Ray's Node.start_monitor moved), stops
+# the monitor the job's way, checks the runtime still works without it, then shuts down the job's way.
 NO_MONITOR = """
 import json, logging, os, sys
 import psutil, ray
@@ -252,7 +253,8 @@ from cliper_batch import cli
 
 logging.basicConfig(level=logging.WARNING)
 before = cli._child_pids()
-how = cli._init_ray(None)
+ray.init(include_dashboard=False, logging_level=logging.WARNING)
+how = cli.EMBEDDED
 monitor = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process.pid
 others = {k: [i.process.pid for i in v] for k, v in worker._global_node.all_processes.items()
           if k != ray_constants.PROCESS_TYPE_MONITOR}
@@ -296,10 +298,10 @@ def test_the_embedded_runtime_runs_on_without_its_autoscaler_monitor_and_shuts_d
 QUICK_START = """
 import json, sys, time
 import ray
-from ray._private import ray_constants, services, worker
+from ray._private import node, ray_constants, services, worker
 from cliper_batch import cli, embedded_ray
 
-originals = (services.get_node, services.start_api_server)
+originals = (services.get_node, services.start_api_server, node.Node.start_monitor)
 polled = []
 wait = embedded_ray.wait_until_registered
 def recording(*args, **kwargs):
@@ -311,9 +313,10 @@ def recording(*args, **kwargs):
 embedded_ray.wait_until_registered = recording
 before = cli._child_pids()
 how = cli._init_ray(None)
-restored = (services.get_node, services.start_api_server) == originals
+restored = (services.get_node, services.start_api_server, node.Node.start_monitor) == originals
 processes = sorted(worker._global_node.all_processes)
 dashboard = ray_constants.PROCESS_TYPE_DASHBOARD
+monitor = ray_constants.PROCESS_TYPE_MONITOR
 
 @ray.remote
 def square(x):
@@ -322,7 +325,7 @@ def square(x):
 result = ray.get(square.remote(8), timeout=120)
 cli._shutdown_ray(how, before)
 print("QUICK-START " + json.dumps({"how": how, "polled": polled, "restored": restored, "result": result,
-                                   "processes": processes, "dashboard": dashboard}))
+                                   "processes": processes, "dashboard": dashboard, "monitor": monitor}))
 """
 
 
@@ -342,6 +345,7 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
     seen = json.loads(line[len("QUICK-START "):])
     assert seen["how"] == "embedded" and seen["result"] == 64
     assert seen["dashboard"] not in seen["processes"], seen["processes"]
+    assert seen["monitor"] not in seen["processes"], seen["processes"]  # nothing to autoscale: not started
     assert {"gcs_server", "raylet"} <= set(seen["processes"])
     assert len(seen["polled"]) == 1  # the head's one lookup went through the poll
     found, waited, imported_before, imported_after = seen["polled"][0]
