@@ -2,6 +2,7 @@
 import os
 
 from cliper_batch.pipeline.decode_stage import DecodeStage
+from cliper_batch.pipeline.fused_stage import FusedStage
 
 
 class CrashingDecodeStage(DecodeStage):
@@ -11,6 +12,17 @@ class CrashingDecodeStage(DecodeStage):
         if self.CRASH_ON in ref.uri:
             os._exit(139)  # no Python exception, no cleanup: the actor process just dies
         yield from super().process(ref)
+
+
+class CrashingFusedStage(FusedStage):
+    """A fused stage whose worker process dies on one video (its decoder segfaulting, say)."""
+
+    CRASH_ON = "crash_me"
+
+    def __call__(self, batch):
+        if any(self.CRASH_ON in str(ref) for ref in batch["ref"]):
+            os._exit(139)
+        yield from super().__call__(batch)
 
 
 class MissingWeightsDecodeStage(DecodeStage):

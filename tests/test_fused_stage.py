@@ -76,10 +76,24 @@ def test_fused_gives_the_staged_parquet(ray_runtime, parity_inputs, tiny_checkpo
     out = {w: str(tmp_path / w) for w in ("staged", "fused")}
     for worker, path in out.items():
         assert annotate_main([*args, "--output", path, "--worker", worker]) == 0
+    # the same fused actor alone, driven without Ray Data (a short run on one actor): the very same Parquet
+    single = str(tmp_path / "single")
+    assert annotate_main([*args, "--output", single, "--worker", "fused", "--score-workers", "1"]) == 0
 
     record = json.loads(next((tmp_path / "fused" / "runs").glob("*.json")).read_text())
     assert record["resources"]["worker"] == "fused" and record["options"]["worker"] == "fused"
+    assert record["resources"]["score_workers"] == 2 and record["executor"] == "ray_data"
+    single_record = json.loads(next((tmp_path / "single" / "runs").glob("*.json")).read_text())
+    assert single_record["resources"]["score_workers"] == 1 and single_record["executor"] == "single_actor"
     assert json.loads(next((tmp_path / "staged" / "runs").glob("*.json")).read_text())["resources"]["worker"] == "staged"
+    same = ["video_id", "video_uri", "status", "error_type", "error", "error_class", "n_segments", "n_tracks", "decoder",
+            "duration_s", "fps", "width", "height", "codec", "rotation", "model_id", "config_hash"]
+    assert (query.scan_videos(single).collect().select(same).sort("video_id")
+            .equals(query.scan_videos(out["fused"]).collect().select(same).sort("video_id")))
+    tl_key = ["video_id", "track_id", "segment_index"]
+    single_tl = query.scan_timelines(single).collect().drop("run_id").sort(tl_key)
+    fused_tl = query.scan_timelines(out["fused"]).collect().drop("run_id").sort(tl_key)
+    assert single_tl.height > 0 and single_tl.equals(fused_tl)
 
     # every bad input is a failed row of the same kind, with the same message, in both layouts; the rest complete
     v = {w: query.scan_videos(p).collect().sort("video_uri") for w, p in out.items()}

@@ -180,6 +180,40 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     assert sorted(os.path.basename(u) for u in query.scan_timelines(str(tmp_path / "out")).collect()["video_uri"].unique()) == ["a.mp4", "b.mp4"]
 
 
+@pytest.mark.parametrize("n_good", [2, 5])
+def test_a_video_that_kills_the_single_actor_is_recorded_and_the_run_goes_on(ray_runtime, tiny_checkpoint, tmp_path,
+                                                                               n_good):
+    """A short run on one fused actor (driven without Ray Data): the actor dies on one video every time it
+    is retried; that video becomes WorkerLost, a new actor does the rest (n_good=5: some of them were queued
+    on the dead actor), and every other video is annotated."""
+    import json
+
+    import ray.cloudpickle
+
+    import faulty_stage
+    from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
+    from cliper_batch.types import AnnotateConfig
+
+    ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    names = ["crash_me.mp4"] + [f"g{i}.mp4" for i in range(n_good)]
+    for seed, name in enumerate(names):
+        _write(corpus / name, seed=seed + 1, duration=1.0)
+    cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
+    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, fused_stage=faulty_stage.CrashingFusedStage,
+                 options=RunOptions(worker="fused", videos_per_task=1), score_workers=1,
+                 model_info=describe_model(tiny_checkpoint))
+    record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
+    assert record["executor"] == "single_actor"
+    assert (s.videos_ok, s.videos_failed) == (n_good, 1)
+    v = query.scan_videos(str(tmp_path / "out")).collect()
+    row = v.filter(pl.col("video_uri").str.ends_with("crash_me.mp4")).row(0, named=True)
+    assert row["status"] == "failed" and row["error_type"] == "WorkerLost"
+    annotated = query.scan_timelines(str(tmp_path / "out")).collect()["video_uri"].unique()
+    assert sorted(os.path.basename(u) for u in annotated) == sorted(names[1:])
+
+
 # -- retry policy ---------------------------------------------------------------------------
 
 

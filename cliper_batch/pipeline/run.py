@@ -24,6 +24,7 @@ from ..output import run_record
 from ..output.lock import OutputLock
 from ..output.recovery import recover_output
 from ..output.writer import OutputWriter
+from . import single_actor
 from .driver import RunStopped, StopSignals, drive
 
 
@@ -309,7 +310,11 @@ def annotate(
             storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
         ) as writer:
             if plan.todo:
-                if res.worker == "fused":
+                if single_actor.applies(res.worker, res.score_workers, len(plan.todo)):
+                    log.info("run %s: %d videos <= %d on one fused actor: driven without Ray Data (less start-up)",
+                             run_id, len(plan.todo), single_actor.MAX_VIDEOS)
+                    batches = _stream_single_actor(plan.todo, model_spec, config, res, storage_options, fused_stage)
+                elif res.worker == "fused":
                     batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
                 else:
                     batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
@@ -376,6 +381,8 @@ def annotate(
                 "config_hash": chash,
                 "options": asdict(options),
                 "resources": asdict(res),
+                "executor": "single_actor" if plan.todo and single_actor.applies(
+                    res.worker, res.score_workers, len(plan.todo)) else "ray_data",
                 "listed": len(refs),
                 "plan": {k: v for k, v in asdict(plan).items() if k not in ("todo", "attempts")},
                 "recovery": asdict(recovery),
@@ -516,6 +523,21 @@ def _map_batches(ds, fn, **kwargs):
         return ds.map_batches(fn, **kwargs, **_CRASH_RETRIES)
 
 
+def _fused_kwargs(model_spec: str, config: AnnotateConfig, res: Resources, storage_options) -> dict:
+    """The FusedStage constructor's arguments, for Ray Data's actors or the single actor."""
+    return dict(model_spec=model_spec, config=config, device=res.device, num_threads=res.score_threads,
+                storage_options=storage_options)
+
+
+def _stream_single_actor(refs, model_spec: str, config: AnnotateConfig, res: Resources, storage_options, fused_stage=None):
+    """One FusedStage actor, blocks of ``res.videos_per_task`` videos, without Ray Data (:mod:`.single_actor`)."""
+    from .fused_stage import FusedStage
+
+    options = dict(num_cpus=res.score_num_cpus, num_gpus=res.score_num_gpus, **_CRASH_RETRIES)
+    yield from single_actor.stream(fused_stage or FusedStage, _fused_kwargs(model_spec, config, res, storage_options),
+                                   options, refs_table(refs), res.videos_per_task)
+
+
 def _stream_fused(
     refs, model_spec: str, config: AnnotateConfig, res: Resources, options: RunOptions, storage_options, fused_stage=None
 ):
@@ -532,13 +554,7 @@ def _stream_fused(
     ds = _map_batches(
         ds,
         fused_stage or FusedStage,
-        fn_constructor_kwargs=dict(
-            model_spec=model_spec,
-            config=config,
-            device=res.device,
-            num_threads=res.score_threads,
-            storage_options=storage_options,
-        ),
+        fn_constructor_kwargs=_fused_kwargs(model_spec, config, res, storage_options),
         batch_size=res.videos_per_task,
         **_model_actor_options(res),
     )
