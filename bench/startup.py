@@ -10,8 +10,10 @@ actor. It also times the driver's own output lines as they arrive, which splits 
 whole process into phases:
 
 * ``start-up``: launch -> the plan's log line (imports, preflight checks, ``ray.init``, listing, plan);
-* ``plan -> dataset``: worker layout and Ray Data's plan, up to "Starting execution";
-* ``dataset``: Ray Data's execution (actors created, the video decoded, faces found, scored);
+* ``plan -> dataset``: worker layout and Ray Data's plan, up to "Starting execution" (a short
+  run on one actor, driven without Ray Data: up to its "driven without Ray Data" line);
+* ``dataset``: the execution (actors created, the video decoded, faces found, scored), up to
+  Ray Data's "execution finished" or the driver's "100%" progress line, whichever comes first;
 * ``commit``: the writer's last commit and the run record, up to the summary line;
 * ``exit``: the summary line -> process exit (Ray's shutdown, the interpreter's exit).
 
@@ -54,8 +56,9 @@ GROUPS = [  # (group, regex on the command line), first match wins
 # The driver's output lines that mark phase boundaries (first match of each), in order.
 MARKS = [
     ("planned", re.compile(r"cliper_batch\.pipeline\.run: run \S+: \d+ listed")),
-    ("dataset_started", re.compile(r"Starting execution of Dataset")),
-    ("dataset_finished", re.compile(r"execution finished in")),
+    # Ray Data's execution, or a short run's single actor (pipeline/single_actor.py: no Ray Data lines)
+    ("dataset_started", re.compile(r"Starting execution of Dataset|driven without Ray Data")),
+    ("dataset_finished", re.compile(r"execution finished in|progress: (\d+)/\1 videos \(100%\)")),
     ("summary", re.compile(r"^run \S+: ")),
 ]
 PHASES = [  # (name, from mark, to mark)
