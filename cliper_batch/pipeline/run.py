@@ -304,13 +304,15 @@ def annotate(
             res.score_threads, f", {res.score_num_gpus:g} GPU" if res.score_num_gpus else "", res.why,
         )
         status, why, error = run_record.FINISHED, "", None
+        # which drives the actors: Ray Data, or for a short run on one fused actor the driver itself
+        executor = "single_actor" if single_actor.applies(res.worker, res.score_workers, len(plan.todo)) else "ray_data"
         with OutputWriter(
             output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
             videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
             storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
         ) as writer:
             if plan.todo:
-                if single_actor.applies(res.worker, res.score_workers, len(plan.todo)):
+                if executor == "single_actor":
                     log.info("run %s: %d videos <= %d on one fused actor: driven without Ray Data (less start-up)",
                              run_id, len(plan.todo), single_actor.MAX_VIDEOS)
                     batches = _stream_single_actor(plan.todo, model_spec, config, res, storage_options, fused_stage)
@@ -381,8 +383,7 @@ def annotate(
                 "config_hash": chash,
                 "options": asdict(options),
                 "resources": asdict(res),
-                "executor": "single_actor" if plan.todo and single_actor.applies(
-                    res.worker, res.score_workers, len(plan.todo)) else "ray_data",
+                "executor": executor,
                 "listed": len(refs),
                 "plan": {k: v for k, v in asdict(plan).items() if k not in ("todo", "attempts")},
                 "recovery": asdict(recovery),
