@@ -106,14 +106,25 @@ def select_dtype(device: torch.device | str, requested: str | torch.dtype | None
 
 
 class _FrameEncoder(nn.Module):
-    """The graph handed to torch.compile / TensorRT: image tower + L2 normalisation."""
+    """The graph handed to torch.compile / TensorRT: the model's input adapter, image tower, L2 normalisation.
 
-    def __init__(self, visual: nn.Module) -> None:
+    The same steps as :meth:`CLIPER.encode_frames`, built from :func:`_encoder_of`.
+    """
+
+    def __init__(self, visual: nn.Module, input_adapter: nn.Module | None = None) -> None:
         super().__init__()
+        self.input_adapter = input_adapter if input_adapter is not None else nn.Identity()
         self.visual = visual
 
     def forward(self, images: Tensor) -> Tensor:
-        return F.normalize(self.visual(images), dim=-1)
+        return F.normalize(self.visual(self.input_adapter(images)), dim=-1)
+
+
+def _encoder_of(model: CLIPER, copy_weights: bool = False) -> _FrameEncoder:
+    """``model``'s frame encoder as one module (optionally on a copy of its weights, for casting)."""
+    if copy_weights:
+        return _FrameEncoder(copy.deepcopy(model.visual), copy.deepcopy(model.input_adapter))
+    return _FrameEncoder(model.visual, model.input_adapter)
 
 
 @dataclass
@@ -223,7 +234,7 @@ def _try_torch_compile(
     """(fn, note) on success, (None, why) on failure."""
     eager = _eager_fn(model, device, dtype)
     try:
-        compiled = torch.compile(_FrameEncoder(model.visual), **options)
+        compiled = torch.compile(_encoder_of(model), **options)
     except Exception as exc:  # noqa: BLE001 - any failure means: not available
         return None, f"torch.compile setup failed: {_summary(exc)}"
 
@@ -345,7 +356,7 @@ def _try_tensorrt(
 
     try:
         # The engine runs in `dtype` end to end: weights cast here, inputs cast in `run`.
-        encoder = _FrameEncoder(copy.deepcopy(model.visual)).eval().to(device=device, dtype=dtype)
+        encoder = _encoder_of(model, copy_weights=True).eval().to(device=device, dtype=dtype)
         with torch.no_grad():  # export traces parameters; inference tensors are not allowed there
             trt_module = torch_tensorrt.compile(
                 encoder, ir="dynamo", inputs=[spec], **tensorrt_compile_kwargs(torch_tensorrt, dtype)

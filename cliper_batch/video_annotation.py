@@ -39,6 +39,7 @@ Its ``extra["decode_s"]`` is that same active time.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -248,6 +249,7 @@ class VideoAnnotator:
         storage_options: dict | None = None,
         decode_threads: int = 0,
         framing_params: framing.FramingParams | None = None,
+        face_margin: float | None = None,
     ) -> None:
         self.config = config
         self.size = int(image_size)
@@ -256,6 +258,8 @@ class VideoAnnotator:
         self.storage_options = storage_options or {}
         self.decode_threads = int(decode_threads)  # 0 = codec default; 1 when decoders already fill the cores
         self.framing = framing_params or framing.FramingParams()
+        if face_margin is not None:  # the model was trained on faces cropped this tightly (its checkpoint says so)
+            self.framing = dataclasses.replace(self.framing, margin=float(face_margin))
         self._decoders: dict[str, object] = {}
         self._detector = None  # built on first use (--faces detect)
 

@@ -481,3 +481,79 @@ def test_score_images_equals_score_clips_after_preprocessing(tiny):
     assert torch.allclose(a.probs, b.probs, atol=1e-6) and torch.equal(a.descriptor, b.descriptor)
     with pytest.raises(ValueError, match=r"\[B, T, 3, S, S\]"):
         score_images(model, images[0])
+
+
+# ------------------------------------------------- grey input, face margin, calibration (real-face models)
+def _variant(tiny, **kwargs) -> CLIPER:
+    m = tiny.model
+    return CLIPER(m.visual, m.descriptors.clone(), m.classes, open_clip_cfg=m.open_clip_cfg, image_size=m.image_size,
+                  mean=m.mean, std=m.std, temperature=m.temperature, arch=m.arch, **kwargs)
+
+
+def test_luma_input_equals_the_training_greyscale_transform(tiny, crops):
+    from torchvision.transforms import v2
+
+    m = _variant(tiny, grey=True)
+    images = m.preprocess_uint8(crops[0])  # [T, 3, S, S] normalised RGB
+    got = m.input_adapter(images)
+    chw = crops[0].movedim(-1, -3)
+    grey = v2.Grayscale(num_output_channels=3)(v2.ToDtype(torch.float32, scale=True)(chw))
+    want = v2.Normalize(mean=list(m.mean), std=list(m.std))(grey)
+    assert torch.allclose(got, want, atol=1e-5)
+    # the encoder of a grey model sees the grey image: RGB crops and their grey version score the same
+    grey_u8 = (grey * 255).round().clamp(0, 255).to(torch.uint8).movedim(-3, -1)
+    a = m.encode_frames(m.preprocess_uint8(crops[0]))
+    b = m.encode_frames(m.preprocess_uint8(grey_u8))
+    assert torch.allclose(a, b, atol=2e-2)
+    plain = _variant(tiny)
+    assert not torch.allclose(plain.encode_frames(images), a, atol=1e-3)
+
+
+def test_calibration_rescales_probabilities_not_labels(tiny, crops):
+    plain, cal = _variant(tiny), _variant(tiny, calibration=2.5)
+    s0, s1 = score_clips(plain, crops), score_clips(cal, crops)
+    assert torch.equal(s0.label_index, s1.label_index) and torch.equal(s0.descriptor, s1.descriptor)
+    assert torch.allclose(s1.probs, (s0.class_logits / 2.5).softmax(-1), atol=1e-6)
+    assert not torch.allclose(s0.probs, s1.probs, atol=1e-4)
+    with pytest.raises(ValueError, match="calibration"):
+        _variant(tiny, calibration=0.0)
+    with pytest.raises(ValueError, match="face_margin"):
+        _variant(tiny, face_margin=5.0)
+
+
+def test_preprocessing_settings_round_trip_and_enter_the_model_id(tiny, crops, tmp_path):
+    plain = _variant(tiny)
+    real = _variant(tiny, grey=True, face_margin=-0.05, calibration=1.7)
+    save_checkpoint(plain, str(tmp_path / "plain.safetensors"))
+    save_checkpoint(real, str(tmp_path / "real.safetensors"))
+    h_plain = read_checkpoint_header(str(tmp_path / "plain.safetensors"))
+    h_real = read_checkpoint_header(str(tmp_path / "real.safetensors"))
+    # written only when set: a checkpoint without them keeps its config (and the id it always had)
+    assert not {"grey", "face_margin", "calibration"} & set(h_plain.config)
+    assert (h_real.config["grey"], h_real.face_margin, h_real.config["calibration"]) == (True, -0.05, 1.7)
+    assert h_plain.face_margin is None and model_id_of(plain) != model_id_of(real)
+    back = load_checkpoint(str(tmp_path / "real.safetensors"))
+    assert (back.grey, back.face_margin, back.calibration) == (True, -0.05, 1.7)
+    assert torch.allclose(score_clips(back, crops).probs, score_clips(real, crops).probs, atol=1e-6)
+    assert inspect_model(str(tmp_path / "real.safetensors")).face_margin == -0.05
+
+
+def test_compiled_encoder_applies_the_input_adapter(tiny, crops):
+    from cliper_batch.compile import _encoder_of
+
+    m = _variant(tiny, grey=True).eval()
+    images = m.preprocess_uint8(crops[0])
+    with torch.no_grad():
+        assert torch.allclose(_encoder_of(m)(images), m.encode_frames(images), atol=1e-6)
+        assert torch.allclose(_encoder_of(m, copy_weights=True)(images), m.encode_frames(images), atol=1e-6)
+
+
+def test_face_tower_is_registered_for_open_clip_and_checkpoints(tmp_path):
+    from cliper_batch.model.builder import create_open_clip
+
+    oc = create_open_clip("FER-ResNet18-W32", None)
+    assert oc.tower.image_size == 48 and oc.random_init
+    x = torch.zeros(2, 3, 48, 48)
+    assert oc.tower.visual(x).shape == (2, 128)
+    n_params = sum(p.numel() for p in oc.tower.visual.parameters())
+    assert 2.5e6 < n_params < 3.5e6  # the shipped model must stay <= 16 MB in float32

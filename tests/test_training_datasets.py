@@ -435,3 +435,53 @@ def test_dataset_specs(tmp_path):
     with pytest.raises(DatasetError, match="no frame images"):
         os.makedirs(tmp_path / "empty")
         list_frames(str(tmp_path / "empty"))
+
+
+# ---------------------------------------------------------------- FER2013 class folders (the real-face model's data)
+def _fer_tree(root):
+    rng = np.random.default_rng(0)
+    layout = {"train": {"happy": 3, "angry": 2, "disgust": 1}, "validation": {"sad": 2}, "test": {"surprise": 2}}
+    for split, classes in layout.items():
+        for cls, n in classes.items():
+            os.makedirs(root / split / cls, exist_ok=True)
+            for i in range(n):
+                img = Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8), "L")
+                img.save(root / split / cls / f"{split}_{i}.jpg")
+    # the mirror's augmented disgust copies: never evaluation data, and left out of training unless asked
+    for j in range(3):
+        Image.new("L", (48, 48)).save(root / "train" / "disgust" / f"train_0.jpg{j}.jpg")
+    return root
+
+
+def test_fer2013_folders_map_by_name_and_drop_augmented_copies(tmp_path):
+    from cliper_batch.training.data import is_fer2013_copy
+
+    root = _fer_tree(tmp_path / "fer")
+    train = load_dataset(f"fer2013:{root}", "train")
+    assert train.classes == CANONICAL_CLASSES
+    assert train.counts()["happy"] == 3 and train.counts()["anger"] == 2 and train.counts()["disgust"] == 1
+    with_copies = load_dataset(f"fer2013:{root}?copies=true", "train")
+    assert with_copies.counts()["disgust"] == 4
+    assert load_dataset(f"fer2013:{root}", "publictest").counts()["sad"] == 2
+    assert load_dataset(f"fer2013:{root}", "PrivateTest").split == "test"
+    assert is_fer2013_copy("x.jpg7.jpg") and not is_fer2013_copy("x.jpg") and not is_fer2013_copy("x7.jpg")
+    with pytest.raises(DatasetError, match="unknown split"):
+        load_dataset(f"fer2013:{root}", "dev")
+    with pytest.raises(DatasetError, match="not found"):
+        load_dataset(f"fer2013:{tmp_path / 'nowhere'}", "train")
+    (root / "train" / "bored").mkdir()
+    Image.new("L", (48, 48)).save(root / "train" / "bored" / "a.jpg")
+    with pytest.raises(DatasetError, match="unknown expression label 'bored'"):
+        load_dataset(f"fer2013:{root}", "train")
+
+
+def test_face_augment_and_grey_transform():
+    frames = torch.randint(0, 256, (1, 3, 60, 60), dtype=torch.uint8)
+    t = build_transform(True, 48, MEAN, STD, augment="face", grey=True)
+    out = t(frames)
+    assert out.shape == (1, 3, 48, 48)
+    # grey: the three channels carry the same values (erasing and normalising keep them equal with equal mean/std)
+    assert torch.allclose(out[:, 0], out[:, 1], atol=1e-5) and torch.allclose(out[:, 1], out[:, 2], atol=1e-5)
+    assert "face" in AUGMENTATIONS
+    ev = build_transform(False, 48, MEAN, STD, augment="face", grey=False)(frames)
+    assert not torch.allclose(ev[:, 0], ev[:, 1])

@@ -74,7 +74,9 @@ class TrainConfig:
     ctx_init: str = "random"  # prompt vectors: random (CLIPER) | class (shared per class; random-init text towers)
     center_descriptors: bool = False  # stage 2 anchors minus their shared mean (random-init text towers; model.py)
     num_frames: int = 16  # T frames per clip for video datasets (images use 1)
-    augment: str = "cliper"  # train transform: cliper (CLIPER's recipe) | mild | none (see training/clips.py)
+    augment: str = "cliper"  # train transform: cliper (CLIPER's recipe) | mild | face | none (see training/clips.py)
+    grey: bool = False  # the model sees luma only (grey datasets such as FER2013); stored in the checkpoint
+    face_margin: float | None = None  # crop tightness of the training faces (engine margin); stored in the checkpoint
     stage1_epochs: int = 2
     stage2_epochs: int = 57
     stage1_lr: float = 1e-2
@@ -118,6 +120,8 @@ class TrainConfig:
         need(self.stage1_weight_decay >= 0 and self.stage2_weight_decay >= 0, "weight decay must be >= 0")
         need(self.adam_eps > 0, "adam_eps must be > 0")
         need(self.cosine_t0 >= 1 and self.cosine_t_mult >= 1, "cosine_t0 and cosine_t_mult must be >= 1")
+        need(self.face_margin is None or -0.4 <= self.face_margin <= 2.0,
+             f"face_margin must lie in [-0.4, 2.0], got {self.face_margin}")
         need(self.num_workers >= 1, "num_workers must be >= 1")
         need(self.batch_size >= self.num_workers, f"batch_size ({self.batch_size}) must be >= num_workers")
         need(self.eval_batch_size >= 1, "eval_batch_size must be >= 1")
@@ -367,8 +371,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     mean, std = tm.cliper.mean, tm.cliper.std
     kwargs = dict(image_size=tm.cliper.image_size, mean=mean, std=std, num_frames=cfg.num_frames, classes=classes,
                   interpolation=tm.cliper.interpolation)
-    train_ds = ClipDataset(train_set, train=True, augment=cfg.augment, **kwargs)
-    test_ds = ClipDataset(test_set, train=False, **kwargs)
+    train_ds = ClipDataset(train_set, train=True, augment=cfg.augment, grey=cfg.grey, **kwargs)
+    test_ds = ClipDataset(test_set, train=False, grey=cfg.grey, **kwargs)
     soft = train_set.has_soft_labels
     sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     loader_opts = dict(num_workers=cfg.loader_workers, pin_memory=device.type == "cuda",
@@ -557,7 +561,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "towers, e.g. the demo model; off = CLIPER as published)")
     p.add_argument("--num-frames", type=int, default=d.num_frames, help="frames per video clip (T)")
     p.add_argument("--augment", choices=AUGMENTATIONS, default=d.augment,
-                   help="train augmentation: cliper (CLIPER's recipe), mild (flip, brightness, crop >= 70%% area), none")
+                   help="train augmentation: cliper (CLIPER's recipe), mild (flip, brightness, crop >= 70%% area), "
+                        "face (mild + contrast, rotation, erasing; real faces from random init), none")
+    p.add_argument("--grey", action=argparse.BooleanOptionalAction, default=d.grey,
+                   help="the model sees luma only (grey training data, e.g. FER2013); the engine converts its crops")
+    p.add_argument("--face-margin", type=float, default=None,
+                   help="how tightly the training faces are cropped, as the engine's margin around a detector box "
+                        "(fraction of the box side; negative = tighter than the box); stored in the checkpoint")
     p.add_argument("--stage1-epochs", type=int, default=d.stage1_epochs)
     p.add_argument("--stage2-epochs", type=int, default=d.stage2_epochs)
     p.add_argument("--stage1-lr", type=float, default=d.stage1_lr)

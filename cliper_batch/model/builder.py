@@ -63,7 +63,10 @@ def create_open_clip(arch: str, pretrained: str | None, *, cache_dir: str | None
     """
     import open_clip
 
+    from .towers import register_towers
     from .zeroshot import PretrainedError, resolve_pretrained
+
+    register_towers()
 
     oc_cfg = open_clip.get_model_config(arch)
     if oc_cfg is None:
@@ -106,6 +109,9 @@ def tower_from_config(
     """The (random-init) image tower a stored open_clip model config describes (a checkpoint's weights go in next)."""
     from open_clip import model as oc_model  # heavy import, only when a model is built
 
+    from .towers import register_towers
+
+    register_towers()
     cfg = copy.deepcopy(dict(open_clip_cfg))
     vision_cfg = dict(cfg["vision_cfg"])
     if "timm_model_name" in vision_cfg:
@@ -134,6 +140,9 @@ def build_cliper(
     temperature: float = DEFAULT_TEMPERATURE,
     temporal: str = "mean",
     temporal_cfg: Mapping[str, Any] | None = None,
+    grey: bool = False,
+    face_margin: float | None = None,
+    calibration: float = 1.0,
 ) -> CLIPER:
     """A CLIPER over ``tower`` with the ``[C, K, D]`` descriptor anchors of ``classes``."""
     return CLIPER(
@@ -150,4 +159,7 @@ def build_cliper(
         interpolation=tower.interpolation,
         arch=tower.arch,
         provenance=provenance or {},
+        grey=grey,
+        face_margin=face_margin,
+        calibration=calibration,
     )

@@ -84,6 +84,12 @@ class CheckpointHeader:
         return int(self.config["image_size"])
 
     @property
+    def face_margin(self) -> float | None:
+        """The crop margin the model was trained for (None: the engine's default)."""
+        m = self.config.get("face_margin")
+        return None if m is None else float(m)
+
+    @property
     def visual_gflops(self) -> float:
         """Estimated image-tower cost per crop (:func:`visual_gflops`), from the header alone."""
         return visual_gflops(self.tensors, self.image_size)
@@ -133,6 +139,11 @@ def checkpoint_config(model: CLIPER, extra: Mapping[str, Any] | None = None) -> 
         "interpolation": model.interpolation,
         "provenance": copy.deepcopy(model.provenance),
         "extra": copy.deepcopy(dict(extra or {})),
+        # what the engine must do to a crop, and how its probabilities are calibrated; written only when
+        # set, so checkpoints without them (and their model ids) read as before
+        **({"grey": True} if model.grey else {}),
+        **({"face_margin": model.face_margin} if model.face_margin is not None else {}),
+        **({"calibration": model.calibration} if model.calibration != 1.0 else {}),
     }
 
 
@@ -349,6 +360,11 @@ def _validate_config(uri: str, config: Any) -> dict[str, Any]:
             isinstance(val, list) and len(val) == 3 and all(_is_number(v) for v in val), uri, f"'{key}' must be 3 numbers"
         )
     _require(all(v > 0 for v in config["std"]), uri, "'std' values must be > 0")
+    _require(isinstance(config.get("grey", False), bool), uri, "'grey' must be true or false")
+    margin = config.get("face_margin")
+    _require(margin is None or (_is_number(margin) and -0.4 <= margin <= 2.0), uri, "'face_margin' must lie in [-0.4, 2.0]")
+    cal = config.get("calibration", 1.0)
+    _require(_is_number(cal) and cal > 0, uri, "'calibration' (softmax temperature) must be > 0")
     return config
 
 
@@ -399,6 +415,9 @@ def model_from_config(config: Mapping[str, Any]) -> CLIPER:
         temperature=config["temperature"],
         temporal=config["temporal"],
         temporal_cfg=config.get("temporal_cfg") or {},
+        grey=bool(config.get("grey", False)),
+        face_margin=config.get("face_margin"),
+        calibration=float(config.get("calibration", 1.0)),
     )
 
 

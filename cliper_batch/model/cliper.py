@@ -86,6 +86,35 @@ def _as_triplet(values: Sequence[float], what: str) -> tuple[float, float, float
     return vals  # type: ignore[return-value]
 
 
+LUMA_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R BT.601 as torchvision's rgb_to_grayscale rounds them (the training transform)
+
+
+class LumaInput(nn.Module):
+    """Normalised RGB images -> the normalised images of their luma (grey repeated on 3 channels).
+
+    For models trained on grey faces (FER2013): every crop backend (torch, Triton, DALI) hands the
+    encoder normalised RGB, and this one step, the first of the image encoder, makes it grey. Works
+    on normalised values: ``x = (v - mean) / std`` per channel, so ``v = x * std + mean``, luma
+    ``y = w . v`` and the result ``(y - mean) / std``. No parameters.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        m = torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1)
+        sd = torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1)
+        w = torch.tensor(LUMA_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
+        # y = sum_c w_c (x_c sd_c + m_c) = sum_c (w_c sd_c) x_c + sum_c w_c m_c
+        self.register_buffer("_w", (w * sd), persistent=False)
+        self.register_buffer("_b", (w * m).sum(), persistent=False)
+        self.register_buffer("_mean", m, persistent=False)
+        self.register_buffer("_std", sd, persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        w = self._w.to(images.dtype)
+        y = (images * w).sum(dim=1, keepdim=True) + self._b.to(images.dtype)
+        return (y - self._mean.to(images.dtype)) / self._std.to(images.dtype)
+
+
 class CLIPER(nn.Module):
     """open_clip visual tower + fixed METD descriptor embeddings (C classes x K descriptors).
 
@@ -102,6 +131,14 @@ class CLIPER(nn.Module):
         that built ``visual``; checkpoints store it so loading needs no registry.
     image_size, mean, std:
         The visual tower's preprocessing: square input side and RGB normalisation.
+    grey:
+        The tower was trained on grey faces: the encoder sees the luma of every crop (:class:`LumaInput`).
+    face_margin:
+        How tightly the training faces were cropped, as the engine's margin around a detector box
+        (fraction of the box's longer side added on each side); ``None`` = the engine's default.
+    calibration:
+        Softmax temperature of the class probabilities (fitted on validation data after training, so
+        ``p_<class>`` and ``confidence`` are calibrated); 1.0 = none. The argmax does not depend on it.
     """
 
     descriptors: Tensor
@@ -122,6 +159,9 @@ class CLIPER(nn.Module):
         interpolation: str = "bicubic",
         arch: str | None = None,
         provenance: Mapping[str, Any] | None = None,
+        grey: bool = False,
+        face_margin: float | None = None,
+        calibration: float = 1.0,
     ) -> None:
         super().__init__()
         self.classes: tuple[str, ...] = validate_classes(classes)
@@ -139,6 +179,10 @@ class CLIPER(nn.Module):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if int(image_size) < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
+        if not (float(calibration) > 0):
+            raise ValueError(f"calibration temperature must be > 0, got {calibration}")
+        if face_margin is not None and not (-0.4 <= float(face_margin) <= 2.0):
+            raise ValueError(f"face_margin must lie in [-0.4, 2.0], got {face_margin}")
 
         self.visual = visual
         self.descriptors_per_class: int = int(k)
@@ -156,6 +200,11 @@ class CLIPER(nn.Module):
         self.temporal: str = temporal
         self.temporal_cfg: dict[str, Any] = dict(temporal_cfg or {})
         self.temporal_pool: nn.Module = build_temporal(temporal, self.embed_dim, self.temporal_cfg)
+        self.grey: bool = bool(grey)
+        self.face_margin: float | None = None if face_margin is None else float(face_margin)
+        self.calibration: float = float(calibration)
+        # the first step of the image encoder (also inside compiled encoders, cliper_batch.compile)
+        self.input_adapter: nn.Module = LumaInput(self.mean, self.std) if self.grey else nn.Identity()
 
         self.register_buffer("descriptors", F.normalize(descriptors.detach().float(), dim=-1).contiguous())
         # uint8 -> normalised float: x * scale - shift == (x / 255 - mean) / std
@@ -187,7 +236,7 @@ class CLIPER(nn.Module):
         s = self.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"images must have shape [N, 3, {s}, {s}], got {tuple(images.shape)}")
-        return F.normalize(self.visual(images).float(), dim=-1)
+        return F.normalize(self.visual(self.input_adapter(images)).float(), dim=-1)
 
     def pool_frames(self, feats: Tensor, valid: Tensor | None = None) -> Tensor:
         """Per-frame features ``[B,T,D]`` -> L2-normalised clip features ``[B,D]`` via the temporal module.
@@ -227,7 +276,8 @@ class CLIPER(nn.Module):
         return (
             f"arch={self.arch!r}, classes={len(self.classes)}, K={self.descriptors_per_class}, "
             f"D={self.embed_dim}, image_size={self.image_size}, temperature={self.temperature}, "
-            f"temporal={self.temporal!r}"
+            f"temporal={self.temporal!r}, grey={self.grey}, face_margin={self.face_margin}, "
+            f"calibration={self.calibration}"
         )
 
 
@@ -275,10 +325,14 @@ class ClipScores:
         )
 
 
-def scores_from_descriptor_logits(descriptor_logits: Tensor) -> ClipScores:
-    """Turn ``[B,C,K]`` descriptor logits into :class:`ClipScores` (mean over K, softmax over C)."""
+def scores_from_descriptor_logits(descriptor_logits: Tensor, calibration: float = 1.0) -> ClipScores:
+    """Turn ``[B,C,K]`` descriptor logits into :class:`ClipScores` (mean over K, softmax over C).
+
+    ``calibration`` divides the class logits before the softmax (the model's fitted temperature,
+    :attr:`CLIPER.calibration`); the label and descriptor do not depend on it.
+    """
     class_logits = class_logits_from_descriptors(descriptor_logits.float())
-    probs = class_logits.softmax(dim=-1)
+    probs = (class_logits / float(calibration)).softmax(dim=-1)
     confidence, label_index = probs.max(dim=-1)
     rows = torch.arange(descriptor_logits.shape[0], device=descriptor_logits.device)
     descriptor = descriptor_logits[rows, label_index].argmax(dim=-1)
@@ -346,7 +400,7 @@ def score_images(
             raise ValueError(f"encoder returned shape {tuple(feats.shape)}, expected [{b * t}, D]")
         feats = F.normalize(feats.float(), dim=-1).view(b, t, -1)
         pooled = model.pool_frames(feats, valid)
-        return scores_from_descriptor_logits(model.descriptor_logits(pooled))
+        return scores_from_descriptor_logits(model.descriptor_logits(pooled), model.calibration)
 
 
 class Scorer:

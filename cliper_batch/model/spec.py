@@ -67,6 +67,8 @@ class ModelInfo:
     model_id: str | None  # known up front for checkpoints only
     # image-tower GFLOPs per crop from a checkpoint's header (checkpoint.visual_gflops); None for openclip: specs
     visual_gflops: float | None = None
+    # the face-crop margin the model was trained for (a checkpoint's 'face_margin'); None = the engine's default
+    face_margin: float | None = None
 
 
 def _error(spec: str, problem: str) -> ModelSpecError:
@@ -187,7 +189,8 @@ def inspect_model(
         k = int(header.config["descriptors_per_class"])
         check_fixed(parsed, header.classes, k)
         return ModelInfo(
-            parsed.text, "checkpoint", header.classes, k, header.image_size, header.model_id, header.visual_gflops
+            parsed.text, "checkpoint", header.classes, k, header.image_size, header.model_id, header.visual_gflops,
+            header.face_margin,
         )
     cfg = _open_clip().get_model_config(parsed.arch)
     size = cfg["vision_cfg"].get("image_size", 224)

@@ -28,6 +28,7 @@ class DecodeStage:
         device: str = "cpu",
         storage_options: dict | None = None,
         decode_threads: int = 0,
+        face_margin: float | None = None,
     ):
         # torch and the per-video algorithm load here, in the actor: the driver, which only
         # names this class for Ray Data, never imports torch for a CPU run.
@@ -45,7 +46,9 @@ class DecodeStage:
             crop_name="torch",
             detector_device=torch.device("cuda" if str(device).startswith("cuda") else "cpu"),
         )
-        self.annotator = VideoAnnotator(config, image_size, primitives, storage_options, decode_threads)
+        self.annotator = VideoAnnotator(
+            config, image_size, primitives, storage_options, decode_threads, face_margin=face_margin
+        )
         # what start-up loaded (torch, torchvision) stays for the actor's life: out of the collector's
         # walks, so the worker exits in a fraction of a second when the job ends (as the model actors do)
         freeze_actor_heap()

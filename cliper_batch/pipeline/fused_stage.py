@@ -111,7 +111,10 @@ class FusedStage:
             crop_name=choice.name,
             detector_device=dev,
         )
-        self.annotator = VideoAnnotator(config, self.scorer.image_size, primitives, storage_options, decode_threads)
+        self.annotator = VideoAnnotator(
+            config, self.scorer.image_size, primitives, storage_options, decode_threads,
+            face_margin=self.scorer.model.face_margin,
+        )
         self._queue: deque[_Queued] = deque()
         self._queued_clips = 0
         self.batches: deque[BatchRecord] = deque(maxlen=BATCH_HISTORY)

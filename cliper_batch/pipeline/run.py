@@ -319,7 +319,8 @@ def annotate(
                 elif res.worker == "fused":
                     batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
                 else:
-                    batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage)
+                    batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage,
+                                      face_margin=info.face_margin)
                 progress = RunProgress(len(plan.todo))
 
                 def consume(batch) -> None:
@@ -457,7 +458,8 @@ def _refs_dataset(refs) -> "ray.data.Dataset":
 
 
 def _stream(
-    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None
+    refs, model_spec: str, config: AnnotateConfig, image_size: int, res: Resources, storage_options, decode_stage=None,
+    face_margin: float | None = None,
 ):
     """The staged pipeline: refs -> decode actors -> scoring actors -> scored batches on the driver."""
     from .decode_stage import DecodeStage  # the stage modules import torch only in the actors
@@ -470,6 +472,7 @@ def _stream(
         fn_constructor_kwargs=dict(
             config=config,
             image_size=image_size,
+            face_margin=face_margin,
             device=res.device,
             storage_options=storage_options,
             decode_threads=1 if res.decode_workers > 1 else 0,
