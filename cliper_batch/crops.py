@@ -56,6 +56,9 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 Box = tuple[float, float, float, float]
 
 
+MIN_MARGIN = -0.4  # the square keeps at least 20 % of the face box's longer side
+
+
 class CropInputError(ValueError):
     """Frames, boxes or parameters given to a crop function are malformed."""
 
@@ -108,8 +111,8 @@ def square_box_with_margin(box_xyxy: Sequence[float], margin: float, width: int,
         raise CropInputError(f"square_box_with_margin: non-finite box or margin: {box_xyxy!r}, margin={margin!r}")
     if not (x1 > x0 and y1 > y0):
         raise CropInputError(f"square_box_with_margin: empty box {box_xyxy!r} (need x1 > x0 and y1 > y0)")
-    if margin < 0:
-        raise CropInputError(f"square_box_with_margin: margin must be >= 0, got {margin}")
+    if margin < MIN_MARGIN:  # a negative margin crops inside the box (a model trained on tight crops)
+        raise CropInputError(f"square_box_with_margin: margin must be >= {MIN_MARGIN}, got {margin}")
     if width < 1 or height < 1:
         raise CropInputError(f"square_box_with_margin: frame size must be positive, got {width}x{height}")
     if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
