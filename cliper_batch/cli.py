@@ -10,9 +10,21 @@ import sys
 import time
 
 from .preflight import gpu_fraction, positive_float, positive_int
+from .model.spec import DEFAULT_MODEL
 from .types import DEFAULT_DETECT_STRIDE, AnnotateConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    """A logging level name, any case (argparse turns the ValueError into a one-line usage error)."""
+    level = str(value).strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"invalid log level {value!r} (choose from {', '.join(LOG_LEVELS)})")
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,14 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="annotate",
         description="Annotate a video corpus with per-segment facial-expression timelines (Parquet).",
         epilog=(
-            "Model specs: a CLIPER checkpoint (path or fsspec URL to .safetensors), or "
+            "Model specs: builtin:fer2013 (default, real faces) or builtin:demo (synthetic faces), a CLIPER "
+            "checkpoint (path or fsspec URL to .safetensors), or "
             "'openclip:ARCH[@PRETRAINED]' for zero-shot descriptors (PRETRAINED = open_clip tag or weights file). "
             "Runs on an embedded local Ray unless RAY_ADDRESS is set (as under `ray job submit`) or --ray-address is given."
         ),
     )
     p.add_argument("--input", required=True, help="directory, glob, or .txt/.parquet manifest of video URIs (local or fsspec URL)")
     p.add_argument("--output", required=True, help="output folder (local or fsspec URL); must not lie inside --input")
-    p.add_argument("--model", required=True, help="model spec (see below)")
+    p.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"model spec (see below; default {DEFAULT_MODEL}: the shipped real-face CLIPER, docs/models.md)",
+    )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument(
         "--faces",
@@ -100,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--commit-every", type=positive_int, default=2000, help="commit output every N finished videos (default 2000; also every 120 s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else an embedded local Ray)")
-    p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    p.add_argument("--log-level", default="INFO", type=_log_level, help="DEBUG | INFO | WARNING | ERROR (default INFO)")
     return p
 
 
@@ -236,7 +252,8 @@ def _shutdown_ray(how: str, children_before: set[int]) -> None:
     t1 = time.perf_counter()
     alive = _wait_exited(tree, REAP_GRACE_S)
     for proc in alive:
-        log.warning("Ray process %d (%s) still running %.1f s after ray.shutdown(): killed",
+        # a normal end (a worker that takes Ray's own exit grace): a detail, not a problem of the run
+        log.debug("Ray process %d (%s) still running %.1f s after ray.shutdown(): killed",
                     proc.pid, tree[proc], REAP_GRACE_S)
         with contextlib.suppress(psutil.Error):
             proc.kill()

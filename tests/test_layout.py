@@ -19,6 +19,7 @@ LAYERS = [
     ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
     ["pipeline", "embedded_ray"],  # embedded_ray: the job's own local Ray runtime's start-up (cli starts it)
     ["cli", "preflight", "synthetic", "training"],
+    ["command"],  # `cliper SUBCOMMAND`: dispatches to each job's own command line, imported by name when run
 ]
 # (importer, imported) pairs still allowed to reach up, and why. Each must still be in use (else delete it here).
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}

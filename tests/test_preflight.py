@@ -58,6 +58,7 @@ def _no_rows(output: str) -> bool:
         ("--limit", "0", "argument --limit: must be >= 1"),
         ("--commit-every", "0", "argument --commit-every: must be >= 1"),
         ("--batch-size", "many", "argument --batch-size: expected a whole number >= 1, got 'many'"),
+        ("--log-level", "loud", "argument --log-level: invalid log level 'loud' (choose from DEBUG, INFO, WARNING"),
     ],
 )
 def test_nonsensical_option_values_are_refused_like_argparse_refuses(capsys, corpus, tmp_path, option, value, message):

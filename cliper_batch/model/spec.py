@@ -10,6 +10,7 @@ architectures registered, :mod:`.factory`) on first use.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,9 +28,31 @@ def _open_clip():
 TINY_ARCH = "Tiny-ViT-T-16"
 DEFAULT_DESCRIPTORS_PER_CLASS = 5
 OPENCLIP_PREFIX = "openclip:"
+BUILTIN_PREFIX = "builtin:"
+
+# Checkpoints shipped inside the package (``cliper_batch/models/``, the repository's ``models/``); a
+# ``builtin:NAME`` spec is resolved to the file in each process that parses it (driver and every worker,
+# wherever the package is installed or the job's working dir was unpacked). Model cards: docs/models.md.
+BUILTIN_MODELS: dict[str, str] = {
+    "fer2013": "cliper-fer2013.safetensors",  # real faces (FER2013), the default model
+    "demo": "cliper-demo.safetensors",  # synthetic cartoon faces (the demo corpus only)
+}
+DEFAULT_MODEL = "builtin:fer2013"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def builtin_model_path(name: str) -> Path:
+    """The shipped checkpoint ``name`` (:data:`BUILTIN_MODELS`) in this installation."""
+    if name not in BUILTIN_MODELS:
+        raise ModelSpecError(
+            f"unknown built-in model {name!r} (shipped: {', '.join(sorted(BUILTIN_MODELS))})\n{ACCEPTED_FORMS}"
+        )
+    return MODELS_DIR / BUILTIN_MODELS[name]
 
 ACCEPTED_FORMS = (
     "accepted model specs:\n"
+    "  builtin:NAME                             a checkpoint shipped with cliper-batch: fer2013 (real faces, the\n"
+    "                                           default), demo (synthetic faces)\n"
     "  <path or fsspec URL>.safetensors         CLIPER checkpoint\n"
     "  openclip:<ARCH>                          zero-shot, random init (tests/benchmarks only)\n"
     "  openclip:<ARCH>@<TAG>                    zero-shot, open_clip pretrained tag (e.g. openclip:ViT-B-16@openai)\n"
@@ -152,6 +175,10 @@ def parse_spec(
             classes=_merge(text, "classes", q_classes, kw_classes),
             descriptors_per_class=_merge(text, "k", q_k, kw_k),
         )
+
+    if text.startswith(BUILTIN_PREFIX):
+        path = builtin_model_path(text[len(BUILTIN_PREFIX):].strip())
+        return ModelSpec(text=text, kind="checkpoint", uri=str(path), classes=kw_classes, descriptors_per_class=kw_k)
 
     if text.partition("?")[0].endswith(CHECKPOINT_SUFFIX):
         if "?" in text:
