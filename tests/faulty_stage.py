@@ -41,3 +41,32 @@ class MissingWeightsDecodeStage(DecodeStage):
         from cliper_batch.faces.detect import FaceDetector
 
         return FaceDetector(device="cpu", weights_path="/nonexistent/mtcnn.safetensors")
+
+
+class CudaFaultFusedStage(FusedStage):
+    """A fused stage whose first attempt at a ``cuda_fault`` video hits a sticky CUDA error (illegal address).
+
+    The per-video algorithm turns it into a failed outcome, as it does any error; the stage must end the
+    actor instead of recording it (the CUDA context would be broken for every later video). A marker file
+    next to the video makes the fault happen once: the restarted actor annotates the video.
+    """
+
+    FAULT_ON = "cuda_fault"
+    MESSAGE = ("CUDA error: an illegal memory access was encountered\n"
+               "CUDA kernel errors might be asynchronously reported at some other API call")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        real = self.annotator.annotate
+
+        def annotate(ref):
+            marker = ref.uri.replace("file://", "") + ".faulted"
+            if self.FAULT_ON in ref.uri and not os.path.exists(marker):
+                from cliper_batch.types import VideoOutcome
+
+                open(marker, "w").close()
+                yield VideoOutcome(ref=ref, status="failed", error=self.MESSAGE, error_type="AcceleratorError")
+                return
+            yield from real(ref)
+
+        self.annotator.annotate = annotate

@@ -36,7 +36,9 @@ class DecodeStage:
 
         from ..crop_primitives import uint8_crops
         from ..video_annotation import FramePrimitives, VideoAnnotator
-        from .model_actor import freeze_actor_heap
+        from .model_actor import end_actor_if_cuda_broken, freeze_actor_heap
+
+        self._end_actor_if_cuda_broken = end_actor_if_cuda_broken
 
         self.crop_shape = (config.frames_per_segment, int(image_size), int(image_size), 3)
         primitives = FramePrimitives(
@@ -61,6 +63,8 @@ class DecodeStage:
         """All row blocks of one video; never raises for a bad video."""
         for item in self.annotator.annotate(ref):
             if isinstance(item, VideoOutcome):
+                if item.status != "ok":  # NVDEC or the detector on CUDA: a sticky CUDA error ends the actor
+                    self._end_actor_if_cuda_broken(item.error_type, item.error, f"decode worker, {ref.uri}")
                 item.extra["worker"] = "staged"
                 yield rows.outcome_row(item, self.crop_shape)
             else:

@@ -24,6 +24,11 @@ Errors are data: a video that fails (probe, decode, timeout, ...) drops its
 unscored clips and yields its failed outcome row; the block goes on. An error
 while *scoring* is not one video's fault and fails the task (Ray retries it,
 then the writer records its videos as ``WorkerLost``), as with ``ScoreStage``.
+A sticky CUDA error (:func:`~cliper_batch.failures.is_sticky_cuda_error`:
+illegal address, launch failure, ...), in a video's outcome or while scoring,
+ends the actor instead (:func:`~cliper_batch.pipeline.model_actor.end_actor_if_cuda_broken`):
+the process's CUDA context is broken, so Ray restarts the actor and retries the
+block there.
 """
 from __future__ import annotations
 
@@ -94,7 +99,9 @@ class FusedStage:
     ):
         from ..crop_primitives import normalized_crops, select_crop_backend
         from ..video_annotation import FramePrimitives, VideoAnnotator
-        from .model_actor import ScoringModel
+        from .model_actor import ScoringModel, end_actor_if_cuda_broken
+
+        self._end_actor_if_cuda_broken = end_actor_if_cuda_broken
 
         self.config = config
         self.scorer = ScoringModel(
@@ -149,6 +156,8 @@ class FusedStage:
             for item in self.annotator.annotate(ref):
                 if isinstance(item, VideoOutcome):
                     if item.status != "ok":
+                        # a sticky CUDA error is the actor's, not the video's: end the actor (Ray restarts it)
+                        self._end_actor_if_cuda_broken(item.error_type, item.error, f"fused worker, {ref.uri}")
                         self._drop_clips(ref.video_id)  # its unscored clips would be discarded by the writer anyway
                     self._queue.append(_Queued(ref.video_id, self._outcome_row(item), None))
                 else:  # a ClipPiece
