@@ -9,7 +9,8 @@ float32 (both on the frames' device) to ``N`` model-sized crops:
   the scoring device);
 * :func:`normalized_crops`: float32 ``[N, 3, S, S]`` ready for the encoder, for
   the fused worker whose crops never leave the device: the Triton kernel
-  (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports, else
+  (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports and passes
+  its once-per-process self-test (:func:`triton_self_test`), else
   DALI's operators (:class:`cliper_batch.dali_crops.DaliBoxCropper`)
   on CUDA when DALI is installed, else the torch reference
   :func:`cliper_batch.crops.crop_resize_normalize` (:func:`select_crop_backend`
@@ -19,6 +20,8 @@ float32 (both on the frames' device) to ``N`` model-sized crops:
 """
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -26,10 +29,16 @@ from functools import partial
 import torch
 
 from .crops import crop_resize, crop_resize_normalize
+from .failures import sticky_cuda_error
+
+log = logging.getLogger(__name__)
 
 CropFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-__all__ = ["CropBackendChoice", "CropFn", "load_triton_crop", "normalized_crops", "select_crop_backend", "uint8_crops"]
+__all__ = [
+    "CropBackendChoice", "CropFn", "load_triton_crop", "normalized_crops", "select_crop_backend", "triton_self_test",
+    "uint8_crops",
+]
 
 
 @dataclass(frozen=True)
@@ -53,26 +62,91 @@ def load_triton_crop() -> Callable[..., torch.Tensor]:
     return mod.crop_resize_normalize_triton
 
 
+# Per process and device: None = the Triton crop passed its self-test there, else why it failed.
+_SELF_TESTS: dict[str, str | None] = {}
+_SELF_TEST_LOCK = threading.Lock()
+SELF_TEST_TOLERANCE = 1e-2  # max |triton - torch| of the normalised self-test crops (the kernel tests' fp32 bound)
+
+
+def _self_test_inputs(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tiny frames and boxes for the self-test: whole-frame, sub-pixel, partly outside, on the second frame."""
+    g = torch.Generator().manual_seed(24)
+    frames = torch.randint(0, 256, (2, 12, 17, 3), dtype=torch.uint8, generator=g)
+    boxes = torch.tensor([[0, 0, 0, 17, 12], [1, 2.5, 1.25, 9.75, 8.5], [1, -4, -3, 6, 7], [0, 12, 6, 21, 15]],
+                         dtype=torch.float32)
+    return frames.to(device), boxes.to(device)
+
+
+def triton_self_test(device: torch.device | str, crop: Callable[..., torch.Tensor] | None = None) -> str | None:
+    """One tiny launch of the Triton crop on ``device`` compared with the torch reference; None if it passed, else why.
+
+    Importing Triton proves little: its first launch compiles a small C launcher (a C
+    compiler and the Python headers must be there) and the kernel for this GPU, so on a
+    slim CUDA image every crop would raise. Like the NVDEC self-test, this runs once per
+    process and device (:func:`select_crop_backend` caches it). A sticky CUDA error in the
+    launch is raised, not reported: the process's CUDA context is broken, falling back to
+    another crop would not help, and the actor must end (see ``pipeline.model_actor``).
+    ``crop`` defaults to the kernel wrapper; tests pass another.
+    """
+    dev = torch.device(device)
+    try:
+        fn = crop or load_triton_crop()
+        frames, boxes = _self_test_inputs(dev)
+        got = fn(frames, boxes, 8)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        want = crop_resize_normalize(frames.cpu(), boxes.cpu(), 8)
+        got = got.detach().float().cpu()
+        if tuple(got.shape) != tuple(want.shape):
+            return f"self-test crop has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+        err = float((got - want).abs().max())
+        if not err <= SELF_TEST_TOLERANCE:  # also catches NaN
+            return f"self-test crop differs from the torch reference by {err:.3g} (> {SELF_TEST_TOLERANCE})"
+    except Exception as exc:  # noqa: BLE001 - any failure of the launch means: do not use Triton here
+        if sticky_cuda_error(exc):
+            raise
+        first = (str(exc) or repr(exc)).strip().splitlines()
+        return f"self-test launch failed: {type(exc).__name__}: {first[0][:300] if first else ''}"
+    return None
+
+
+def _cached_self_test(dev: torch.device) -> str | None:
+    key = str(dev)
+    with _SELF_TEST_LOCK:
+        if key not in _SELF_TESTS:
+            problem = triton_self_test(dev)
+            _SELF_TESTS[key] = problem
+            if problem:
+                log.warning("Triton crop kernel unusable on %s, falling back: %s", dev, problem)
+        return _SELF_TESTS[key]
+
+
 def select_crop_backend(
     device: torch.device | str, triton_available: bool | None = None, dali_installed: bool | None = None
 ) -> CropBackendChoice:
-    """On CUDA: ``triton`` if the kernel imports, else ``dali`` if DALI is installed; otherwise ``torch``.
+    """On CUDA: ``triton`` if the kernel imports and passes its self-test, else ``dali`` if DALI is installed; otherwise ``torch``.
 
-    ``triton_available=None`` tries the import and ``dali_installed=None``
-    looks for ``nvidia.dali``; tests pass them explicitly. On the CPU the
-    torch reference is used: DALI's CPU operators are not faster there and
-    the staged worker's crops need no normalisation on the host.
+    ``triton_available=None`` tries the import and then :func:`triton_self_test`
+    (once per process and device; a failure is logged once, with its reason, and
+    named in the choice's reason); ``dali_installed=None`` looks for
+    ``nvidia.dali``; tests pass them explicitly. On the CPU the torch reference
+    is used: DALI's CPU operators are not faster there and the staged worker's
+    crops need no normalisation on the host.
     """
     dev = torch.device(device)
     if dev.type != "cuda":
         return CropBackendChoice("torch", f"tensors on {dev}: the Triton kernel and DALI crops run on CUDA, using the torch reference")
-    why = ""
+    why, unusable = "", "not importable"
     if triton_available is None:
         try:
             load_triton_crop()
             triton_available = True
         except ImportError as exc:
             triton_available, why = False, f" ({exc})"
+        else:
+            problem = _cached_self_test(dev)
+            if problem:
+                triton_available, why, unusable = False, f" ({problem})", "not usable"
     if triton_available:
         return CropBackendChoice("triton", f"tensors on {dev} and Triton importable: fused crop_resize_normalize kernel")
     if dali_installed is None:
@@ -80,7 +154,7 @@ def select_crop_backend(
 
         dali_installed = dali_available()
     if dali_installed:
-        return CropBackendChoice("dali", f"tensors on {dev}, the Triton kernel is not importable{why}: DALI crop operators")
+        return CropBackendChoice("dali", f"tensors on {dev}, the Triton kernel is {unusable}{why}: DALI crop operators")
     return CropBackendChoice("torch", f"tensors on {dev} but neither the Triton kernel{why} nor DALI is available: torch reference")
 
 

@@ -25,6 +25,7 @@ check it.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -176,6 +177,16 @@ def _params(device: torch.device, mean: tuple[float, ...], std: tuple[float, ...
     return t
 
 
+def _device_guard(device: torch.device):
+    """``torch.cuda.device(device)`` for CUDA tensors (a no-op context otherwise).
+
+    Triton launches on the *current* CUDA device: frames on ``cuda:1`` while ``cuda:0`` is
+    current would run the kernel on device 0 with device-1 pointers, an illegal memory access
+    (a sticky error) on multi-GPU hosts. The guard makes the frames' device current for the launch.
+    """
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def crop_resize_normalize_triton(
     frames: torch.Tensor,
     boxes: torch.Tensor,
@@ -217,9 +228,10 @@ def crop_resize_normalize_triton(
     _, h, w, _ = frames.shape
     grid = (n, triton.cdiv(size * size, block))
     sf, sh, sw, sc = frames.stride()
-    _crop_resize_normalize_kernel[grid](
-        frames, boxes, params, out, h, w, sf, sh, sw, sc, size, BLOCK=block, num_warps=num_warps
-    )
+    with _device_guard(frames.device):
+        _crop_resize_normalize_kernel[grid](
+            frames, boxes, params, out, h, w, sf, sh, sw, sc, size, BLOCK=block, num_warps=num_warps
+        )
     return out
 
 

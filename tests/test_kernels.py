@@ -9,7 +9,6 @@ import os
 _PREV_INTERPRET = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 
-import importlib  # noqa: E402
 import json  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -23,13 +22,26 @@ from cliper_batch.crops import CropInputError, boxes_tensor, crop_resize_normali
 REPO = Path(__file__).resolve().parents[1]
 
 
+PRIVATE_NAME = "_test_kernels_interpreted_crop_resize"
+
+
 def _load_kernel_module():
-    """Import the kernel module in interpreter mode, re-executing it if something imported it earlier for GPU."""
-    mod = importlib.import_module("cliper_batch.kernels.crop_resize")
+    """The kernel module executed afresh in interpreter mode, under a private name and not left in sys.modules.
+
+    Importing (or reloading) it as ``cliper_batch.kernels.crop_resize`` would leave the interpreted copy
+    where the engine looks for the GPU kernel: a later test in the same session (``pytest -m gpu``) would
+    find a CPU-only kernel, pick another crop backend and fail the fused GPU test.
+    """
+    import importlib.util
+
+    path = REPO / "kernels" / "crop_resize.py"
+    spec = importlib.util.spec_from_file_location(PRIVATE_NAME, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     from triton.runtime.interpreter import InterpretedFunction
 
-    if not isinstance(mod._crop_resize_normalize_kernel, InterpretedFunction):
-        mod = importlib.reload(mod)
+    assert isinstance(mod._crop_resize_normalize_kernel, InterpretedFunction)
     return mod
 
 
@@ -207,3 +219,88 @@ def test_gpu_bench_smoke_runs_on_cpu(tmp_path):
     assert sections["flops"]["measured_flops"] == sections["flops"]["analytic_flops"]
     assert sections["decode"]["status"] in ("ok", "skipped")
     assert "| eager_fp32 |" in proc.stdout
+
+
+# --------------------------------------------------------------------------- issue 24: items 2, 3, 6
+
+
+def test_the_interpreted_kernel_module_stays_private():
+    """Item 3: the interpreted copy is not where the engine imports the GPU kernel from."""
+    assert PRIVATE_NAME not in sys.modules
+    real = sys.modules.get("cliper_batch.kernels.crop_resize")
+    assert real is None or real is not kmod
+    if real is not None:  # imported by something else in this session: it must be the module built at import
+        assert real._crop_resize_normalize_kernel is not kmod._crop_resize_normalize_kernel
+
+
+def test_the_launch_runs_under_a_guard_for_the_frames_device(monkeypatch):
+    """Item 6: the kernel is launched with the frames' device current (no-op context for CPU tensors)."""
+    import contextlib
+
+    entered = []
+
+    @contextlib.contextmanager
+    def recording(device):
+        entered.append(device)
+        yield
+
+    monkeypatch.setattr(kmod, "_device_guard", recording)
+    frames = _frames(1, 8, 8, 0)
+    crop_resize_normalize_triton(frames, boxes_tensor([(0, (0, 0, 8, 8))]), 4)
+    assert entered == [frames.device]
+
+
+def test_the_device_guard_is_the_frames_cuda_device():
+    import contextlib
+
+    assert isinstance(kmod._device_guard(torch.device("cpu")), contextlib.nullcontext)
+    guard = kmod._device_guard(torch.device("cuda:1"))  # built without touching CUDA; entering it makes device 1 current
+    assert isinstance(guard, torch.cuda.device) and guard.idx == 1
+
+
+def test_triton_self_test_passes_with_the_kernel_and_names_a_failing_launch():
+    """Item 2: the self-test compares a tiny launch with the torch crop; a launch that fails or is wrong is named."""
+    from cliper_batch import crop_primitives as cp
+
+    assert cp.triton_self_test("cpu", crop=crop_resize_normalize_triton) is None  # the interpreted kernel is right
+
+    def no_compiler(frames, boxes, size):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    assert "C compiler" in cp.triton_self_test("cpu", crop=no_compiler)
+
+    def off_by_one(frames, boxes, size):
+        return crop_resize_normalize_triton(frames, boxes, size) + 0.5
+
+    assert "differs from the torch reference" in cp.triton_self_test("cpu", crop=off_by_one)
+
+    def sticky(frames, boxes, size):
+        raise torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(torch.AcceleratorError):  # a broken CUDA context is not a fallback case: the actor must end
+        cp.triton_self_test("cpu", crop=sticky)
+
+
+def test_a_failed_self_test_falls_back_with_one_logged_reason(monkeypatch, caplog):
+    from cliper_batch import crop_primitives as cp
+
+    calls = []
+
+    def failing(device, crop=None):
+        calls.append(str(device))
+        return "self-test launch failed: RuntimeError: Failed to find C compiler"
+
+    monkeypatch.setattr(cp, "load_triton_crop", lambda: crop_resize_normalize_triton)  # "imports fine"
+    monkeypatch.setattr(cp, "triton_self_test", failing)
+    monkeypatch.setattr(cp, "_SELF_TESTS", {})
+    with caplog.at_level("WARNING", logger="cliper_batch.crop_primitives"):
+        first = cp.select_crop_backend("cuda:0", dali_installed=False)
+        again = cp.select_crop_backend("cuda:0", dali_installed=False)
+        dali = cp.select_crop_backend("cuda:0", dali_installed=True)
+    assert first.name == again.name == "torch" and "C compiler" in first.reason
+    assert dali.name == "dali" and "not usable" in dali.reason and "C compiler" in dali.reason
+    assert calls == ["cuda:0"]  # once per process and device
+    assert len([r for r in caplog.records if "falling back" in r.getMessage()]) == 1
+
+    monkeypatch.setattr(cp, "triton_self_test", lambda device, crop=None: None)
+    assert cp.select_crop_backend("cuda:1", dali_installed=False).name == "triton"
