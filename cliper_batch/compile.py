@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .devices import DeviceError, device_name
-from .model.cliper import CLIPER, autocast_for
+from .model.cliper import CLIPER, autocast_for, encode_images
 
 log = logging.getLogger(__name__)
 
@@ -111,20 +111,21 @@ class _FrameEncoder(nn.Module):
     The same steps as :meth:`CLIPER.encode_frames`, built from :func:`_encoder_of`.
     """
 
-    def __init__(self, visual: nn.Module, input_adapter: nn.Module | None = None) -> None:
+    def __init__(self, visual: nn.Module, input_adapter: nn.Module | None = None, flip: bool = False) -> None:
         super().__init__()
         self.input_adapter = input_adapter if input_adapter is not None else nn.Identity()
         self.visual = visual
+        self.flip = flip
 
     def forward(self, images: Tensor) -> Tensor:
-        return F.normalize(self.visual(self.input_adapter(images)), dim=-1)
+        return encode_images(self.visual, self.input_adapter, images, self.flip)
 
 
 def _encoder_of(model: CLIPER, copy_weights: bool = False) -> _FrameEncoder:
     """``model``'s frame encoder as one module (optionally on a copy of its weights, for casting)."""
     if copy_weights:
-        return _FrameEncoder(copy.deepcopy(model.visual), copy.deepcopy(model.input_adapter))
-    return _FrameEncoder(model.visual, model.input_adapter)
+        return _FrameEncoder(copy.deepcopy(model.visual), copy.deepcopy(model.input_adapter), model.flip)
+    return _FrameEncoder(model.visual, model.input_adapter, model.flip)
 
 
 @dataclass

@@ -557,3 +557,18 @@ def test_face_tower_is_registered_for_open_clip_and_checkpoints(tmp_path):
     assert oc.tower.visual(x).shape == (2, 128)
     n_params = sum(p.numel() for p in oc.tower.visual.parameters())
     assert 2.5e6 < n_params < 3.5e6  # the shipped model must stay <= 16 MB in float32
+
+
+def test_test_time_flip_scores_a_crop_and_its_mirror_alike(tiny, crops, tmp_path):
+    from cliper_batch.compile import _encoder_of
+
+    m = _variant(tiny, flip=True).eval()
+    images = m.preprocess_uint8(crops[0])
+    a, b = m.encode_frames(images), m.encode_frames(images.flip(-1))
+    assert torch.allclose(a, b, atol=1e-5)
+    plain = _variant(tiny).eval()
+    assert not torch.allclose(plain.encode_frames(images), plain.encode_frames(images.flip(-1)), atol=1e-3)
+    with torch.no_grad():
+        assert torch.allclose(_encoder_of(m)(images), a, atol=1e-6)
+    save_checkpoint(m, str(tmp_path / "flip.safetensors"))
+    assert load_checkpoint(str(tmp_path / "flip.safetensors")).flip is True

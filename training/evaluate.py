@@ -13,6 +13,8 @@
 * reports on the test split: accuracy (WAR), mean per-class recall (UAR), the
   confusion matrix, and the expected calibration error (ECE, 15 equal-width
   confidence bins) before and after calibration, with the reliability bins;
+* ``--flip auto`` (default) turns on test-time flip (:func:`cliper_batch.model.cliper.encode_images`)
+  when it raises accuracy on the calibration split (the test split is never used to choose);
 * ``--write OUT.safetensors``: the same weights with ``calibration = T`` (and
   ``--face-margin``, the crop tightness measured by :mod:`.face_framing`) stored
   in the checkpoint, the report in its ``extra`` metadata; ``--plot`` draws the
@@ -30,7 +32,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .data import LabeledSet, load_dataset
+from .datasets import LabeledSet, load_dataset
 from .metrics import confusion_matrix, scores_from_confusion
 
 ECE_BINS = 15
@@ -169,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--test-split", default="test", help="split the report is computed on")
     p.add_argument("--no-calibrate", action="store_true", help="report with the checkpoint's own calibration")
     p.add_argument("--face-margin", type=float, default=None, help="store this crop margin in --write's checkpoint")
+    p.add_argument("--flip", choices=("off", "on", "auto"), default="auto",
+                   help="test-time flip: off, on, or auto = on when it raises accuracy on the calibration split")
     p.add_argument("--write", default=None, help="write the calibrated checkpoint here (.safetensors)")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--plot", default=None, help="write the reliability diagram here (.svg)")
@@ -179,12 +183,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     loaded = load_model(a.model)
     model = loaded.model.eval()
-    calib = score_split(model, load_dataset(a.data, a.calibration_split))
+    calib_set = load_dataset(a.data, a.calibration_split)
+    flip_choice: dict[str, float] = {}
+    if a.flip == "auto":
+        for flip in (False, True):
+            model.flip = flip
+            s = score_split(model, calib_set)
+            flip_choice[str(flip).lower()] = round(float((s.logits.argmax(-1) == s.labels).float().mean()), 4)
+        model.flip = flip_choice["true"] > flip_choice["false"]
+    else:
+        model.flip = a.flip == "on"
+    calib = score_split(model, calib_set)
     test = score_split(model, load_dataset(a.data, a.test_split))
     temperature = model.calibration if a.no_calibrate else fit_temperature(calib)
     rep = report(model, calib, test, temperature)
     rep.update({"data": a.data, "calibration_split": a.calibration_split, "test_split": a.test_split,
-                "source_model_id": loaded.model_id})
+                "source_model_id": loaded.model_id, "flip": model.flip,
+                "flip_calibration_accuracy": flip_choice or None})
     if a.write:
         model.calibration = float(temperature)
         if a.face_margin is not None:

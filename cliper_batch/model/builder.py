@@ -143,6 +143,7 @@ def build_cliper(
     grey: bool = False,
     face_margin: float | None = None,
     calibration: float = 1.0,
+    flip: bool = False,
 ) -> CLIPER:
     """A CLIPER over ``tower`` with the ``[C, K, D]`` descriptor anchors of ``classes``."""
     return CLIPER(
@@ -162,4 +163,5 @@ def build_cliper(
         grey=grey,
         face_margin=face_margin,
         calibration=calibration,
+        flip=flip,
     )

@@ -144,6 +144,7 @@ def checkpoint_config(model: CLIPER, extra: Mapping[str, Any] | None = None) -> 
         **({"grey": True} if model.grey else {}),
         **({"face_margin": model.face_margin} if model.face_margin is not None else {}),
         **({"calibration": model.calibration} if model.calibration != 1.0 else {}),
+        **({"flip": True} if model.flip else {}),
     }
 
 
@@ -365,6 +366,7 @@ def _validate_config(uri: str, config: Any) -> dict[str, Any]:
     _require(margin is None or (_is_number(margin) and -0.4 <= margin <= 2.0), uri, "'face_margin' must lie in [-0.4, 2.0]")
     cal = config.get("calibration", 1.0)
     _require(_is_number(cal) and cal > 0, uri, "'calibration' (softmax temperature) must be > 0")
+    _require(isinstance(config.get("flip", False), bool), uri, "'flip' must be true or false")
     return config
 
 
@@ -418,6 +420,7 @@ def model_from_config(config: Mapping[str, Any]) -> CLIPER:
         grey=bool(config.get("grey", False)),
         face_margin=config.get("face_margin"),
         calibration=float(config.get("calibration", 1.0)),
+        flip=bool(config.get("flip", False)),
     )
 
 

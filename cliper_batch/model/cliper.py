@@ -115,6 +115,21 @@ class LumaInput(nn.Module):
         return (y - self._mean.to(images.dtype)) / self._std.to(images.dtype)
 
 
+def encode_images(visual: nn.Module, input_adapter: nn.Module, images: Tensor, flip: bool = False) -> Tensor:
+    """The image encoder's steps, one place for eager and compiled encoders: adapter, tower, optional mirror average.
+
+    Returns the per-image features ``[N, D]``, L2-normalised (float32 under autocast too). ``flip``:
+    the feature of each image and of its horizontal mirror, each normalised, averaged (test-time
+    flip; faces are roughly symmetric, and a model trained with flipped faces scores both alike).
+    """
+    x = input_adapter(images)
+    if not flip:
+        return F.normalize(visual(x).float(), dim=-1)
+    n = x.shape[0]
+    both = F.normalize(visual(torch.cat([x, x.flip(-1)])).float(), dim=-1)
+    return F.normalize(both[:n] + both[n:], dim=-1)
+
+
 class CLIPER(nn.Module):
     """open_clip visual tower + fixed METD descriptor embeddings (C classes x K descriptors).
 
@@ -136,6 +151,9 @@ class CLIPER(nn.Module):
     face_margin:
         How tightly the training faces were cropped, as the engine's margin around a detector box
         (fraction of the box's longer side added on each side); ``None`` = the engine's default.
+    flip:
+        Test-time flip: every crop is encoded with its mirror image and the two features averaged
+        (:func:`encode_images`); twice the encoder work.
     calibration:
         Softmax temperature of the class probabilities (fitted on validation data after training, so
         ``p_<class>`` and ``confidence`` are calibrated); 1.0 = none. The argmax does not depend on it.
@@ -162,6 +180,7 @@ class CLIPER(nn.Module):
         grey: bool = False,
         face_margin: float | None = None,
         calibration: float = 1.0,
+        flip: bool = False,
     ) -> None:
         super().__init__()
         self.classes: tuple[str, ...] = validate_classes(classes)
@@ -203,6 +222,7 @@ class CLIPER(nn.Module):
         self.grey: bool = bool(grey)
         self.face_margin: float | None = None if face_margin is None else float(face_margin)
         self.calibration: float = float(calibration)
+        self.flip: bool = bool(flip)
         # the first step of the image encoder (also inside compiled encoders, cliper_batch.compile)
         self.input_adapter: nn.Module = LumaInput(self.mean, self.std) if self.grey else nn.Identity()
 
@@ -236,7 +256,7 @@ class CLIPER(nn.Module):
         s = self.image_size
         if images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             raise ValueError(f"images must have shape [N, 3, {s}, {s}], got {tuple(images.shape)}")
-        return F.normalize(self.visual(self.input_adapter(images)).float(), dim=-1)
+        return encode_images(self.visual, self.input_adapter, images, self.flip)
 
     def pool_frames(self, feats: Tensor, valid: Tensor | None = None) -> Tensor:
         """Per-frame features ``[B,T,D]`` -> L2-normalised clip features ``[B,D]`` via the temporal module.
@@ -277,7 +297,7 @@ class CLIPER(nn.Module):
             f"arch={self.arch!r}, classes={len(self.classes)}, K={self.descriptors_per_class}, "
             f"D={self.embed_dim}, image_size={self.image_size}, temperature={self.temperature}, "
             f"temporal={self.temporal!r}, grey={self.grey}, face_margin={self.face_margin}, "
-            f"calibration={self.calibration}"
+            f"calibration={self.calibration}, flip={self.flip}"
         )
 
 
