@@ -22,7 +22,7 @@ from cliper_batch.training.clips import (
     segment_frame_indices,
     segment_times,
 )
-from cliper_batch.training.data import (
+from cliper_batch.training.datasets import (
     DatasetError,
     ferplus_label,
     load_affectnet,
@@ -454,7 +454,7 @@ def _fer_tree(root):
 
 
 def test_fer2013_folders_map_by_name_and_drop_augmented_copies(tmp_path):
-    from cliper_batch.training.data import is_fer2013_copy
+    from cliper_batch.training.datasets import is_fer2013_copy
 
     root = _fer_tree(tmp_path / "fer")
     train = load_dataset(f"fer2013:{root}", "train")

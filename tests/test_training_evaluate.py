@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cliper_batch.training.data import LabeledSet, Sample
+from cliper_batch.training.datasets import LabeledSet, Sample
 from cliper_batch.training.evaluate import SplitScores, fit_temperature, load_crops, nll, reliability
 from cliper_batch.training.face_framing import FramedFace, margin_of, measure, stratified
 

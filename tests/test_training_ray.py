@@ -91,7 +91,7 @@ def _tensors_equal(a: dict, b: dict) -> bool:
 @pytest.mark.slow
 def test_two_stage_training_resume_freeze_and_export(ray_cluster, faces, tmp_path):
     from cliper_batch.training.clips import ClipDataset
-    from cliper_batch.training.data import load_manifest
+    from cliper_batch.training.datasets import load_manifest
     from cliper_batch.training.model import build_training_model
     from cliper_batch.training.train import run_training
 

@@ -43,7 +43,7 @@ from torchvision.transforms import v2
 
 from cliper_batch.uris import is_local
 
-from .data import DatasetError, LabeledSet, Sample, is_frame_file
+from .datasets import DatasetError, LabeledSet, Sample, is_frame_file
 
 _INTERPOLATION = {
     "bicubic": InterpolationMode.BICUBIC,

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import LabeledSet, load_dataset
+from .datasets import LabeledSet, load_dataset
 
 
 @dataclass

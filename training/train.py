@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from .clips import AUGMENTATIONS
-from .data import DatasetError, LabeledSet, load_dataset, parse_dataset_spec, remap_to
+from .datasets import DatasetError, LabeledSet, load_dataset, parse_dataset_spec, remap_to
 from .losses import cliper_loss
 from .metrics import confusion_matrix, scores_from_confusion
 from .prompts import CLIPER_TEMPLATE, CTX_INITS, DEFAULT_PLACEHOLDER
