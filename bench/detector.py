@@ -12,7 +12,7 @@ Frames: the sampled frames (8 per 2 s segment, as the job samples them) of
   as the job decodes them.
 
 Every frame goes through ``FaceDetector.detect`` on one torch thread, one frame per
-call path as in the job (B = 1, pool of 1): frames per CPU-second is the detector's
+call path as in the job (B = 1, pool of 1; ``--batch 16`` runs the CUDA layout's batched cascade on the CPU): frames per CPU-second is the detector's
 cost whatever the host's load; frames per wall-second is shown next to it.
 
 ``--save FILE`` writes every detection (frame set, frame, box, score, landmarks) to an
@@ -175,6 +175,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=60.0, help="length of the laptop video")
     p.add_argument("--videos", type=int, default=6, help="videos of the synthetic corpus (bench.faces' default)")
     p.add_argument("--rounds", type=int, default=3, help="timed rounds per detector (medians reported)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="frames per cascade call (default: the device's, 1 on CPU; 16 runs the CUDA layout on the CPU)")
     p.add_argument("--save", metavar="FILE", help="write this checkout's detections to FILE (.npz)")
     p.add_argument("--compare", metavar="FILE", help="compare this checkout's detections with FILE (from --save)")
     p.add_argument("--baseline-from", metavar="CHECKOUT", help="also time and compare the detector of another checkout")
@@ -184,9 +186,9 @@ def main() -> int:
     sets = frame_sets(tmp, a.seconds, a.videos)
     res: dict = {"frames": {k: list(v.shape) for k, v in sets.items()}, "torch_threads": 1, "rounds": a.rounds,
                  "load_avg_1m_before": os.getloadavg()[0], **machine()}
-    detectors = {"this_checkout": current_detect.FaceDetector()}
+    detectors = {"this_checkout": current_detect.FaceDetector(batch=a.batch)}
     if a.baseline_from:
-        detectors = {"baseline": load_baseline(a.baseline_from).FaceDetector(), **detectors}
+        detectors = {"baseline": load_baseline(a.baseline_from).FaceDetector(batch=a.batch), **detectors}
         res["baseline_from"] = os.path.abspath(a.baseline_from)
     timing, found = time_detectors(detectors, sets, a.rounds)
     res["timing"] = timing

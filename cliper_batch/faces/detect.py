@@ -16,7 +16,13 @@ parameter names, same flatten order) and the detection cascade:
   importing torchvision: :mod:`.vision_ops`)
   (adaptive sampling, i.e. an area-style average, zero padding outside the
   frame like the original MTCNN) instead of a Python loop per box;
-* non-maximum suppression is torchvision's ``nms`` kernel, run per frame.
+* non-maximum suppression is torchvision's ``nms`` kernel (CPU), run per frame (and per pyramid
+  level for P-Net): on CUDA the candidates come to the host in one transfer for it, so the
+  decisions are the CPU ones bit for bit (:func:`_nms_groups` says why not a shifted batched NMS);
+* host syncs per cascade call are a handful, not a few per pyramid level: one ``nonzero`` over
+  every level's P-Net map, one index per stage for all its tensors, one transfer per NMS and
+  one for the results;
+* on CUDA the cascade runs with TF32 off (:func:`_strict_fp32`: why).
 
 Where the CPU goes, and what was cut (one thread, 640x360 frames; ``python -m bench.detector``):
 ATen's adaptive average pool (``F.interpolate(mode="area")``) for the 9 pyramid levels and its
@@ -48,10 +54,11 @@ of ``B`` frames, and the only device-dependent choice is ``B``
   a pool of :attr:`FaceDetector.workers` Python threads, each running whole
   frames on one intra-op thread (torch releases the GIL inside its ops).
   The result is bit-identical for any pool size.
-* **CUDA: fixed B** (16 by default): frame-at-a-time is dozens of tiny
-  kernels and host syncs per frame. Every call gets exactly ``B`` frames (the
-  last batch is padded with black frames whose results are dropped), so the
-  P-Net convolutions always see the same shapes whatever the chunking. R-Net
+* **CUDA: B up to 16** (:data:`CUDA_BATCH`): frame-at-a-time is dozens of tiny
+  kernels and host syncs per frame. A call of ``n`` frames is padded with black
+  frames (results dropped) to the next power of two (:func:`padded_batch`: the
+  sparse tracker's 1-4-frame calls no longer pay for 16), so the P-Net
+  convolutions see one of five shapes whatever the chunking. R-Net
   and O-Net see all candidates of the batch, so their row count still depends
   on the neighbours; GPU GEMMs compute each row independently of the row
   count in practice, but this is not a guarantee - and the CUDA path has only
@@ -99,7 +106,7 @@ _PNET_STRIDE = 2
 _NMS_PER_SCALE = 0.5
 _NMS_STAGE = 0.7
 _MAX_PNET_CANDIDATES = 1000  # per frame, after P-Net NMS (bounds R-Net work on textured frames)
-CUDA_BATCH = 16  # frames per cascade call on CUDA (fixed: the last batch is padded with black frames)
+CUDA_BATCH = 16  # frames per cascade call on CUDA at most (a shorter call is padded to a power of two)
 
 
 class FaceInputError(ValueError):
@@ -407,32 +414,49 @@ def _crops(images: torch.Tensor, ids: torch.Tensor, boxes: torch.Tensor, size: i
 def _nms_per_frame(
     boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, threshold: float, frames: int
 ) -> torch.Tensor:
-    """IoU NMS within each frame (``ids``: frame of each box); indices of the kept boxes, best score first.
+    """IoU NMS within each frame (``ids``: frame of each box); indices of the kept boxes, best score first."""
+    if frames == 1 and boxes.device.type == "cpu":  # the CPU layout: one frame, one call, nothing to group
+        if boxes.numel() == 0:
+            return torch.zeros(0, dtype=torch.long, device=boxes.device)
+        return vision_ops.nms(boxes, scores, threshold)
+    return _nms_groups(boxes, scores, ids, threshold)
 
-    Each frame's boxes go through torchvision's NMS (:func:`.vision_ops.nms`) on their own, in
-    their original order, so a frame keeps exactly the boxes it keeps when it
-    is alone in the batch. (torchvision's ``batched_nms`` shifts the boxes of
-    each frame far apart instead; in float32 that shift rounds the
-    coordinates, and measured on 1280x720 frames it moved final boxes by up to
-    3.6 px against a batch of one.) One host sync for the frame counts; none when the batch
-    holds ``frames == 1`` frame (the CPU layout), where grouping would only cost time.
+
+def _nms_groups(
+    boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float, major: torch.Tensor | None = None
+) -> torch.Tensor:
+    """torchvision's float32 NMS within each group (``groups``: any integer id per box); indices of the kept boxes.
+
+    Order: best score first (stable), within each ``major`` value in ascending order if given.
+    Each group's boxes go through the CPU NMS kernel on their own, in their original order, so a
+    group keeps exactly what it keeps when it is alone: the same decisions on every device and
+    for every batch size. (torchvision's ``batched_nms`` shifts the groups apart instead, which
+    rounds the coordinates: P-Net's grid boxes have IoU of exactly 0.5 in exact arithmetic, so
+    rounding flips decisions at the 0.5 threshold; measured: a final box moved by 2 px in float64,
+    3.6 px in float32.) On CUDA the candidates (a few thousand boxes at most) come to the host
+    in one transfer and the kept indices go back: one sync for the whole call instead of one NMS
+    launch and sync per group.
     """
-    nms = vision_ops.nms
+    dev = boxes.device
     if boxes.numel() == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    if frames == 1:
-        return nms(boxes, scores, threshold)
-    order = torch.argsort(ids, stable=True)
+        return torch.zeros(0, dtype=torch.long, device=dev)
+    cols = [boxes.double(), scores.double().unsqueeze(1), groups.double().unsqueeze(1)]
+    if major is not None:
+        cols.append(major.double().unsqueeze(1))
+    host = torch.cat(cols, dim=1).cpu() if dev.type != "cpu" else torch.cat(cols, dim=1)
+    b, sc, g = host[:, :4].float(), host[:, 4].float(), host[:, 5].long()  # float32 values, exactly as they were
+    order = torch.argsort(g, stable=True)
     kept, start = [], 0
-    for count in torch.bincount(ids).tolist():
+    for count in torch.bincount(g).tolist():
         if count:
             rows = order[start : start + count]
-            kept.append(rows[nms(boxes[rows], scores[rows], threshold)])
+            kept.append(rows[vision_ops.nms(b[rows], sc[rows], threshold)])
         start += count
-    if len(kept) == 1:
-        return kept[0]
-    keep = torch.cat(kept)
-    return keep[torch.argsort(scores[keep], descending=True, stable=True)]  # stable: a frame's own order stays
+    keep = kept[0] if len(kept) == 1 else torch.cat(kept)
+    keep = keep[torch.argsort(sc[keep], descending=True, stable=True)]  # stable: a group's own order stays
+    if major is not None:
+        keep = keep[torch.argsort(host[keep, 6], stable=True)]
+    return keep.to(dev, non_blocking=True)
 
 
 def _cap_per_frame(keep: torch.Tensor, ids: torch.Tensor, cap: int) -> torch.Tensor:
@@ -448,28 +472,71 @@ def _cap_per_frame(keep: torch.Tensor, ids: torch.Tensor, cap: int) -> torch.Ten
     return keep[rank < cap]
 
 
-def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) -> list[int]:
-    """Greedy NMS where overlap = intersection / smaller area (drops boxes nested inside a better one)."""
-    order = torch.argsort(scores, descending=True).tolist()
-    b = boxes.tolist()
+def _nms_min(boxes: torch.Tensor, scores: torch.Tensor, ids: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS within each frame where overlap = intersection / smaller area (drops boxes nested inside a better one).
+
+    Indices of the kept boxes: frame by frame (ascending), best score first within a frame.
+    The overlap matrix is computed on the boxes' device in float64 (the values the former
+    pure-Python loop computed from ``tolist()``, bit for bit); only the boolean matrix comes
+    to the host for the greedy pass (one sync, as torchvision's own NMS does).
+    """
+    n = boxes.shape[0]
+    dev = boxes.device
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=dev)
+    if n == 1:
+        return torch.zeros(1, dtype=torch.long, device=dev)
+    by_score = torch.argsort(scores, descending=True, stable=True)
+    order = by_score[torch.argsort(ids[by_score], stable=True)]  # frames ascending, best score first in each
+    b = boxes[order].double()
+    x0, y0, x1, y1 = b.unbind(1)
+    w, h = x1 - x0, y1 - y0
+    mine = w.clamp(min=0.0) * h.clamp(min=0.0)  # the candidate's area (clamped: it may be degenerate)
+    theirs = w * h  # a kept box's area
+    iw = torch.minimum(x1[:, None], x1[None, :]) - torch.maximum(x0[:, None], x0[None, :])
+    ih = torch.minimum(y1[:, None], y1[None, :]) - torch.maximum(y0[:, None], y0[None, :])
+    smaller = torch.minimum(mine[:, None], theirs[None, :]).clamp(min=1e-9)
+    frame = ids[order]
+    over = (iw > 0) & (ih > 0) & (iw * ih / smaller > threshold) & (frame[:, None] == frame[None, :])
+    over = over.cpu().numpy()  # [candidate, earlier box]: would the earlier box suppress the candidate
     keep: list[int] = []
-    for i in order:
-        x0, y0, x1, y1 = b[i]
-        ai = max(0.0, x1 - x0) * max(0.0, y1 - y0)
-        suppressed = False
-        for k in keep:
-            u0, v0, u1, v1 = b[k]
-            iw = min(x1, u1) - max(x0, u0)
-            ih = min(y1, v1) - max(y0, v0)
-            if iw <= 0 or ih <= 0:
-                continue
-            ak = (u1 - u0) * (v1 - v0)
-            if iw * ih / max(min(ai, ak), 1e-9) > threshold:
-                suppressed = True
-                break
-        if not suppressed:
+    for i in range(n):
+        if not keep or not over[i, keep].any():
             keep.append(i)
-    return keep
+    return order[torch.tensor(keep, dtype=torch.long, device=dev)]
+
+
+@contextmanager
+def _strict_fp32(device: torch.device) -> Iterator[None]:
+    """On CUDA, run the block with TF32 off for cuDNN convolutions and matmuls, then restore the caller's setting.
+
+    Why: cuDNN convolutions default to TF32 on Ampere and later (10-bit mantissa inputs), which
+    moves P/R/O-Net scores by ~1e-3 and boxes by tenths of a pixel: enough to flip a candidate
+    at the 0.6 / 0.7 / 0.9 thresholds, so a GPU worker would find other faces and tracks than
+    a CPU worker under the same ``config_hash``. The detector is tiny (a few MFLOPs per frame
+    beside the encoder's GFLOPs), so strict fp32 costs next to nothing; this keeps the device
+    class out of the hash. The flags are process-wide, so they are set around the cascade
+    only (the encoder's own precision is its own business). No-op on the CPU.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32, matmul.allow_tf32 = False, False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
+def padded_batch(n: int, batch: int) -> int:
+    """Frames of a cascade call for ``n`` real frames when calls hold at most ``batch``: the next power of two, capped.
+
+    A 1-4-frame call (the sparse tracker's re-checks) pads to 1, 2 or 4 frames instead of a full
+    ``batch`` of black frames, and the P-Net shapes stay among a handful (1, 2, 4, ... ``batch``).
+    """
+    return min(int(batch), 1 << max(0, int(n) - 1).bit_length())
 
 
 # --------------------------------------------------------------------------- detector
@@ -491,7 +558,7 @@ class FaceDetector:
         module docstring for why 1 is the default.
     workers: Python threads running cascade calls in parallel (each call on ``threads`` intra-op
         threads). Set it to the cores the worker may use; the result is the same for any value.
-    batch: frames per cascade call, fixed (the last call is padded with black frames). Default:
+    batch: frames per cascade call at most (a shorter call is padded with black frames to a power of two). Default:
         1 on CPU (bit-identical per frame), :data:`CUDA_BATCH` on CUDA (see the module docstring).
     weights_path: the MTCNN safetensors file; default: the one packaged with the engine
         (:data:`WEIGHTS_FILE`). Any file must have the pinned sha256 :data:`MTCNN_SHA256`.
@@ -556,8 +623,9 @@ class FaceDetector:
 
         def call(start: int) -> list[list[Detection]]:
             chunk = x[start : start + self.batch].contiguous()  # same strides for any input
-            if chunk.shape[0] < self.batch:  # black padding frames: every call has the same shapes
-                chunk = torch.cat([chunk, chunk.new_zeros((self.batch - chunk.shape[0], *chunk.shape[1:]))])
+            size = padded_batch(chunk.shape[0], self.batch)
+            if chunk.shape[0] < size:  # black padding frames: calls come in a few fixed shapes
+                chunk = torch.cat([chunk, chunk.new_zeros((size - chunk.shape[0], *chunk.shape[1:]))])
             return self._detect_batch(chunk, idx[start : start + self.batch])
 
         # The thread count is process-wide: set once here, around the pool. Pool threads are new in
@@ -583,17 +651,22 @@ class FaceDetector:
         dh, dw = (max(1, round(h * s)), max(1, round(w * s))) if s < 1.0 else (h, w)
         sx, sy = w / dw, h / dh  # detection -> original pixels
         scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float64)
-        with torch.inference_mode():  # thread-local: entered in the thread that runs the cascade
+        with torch.inference_mode(), _strict_fp32(self.device):  # inference_mode is thread-local: entered here
             images = _to_device_float(chunk, self.device)
             if (dh, dw) != (h, w):
                 images = AreaPyramid(images, self._area_mats).level(dh, dw)
             boxes, scores, points, ids = self._cascade(images)
-            boxes = boxes.double().cpu() * scale
+            k = boxes.shape[0]
+            # one transfer for everything (float64 holds float32 values and frame ids exactly)
+            host = torch.cat([boxes.double(), points.double().reshape(k, 10), scores.double().unsqueeze(1),
+                              ids.double().unsqueeze(1)], dim=1).cpu()
+            boxes = host[:, :4] * scale
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0.0, float(w))
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0.0, float(h))
-            points = points.double().cpu() * scale[:2]
+            points = host[:, 4:14].reshape(k, 5, 2) * scale[:2]
         out: list[list[Detection]] = [[] for _ in range(n)]
-        for bx, sc, pt, f in zip(boxes.tolist(), scores.cpu().tolist(), points.tolist(), ids.cpu().tolist()):
+        for bx, sc, pt, f in zip(boxes.tolist(), host[:, 14].tolist(), points.tolist(), host[:, 15].tolist()):
+            f = int(f)
             if f >= n or bx[2] - bx[0] <= 0 or bx[3] - bx[1] <= 0:  # f >= n: a padding frame
                 continue
             lm = tuple((float(px), float(py)) for px, py in pt)
@@ -625,35 +698,49 @@ class FaceDetector:
             torch.zeros(0, dtype=torch.long, device=dev),
         )
 
-        # ---- stage 1: P-Net over the image pyramid, all frames at once
-        all_boxes, all_scores, all_reg, all_ids = [], [], [], []
+        # ---- stage 1: P-Net over the image pyramid, all frames at once; candidates of every level in one nonzero
         pyramid = AreaPyramid(images, self._area_mats)
-        for scale in self._scales(h, w):
+        scales = self._scales(h, w)
+        probs, regs, cells, level_widths = [], [], [], []
+        for scale in scales:
             reg, prob = self.pnet(_normalize(pyramid.level(int(h * scale + 1), int(w * scale + 1))))
-            mask = prob[:, 1] >= t1
-            if not bool(mask.any()):
-                continue
-            fi, yi, xi = mask.nonzero(as_tuple=True)
-            score = prob[:, 1][fi, yi, xi]
-            r = reg.permute(0, 2, 3, 1)[fi, yi, xi]
-            x0 = xi.float() * _PNET_STRIDE / scale
-            y0 = yi.float() * _PNET_STRIDE / scale
-            bx = torch.stack([x0, y0, x0 + _PNET_CELL / scale, y0 + _PNET_CELL / scale], dim=1)
-            keep = _nms_per_frame(bx, score, fi, _NMS_PER_SCALE, frames)
-            all_boxes.append(bx[keep])
-            all_scores.append(score[keep])
-            all_reg.append(r[keep])
-            all_ids.append(fi[keep])
-        if not all_boxes:
+            probs.append(prob[:, 1].reshape(-1))  # [B*hl*wl], (frame, y, x) order
+            regs.append(reg.permute(0, 2, 3, 1).reshape(-1, 4))
+            cells.append(prob.shape[2] * prob.shape[3])
+            level_widths.append(prob.shape[3])
+        if not probs:
             return empty
-        boxes, scores, reg, ids = (torch.cat(v) for v in (all_boxes, all_scores, all_reg, all_ids))
+        score_all = torch.cat(probs)
+        flat = torch.nonzero(score_all >= t1).squeeze(1)  # the stage's one host sync (the count)
+        if flat.numel() == 0:
+            return empty
+        sizes = torch.tensor([frames * c for c in cells], device=dev)
+        starts = torch.cumsum(sizes, 0) - sizes
+        level = torch.searchsorted(starts, flat, right=True) - 1
+        local = flat - starts[level]
+        cell = torch.tensor(cells, device=dev)[level]
+        widths = torch.tensor(level_widths, device=dev)[level]
+        fi = local // cell
+        rem = local - fi * cell
+        yi = rem // widths
+        xi = rem - yi * widths
+        score = score_all[flat]
+        r = torch.cat(regs)[flat]
+        # float32 as before: (x * stride) / float32(scale), + float32(cell / scale)
+        scale_t = torch.tensor(scales, dtype=torch.float32, device=dev)[level]
+        cell_t = torch.tensor([_PNET_CELL / sc for sc in scales], dtype=torch.float32, device=dev)[level]
+        x0 = xi.float() * _PNET_STRIDE / scale_t
+        y0 = yi.float() * _PNET_STRIDE / scale_t
+        bx = torch.stack([x0, y0, x0 + cell_t, y0 + cell_t], dim=1)
+        keep = self._nms_levels(bx, score, fi, level, len(scales), frames)
+        boxes, scores, reg, ids = bx[keep], score[keep], r[keep], fi[keep]
         keep = _cap_per_frame(_nms_per_frame(boxes, scores, ids, _NMS_STAGE, frames), ids, _MAX_PNET_CANDIDATES)
         boxes, ids = _square(_regress(boxes[keep], reg[keep])), ids[keep]
 
         # ---- stage 2: R-Net on 24x24 crops of every candidate
         reg, prob = self.rnet(_crops(images, ids, boxes, 24))
-        ok = prob[:, 1] > t2
-        if not bool(ok.any()):
+        ok = torch.nonzero(prob[:, 1] > t2).squeeze(1)  # one sync; every tensor indexed with it
+        if ok.numel() == 0:
             return empty
         boxes, scores, reg, ids = boxes[ok], prob[ok, 1], reg[ok], ids[ok]
         keep = _nms_per_frame(boxes, scores, ids, _NMS_STAGE, frames)
@@ -661,21 +748,36 @@ class FaceDetector:
 
         # ---- stage 3: O-Net on 48x48 crops -> final boxes + landmarks
         reg, lm, prob = self.onet(_crops(images, ids, boxes, 48))
-        ok = prob[:, 1] > t3
-        if not bool(ok.any()):
+        ok = torch.nonzero(prob[:, 1] > t3).squeeze(1)
+        if ok.numel() == 0:
             return empty
         boxes, scores, reg, lm, ids = boxes[ok], prob[ok, 1], reg[ok], lm[ok], ids[ok]
         bw = (boxes[:, 2] - boxes[:, 0]).unsqueeze(1)
         bh = (boxes[:, 3] - boxes[:, 1]).unsqueeze(1)
         points = torch.stack([boxes[:, :1] + bw * lm[:, :5], boxes[:, 1:2] + bh * lm[:, 5:]], dim=2)
         boxes = _regress(boxes, reg)
-        ids_list = ids.tolist()
-        keep_all: list[int] = []
-        for f in sorted(set(ids_list)):
-            rows = [i for i, v in enumerate(ids_list) if v == f]
-            keep_all.extend(rows[k] for k in _nms_min(boxes[rows], scores[rows], _NMS_STAGE))
-        sel = torch.tensor(keep_all, dtype=torch.long, device=dev)
+        sel = _nms_min(boxes, scores, ids, _NMS_STAGE)
         return boxes[sel], scores[sel], points[sel], ids[sel]
+
+    @staticmethod
+    def _nms_levels(
+        boxes: torch.Tensor, scores: torch.Tensor, fi: torch.Tensor, level: torch.Tensor, levels: int, frames: int
+    ) -> torch.Tensor:
+        """P-Net's NMS within each (pyramid level, frame); indices of the kept candidates, level by level.
+
+        CPU layout (one frame per call): each level's candidates (contiguous, levels in order)
+        through torchvision's NMS on their own, exactly as the former per-level loop, with one
+        ``bincount`` for the counts. Otherwise :func:`_nms_groups` with every (level, frame) a group.
+        """
+        if frames == 1 and boxes.device.type == "cpu":
+            kept, start = [], 0
+            for count in torch.bincount(level, minlength=levels).tolist():
+                if count:
+                    kept.append(start + vision_ops.nms(boxes[start : start + count], scores[start : start + count],
+                                                       _NMS_PER_SCALE))
+                start += count
+            return torch.cat(kept)
+        return _nms_groups(boxes, scores, level * frames + fi, _NMS_PER_SCALE, major=level)
 
 
 __all__ = [
