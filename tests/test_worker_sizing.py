@@ -134,3 +134,21 @@ def test_tiny_vit_checkpoint_is_light(tiny_checkpoint):
     g = inspect_model(tiny_checkpoint).visual_gflops
     assert 0 < g < LIGHT_MODEL_GFLOPS
     assert inspect_model("openclip:Tiny-ViT-T-16").visual_gflops is None  # no header: cost unknown
+
+
+def test_staged_decoders_on_a_gpu_cluster_decode_and_detect_on_the_host(monkeypatch):
+    """Issue 24, item 9: staged decode actors hold no GPU share, so they must not open CUDA contexts."""
+    from cliper_batch.pipeline import run as run_mod
+    from cliper_batch.types import AnnotateConfig
+
+    res = run_mod.size_workers(cpus=16, gpus=2, use_gpu=True, worker="staged")
+    assert (res.worker, res.device, res.decode_device, res.score_num_gpus) == ("staged", "cuda", "cpu", 1.0)
+    seen = []
+    monkeypatch.setattr(run_mod, "_refs_dataset", lambda refs: "ds")
+    monkeypatch.setattr(run_mod, "_map_batches", lambda ds, fn, **kw: seen.append((fn.__name__, kw)) or ds)
+    gen = run_mod._stream([], "spec", AnnotateConfig(), 224, res, None)
+    with pytest.raises(AttributeError):  # "ds" has no iter_batches: the stages were set up by then
+        next(gen)
+    decode = dict(seen)["DecodeStage"]
+    assert decode["fn_constructor_kwargs"]["device"] == "cpu" and "num_gpus" not in decode
+    assert dict(seen)["ScoreStage"]["fn_constructor_kwargs"]["device"] == "cuda"

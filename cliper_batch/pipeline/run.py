@@ -24,8 +24,9 @@ from ..output import run_record
 from ..output.lock import OutputLock
 from ..output.recovery import recover_output
 from ..output.writer import OutputWriter
-from . import single_actor
+from . import ray_data_args, single_actor
 from .driver import RunStopped, StopSignals, drive
+from .metrics import RunMetrics
 
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ class Resources:
     worker: str = "staged"
     videos_per_task: int = 8
     why: str = ""
+    # Where staged decode actors decode and detect faces: always the host. They hold no GPU share
+    # (num_gpus=0), so on CUDA each one would open an unaccounted CUDA context (NVDEC, the detector)
+    # on GPU 0 beside the scorers; the GPU layout that decodes and detects on the device is the fused one.
+    decode_device: str = "cpu"
 
 
 def resolve_worker(worker: str, device_kind: str, model_gflops: float | None = None) -> str:
@@ -299,15 +304,22 @@ def annotate(
         log.info(
             "run %s: %s worker on %s: %s (%s; %d torch threads each%s) because %s", run_id, res.worker, res.device,
             f"{res.score_workers} fused actors" if res.worker == "fused"
-            else f"{res.decode_workers} decoders -> {res.score_workers} scorers",
+            else f"{res.decode_workers} decoders on {res.decode_device} -> {res.score_workers} scorers",
             f"{res.videos_per_task} videos per task" if res.worker == "fused" else f"{len(plan.todo)} videos",
             res.score_threads, f", {res.score_num_gpus:g} GPU" if res.score_num_gpus else "", res.why,
         )
+        if res.worker == "staged" and res.device == "cuda":
+            log.info("run %s: staged on CUDA: the %d decoders decode (PyAV) and detect faces on the CPU, no GPU share "
+                     "each; only the scorers use the GPU (the fused layout decodes and detects on the GPU)",
+                     run_id, res.decode_workers)
         status, why, error = run_record.FINISHED, "", None
         # which drives the actors: Ray Data, or for a short run on one fused actor the driver itself
         executor = "single_actor" if single_actor.applies(res.worker, res.score_workers, len(plan.todo)) else "ray_data"
+        metrics = RunMetrics(run_id, videos_total=len(plan.todo), batch_size=config.batch_size,
+                             frames_per_segment=config.frames_per_segment, device=res.device,
+                             score_workers=res.score_workers)  # Ray's metrics system (docs/operations.md)
         with OutputWriter(
-            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash,
+            output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash, on_commit=metrics.committed,
             videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
             storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
         ) as writer:
@@ -327,9 +339,11 @@ def annotate(
                     writer.add_batch(batch)
                     st = writer.stats
                     progress.update(st.videos_ok + st.videos_failed, st.videos_failed, st.video_seconds)
+                    metrics.after_batch(batch, writer)
 
                 try:
-                    status, why = drive(batches, consume, stall_timeout_s=options.stall_timeout_s, stop=signals)
+                    status, why = drive(batches, consume, stall_timeout_s=options.stall_timeout_s, stop=signals,
+                                         tick=metrics.tick)
                 except Exception as exc:  # the pipeline itself broke (not one video): keep what is done
                     log.exception("run %s: the pipeline failed", run_id)
                     status, why, error = "failed", f"the pipeline failed: {type(exc).__name__}: {exc}", exc
@@ -340,6 +354,7 @@ def annotate(
             else:
                 stats = writer.close(lost_error_type="ClusterStalled" if status == run_record.STALLED else "WorkerLost",
                                      lost_reason=why)
+        metrics.finish(stats, status)
         wall = time.perf_counter() - t0
         summary = RunSummary(
             run_id=run_id,
@@ -473,7 +488,7 @@ def _stream(
             config=config,
             image_size=image_size,
             face_margin=face_margin,
-            device=res.device,
+            device=res.decode_device,  # the host: these actors hold no GPU share (Resources.decode_device)
             storage_options=storage_options,
             decode_threads=1 if res.decode_workers > 1 else 0,
         ),
@@ -522,6 +537,7 @@ _CRASH_RETRIES = dict(max_restarts=2, max_task_retries=2)
 
 def _map_batches(ds, fn, **kwargs):
     """``ds.map_batches(fn, **kwargs)`` with bounded crash retries (see ``_CRASH_RETRIES``)."""
+    ray_data_args.install()  # its actors' small constructor arguments inlined: restarts need no object store
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`ray_remote_args` is deprecated")
         return ds.map_batches(fn, **kwargs, **_CRASH_RETRIES)
