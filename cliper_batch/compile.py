@@ -240,7 +240,10 @@ def _try_torch_compile(
         return None, f"torch.compile setup failed: {_summary(exc)}"
 
     def run(images: Tensor) -> Tensor:
-        if not images.is_inference():  # one graph for all inputs: normal tensors would trigger a recompile
+        # one graph for all inputs: normal tensors would trigger a recompile. Both workers hand in inference
+        # tensors (score_clips normalises in inference mode; the fused stage crops and batches in it), so
+        # this copy is only for other callers.
+        if not images.is_inference():
             images = images.clone()
         with autocast_for(device, dtype):
             return compiled(images)

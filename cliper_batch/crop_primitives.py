@@ -193,16 +193,20 @@ def _pixel_copy(frames: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.T
 
 
 def normalized_crops(
-    backend: str, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cuda"
+    backend: str, size: int, mean: Sequence[float], std: Sequence[float], device: torch.device | str = "cuda",
+    out_dtype: torch.dtype = torch.float32,
 ) -> CropFn:
-    """Crop + resize + normalise to float32 ``[N, 3, S, S]`` with ``backend`` (``'triton'``, ``'dali'`` or ``'torch'``).
+    """Crop + resize + normalise to float ``[N, 3, S, S]`` with ``backend`` (``'triton'``, ``'dali'`` or ``'torch'``).
 
     ``device``: where the frames live (used by ``'dali'``, whose operators run there).
+    ``out_dtype``: the crops' dtype with ``'triton'`` (float16 when the encoder runs in fp16:
+    half the bytes written and read, no cast before the first layer); the others write float32.
     """
     mean_t, std_t = tuple(float(v) for v in mean), tuple(float(v) for v in std)
     if backend == "triton":
         # the boxes come from video_annotation (centre square / validated face squares): no host sync to re-check them
-        return partial(load_triton_crop(), size=int(size), mean=mean_t, std=std_t, check_boxes=False)
+        return partial(load_triton_crop(), size=int(size), mean=mean_t, std=std_t, check_boxes=False,
+                       out_dtype=out_dtype)
     if backend == "dali":
         from .dali_crops import DaliBoxCropper
 

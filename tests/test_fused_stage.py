@@ -382,3 +382,26 @@ def test_a_model_actor_freezes_its_start_up_heap_and_nothing_else_does(ray_runti
     finally:
         ray.kill(holder)
     assert ray.get(in_a_task.remote(), timeout=300) == (False, 0)
+
+
+def test_fused_crops_are_inference_tensors_and_fp16_only_for_triton_into_an_eager_fp16_encoder(corpus, tiny_checkpoint):
+    """Issue 24, item 7: the compiled encoder's wrapper clones normal tensors; the fused crops and batches are
+    inference tensors (no clone per batch). fp16 crops: only Triton on CUDA feeding the eager fp16 path."""
+    from cliper_batch.pipeline.fused_stage import crop_dtype_for
+
+    stage = FusedStage(tiny_checkpoint, config("none"), device="cpu")
+    assert stage.crop_dtype == torch.float32
+    frames = torch.zeros((2, 40, 40, 3), dtype=torch.uint8)
+    crops = stage.annotator.prims.crop(frames, torch.tensor([[0.0, 0, 0, 40, 40], [1.0, 5, 5, 30, 30]]))
+    assert crops.is_inference() and crops.dtype == torch.float32
+    seen = []
+    real = stage.scorer.scored_block
+    stage.scorer.scored_block = lambda block, is_seg, clips, t: seen.append(clips) or real(block, is_seg, clips, t)
+    list(stage(refs_for(corpus / "a.mp4")))
+    assert seen and all(c.is_inference() for c in seen if c is not None)
+    cuda = torch.device("cuda:0")
+    assert crop_dtype_for(cuda, torch.float16, "eager", "triton") == torch.float16
+    assert crop_dtype_for(cuda, torch.float16, "torch.compile", "triton") == torch.float32
+    assert crop_dtype_for(cuda, torch.float16, "eager", "torch") == torch.float32
+    assert crop_dtype_for(cuda, None, "eager", "triton") == torch.float32
+    assert crop_dtype_for(torch.device("cpu"), torch.float16, "eager", "triton") == torch.float32

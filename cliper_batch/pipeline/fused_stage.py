@@ -57,7 +57,7 @@ class _Queued:
 
     video_id: str
     rows: dict[str, np.ndarray]
-    crops: torch.Tensor | None  # [n, T, 3, S, S] float32 on the device
+    crops: torch.Tensor | None  # [n, T, 3, S, S] float32 (float16: crop_dtype_for) on the device, inference tensors
 
     @property
     def n(self) -> int:
@@ -67,6 +67,36 @@ class _Queued:
         head = _Queued(self.video_id, {c: v[:k] for c, v in self.rows.items()}, self.crops[:k])
         tail = _Queued(self.video_id, {c: v[k:] for c, v in self.rows.items()}, self.crops[k:])
         return head, tail
+
+
+def crop_dtype_for(device: torch.device, autocast_dtype: torch.dtype | None, encoder_backend: str, crop_backend: str):
+    """The fused crops' dtype: float16 when the Triton kernel writes them for an eager fp16-autocast encoder on CUDA.
+
+    The encoder's first layer would cast float32 crops to float16 anyway; writing them in float16
+    halves the crop bytes. Compiled encoders keep float32 input (their engines fix the input dtype),
+    and the CPU path is unchanged.
+    """
+    import torch
+
+    if (device.type == "cuda" and autocast_dtype == torch.float16 and encoder_backend == "eager"
+            and crop_backend == "triton"):
+        return torch.float16
+    return torch.float32
+
+
+def _in_inference_mode(crop):
+    """``crop`` run under ``torch.inference_mode``: its crops are inference tensors, as the staged scorer's are.
+
+    A ``torch.compile``d encoder is warmed up with inference tensors; a normal tensor would be
+    cloned by its wrapper (``cliper_batch.compile``) on every batch to avoid a recompile.
+    """
+    import torch
+
+    def run(frames, boxes):
+        with torch.inference_mode():
+            return crop(frames, boxes)
+
+    return run
 
 
 @dataclass
@@ -111,10 +141,13 @@ class FusedStage:
         dev = self.scorer.device
         choice = crop_backend or select_crop_backend(dev)
         self.crop_backend, self.crop_backend_reason = choice.name, choice.reason
+        self.crop_dtype = crop_dtype_for(dev, self.scorer.autocast_dtype, self.scorer.encoder.backend, choice.name)
+        crop = normalized_crops(choice.name, self.scorer.image_size, self.scorer.mean, self.scorer.std, device=dev,
+                                out_dtype=self.crop_dtype)
         primitives = FramePrimitives(
             frames_device=dev,
             decoder_device=f"cuda:{dev.index or 0}" if dev.type == "cuda" else "cpu",
-            crop=normalized_crops(choice.name, self.scorer.image_size, self.scorer.mean, self.scorer.std, device=dev),
+            crop=_in_inference_mode(crop),
             crop_name=choice.name,
             detector_device=dev,
         )
@@ -202,4 +235,6 @@ class FusedStage:
         if clips:
             self.batches.append(BatchRecord(taken, tuple(dict.fromkeys(p.video_id for p in parts if p.crops is not None))))
         is_seg = block["row_kind"] == rows.SEGMENT
-        return self.scorer.scored_block(block, is_seg, torch.cat(clips) if clips else None, t_start)
+        with torch.inference_mode():  # the batch stays an inference tensor: the compiled path need not clone it
+            batch = torch.cat(clips) if len(clips) > 1 else (clips[0] if clips else None)
+        return self.scorer.scored_block(block, is_seg, batch, t_start)
