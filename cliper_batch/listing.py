@@ -1,4 +1,7 @@
-"""List a corpus: an fsspec directory, glob, or text/Parquet manifest -> sorted, de-duplicated ``VideoRef``s."""
+"""List a corpus: an fsspec directory, glob, or text/Parquet manifest -> sorted, de-duplicated ``VideoRef``s.
+
+A ``VideoRef`` is any item to annotate: a video, or a still image (its extension says which).
+"""
 from __future__ import annotations
 
 import datetime as _dt
@@ -9,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow.parquet as pq
 
 from .types import VideoRef
-from .uris import VIDEO_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
+from .uris import MEDIA_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
 
 MANIFEST_URI_COLUMNS = ("video_uri", "uri", "path")
 
@@ -69,8 +72,8 @@ def _infos(fs, paths: list[str], workers: int = 32, chunk: int = 256) -> list[di
         return [i for got in ex.map(many, [paths[k : k + chunk] for k in range(0, len(paths), chunk)]) for i in got]
 
 
-def _is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTENSIONS)
+def _is_media(path: str) -> bool:
+    return path.lower().endswith(MEDIA_EXTENSIONS)
 
 
 def _read_manifest(fs, path: str, uri: str) -> list[str]:
@@ -96,25 +99,26 @@ def _read_manifest(fs, path: str, uri: str) -> list[str]:
 def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     """Every video an ``--input`` names, sorted by URI, each with a stable ``video_id``.
 
-    * a directory: every file below it with a video extension (recursively);
-    * a glob (``*``, ``?``, ``[``): the matching files with a video extension;
+    * a directory: every file below it with a video or image extension (recursively;
+      ``uris.MEDIA_EXTENSIONS``: an image is a one-frame item, ``uris.media_kind``);
+    * a glob (``*``, ``?``, ``[``): the matching files with a video or image extension;
     * a ``.txt``/``.lst`` manifest (one URI per line, ``#`` comments) or a
       ``.parquet`` manifest with a ``video_uri``/``uri``/``path`` column: every
       listed URI, whatever its extension (a bad file becomes a ``failed`` row);
-    * a single video file.
+    * a single video or image file.
     """
     uri = normalize_uri(input_uri)
     fs, path = filesystem_for(uri, **storage_options)
     # normalised URI -> (size, mtime, fingerprint): three values per video, not fsspec's info dict
     marks: dict[str, tuple] = {}
     if any(ch in path for ch in "*?["):
-        found = {p: i for p, i in fs.glob(path, detail=True).items() if _is_video(p) and i.get("type") == "file"}
+        found = {p: i for p, i in fs.glob(path, detail=True).items() if _is_media(p) and i.get("type") == "file"}
         marks = {normalize_uri(_unstrip(fs, uri, p)): fingerprint_of(i) for p, i in found.items()}
         uris = list(marks)
     elif fs.isdir(path):
         for _, _, files in fs.walk(path, detail=True):  # one folder's infos at a time
             for i in files.values():
-                if _is_video(i["name"]):
+                if _is_media(i["name"]):
                     marks[normalize_uri(_unstrip(fs, uri, i["name"]))] = fingerprint_of(i)
         uris = list(marks)
     elif fs.isfile(path):
@@ -154,5 +158,5 @@ def list_videos(input_uri: str, **storage_options) -> list[VideoRef]:
     for u in unusable:
         refs.setdefault(u, VideoRef(video_id=hashlib.sha256(u.encode("utf-8", "replace")).hexdigest()[:16], uri=u))
     if not refs:
-        raise CorpusNotFound(f"input {input_uri!r} lists no videos (extensions: {', '.join(VIDEO_EXTENSIONS)})")
+        raise CorpusNotFound(f"input {input_uri!r} lists no videos or images (extensions: {', '.join(MEDIA_EXTENSIONS)})")
     return sorted(refs.values(), key=lambda r: r.uri)

@@ -23,8 +23,9 @@ from typing import IO, Any
 
 import numpy as np
 
+from .images import probe_image
 from .types import VideoInfo
-from .uris import filesystem_for, normalize_uri
+from .uris import IMAGE, filesystem_for, media_kind, normalize_uri
 
 __all__ = [
     "ProbeError",
@@ -116,6 +117,11 @@ def probe(uri: str, **storage_options: Any) -> VideoInfo:
 
     Raises :class:`ProbeError` naming the file and the problem for missing,
     empty, truncated or non-video input.
+
+    A URI with an image extension (``uris.media_kind``) is a still image: after the
+    same missing/empty checks, :func:`cliper_batch.images.probe_image` reads its
+    header into a one-frame ``VideoInfo`` (``kind="image"``) or raises
+    :class:`~cliper_batch.images.ImageError`.
     """
     import av
 
@@ -132,6 +138,8 @@ def probe(uri: str, **storage_options: Any) -> VideoInfo:
         raise ProbeError(f"{uri}: cannot access file ({type(exc).__name__}: {exc})") from exc
     if size == 0:
         raise ProbeError(f"{uri}: file is empty (0 bytes)")
+    if media_kind(uri) == IMAGE:  # a still image: a one-frame item, read with Pillow (raises ImageError)
+        return probe_image(uri, **storage_options)
 
     try:
         with open_container(uri, **storage_options) as container:

@@ -39,6 +39,14 @@ def plan_segments(duration_s: float, segment_seconds: float, frames_per_segment:
 
 
 def plan_for(info: VideoInfo, segment_seconds: float, frames_per_segment: int) -> list[Segment]:
+    """The segments of a probed item. A still image (``info.kind == "image"``) is one segment at time 0
+    (``start_s == end_s == 0``) whose ``frames_per_segment`` samples are all its one frame, so that it
+    is framed, cropped and scored exactly like a video segment (mean pooling over copies of one frame
+    is that frame's features)."""
+    if info.kind == "image":
+        if frames_per_segment < 1:
+            raise ValueError("frames_per_segment must be >= 1")
+        return [Segment(index=0, start_s=0.0, end_s=0.0, timestamps=(0.0,) * frames_per_segment)]
     return plan_segments(info.duration_s, segment_seconds, frames_per_segment)
 
 

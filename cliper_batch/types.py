@@ -22,7 +22,13 @@ class VideoRef:
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a probe learns about a video stream before decoding."""
+    """What a probe learns about a video stream (or a still image) before decoding.
+
+    A still image (``kind == "image"``, :mod:`cliper_batch.images`) is a one-frame item:
+    ``duration_s == 0``, ``fps == 0``, ``n_frames == 1``; ``codec`` is its format
+    (``jpeg``, ``png``, ``webp``, ``bmp``) and ``rotation`` the rotation part of its EXIF
+    orientation. Its segment plan is one segment at time 0 (:func:`cliper_batch.sampling.plan_for`).
+    """
 
     duration_s: float
     fps: float
@@ -31,6 +37,7 @@ class VideoInfo:
     codec: str
     rotation: int = 0  # degrees clockwise to display upright (0, 90, 180, 270)
     n_frames: int | None = None
+    kind: str = "video"  # video | image (uris.media_kind)
 
     def to_dict(self) -> dict:
         return asdict(self)

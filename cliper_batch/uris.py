@@ -10,6 +10,11 @@ import fsspec
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv",
 )
+# Still images: annotated as one-frame items (cliper_batch/images.py), one row per face (or per image, --faces none).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# What a folder or glob listing picks up.
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
+IMAGE, VIDEO = "image", "video"
 
 
 class InvalidURI(ValueError):
@@ -47,6 +52,16 @@ def normalize_uri(uri: str) -> str:
         ) from exc
     # One spelling per object (e.g. memory://a and memory:///a), so ids are stable.
     return f"{proto}://{cls._strip_protocol(uri)}"
+
+
+def media_kind(uri: str) -> str:
+    """``"image"`` for a URI with an image extension (:data:`IMAGE_EXTENSIONS`), else ``"video"``.
+
+    The one rule that decides how an item is read (:func:`cliper_batch.probe.probe`) and the
+    ``kind`` column of both output tables. Query strings are not part of a file name here:
+    fsspec URIs name objects, not web pages.
+    """
+    return IMAGE if uri.lower().endswith(IMAGE_EXTENSIONS) else VIDEO
 
 
 def is_local(uri: str) -> bool:

@@ -9,7 +9,7 @@ PACKAGE = "cliper_batch"
 LAYERS = [
     ["types", "labels", "uris", "failures", "schema", "testvideos", "devices", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead)
     ["rows", "listing"],
-    ["probe", "sampling"],
+    ["probe", "sampling", "images"],  # images: a still image as a one-frame item (facts and pixels, Pillow)
     ["decode"],
     ["crops", "kernels", "dali_crops", "crop_primitives"],
     ["faces", "mtcnn_weights"],  # mtcnn_weights: the detector file and its pinned hash, no torch (preflight reads it)

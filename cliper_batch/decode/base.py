@@ -57,7 +57,7 @@ class DecoderUnavailable(RuntimeError):
 class FrameDecoder(Protocol):
     """What the pipeline calls; implemented by ``PyAVDecoder`` and ``DaliDecoder``."""
 
-    name: str  # 'pyav' | 'dali-cpu' | 'dali-gpu'
+    name: str  # 'pyav' | 'dali-cpu' | 'dali-gpu' | 'pillow' (still images, image_backend.py)
 
     def iter_frames(
         self,

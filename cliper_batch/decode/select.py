@@ -8,6 +8,9 @@ is installed matter), so the policy is testable without a GPU;
 logged; ``build_decoder`` turns a choice into a (process-wide cached) decoder
 object, and ``select_decoder`` does both.
 
+A still image (``info.kind == "image"``) always gets the ``pillow`` decoder
+(:mod:`cliper_batch.decode.image_backend`), whatever the preference.
+
 Policy for ``preference='auto'``:
 
 - CUDA device and a codec NVDEC decodes (h264, hevc, av1, vp8, vp9, mpeg4,
@@ -68,7 +71,7 @@ CPU_POLICY_NOTE = (
 class DecoderChoice:
     """The backend picked for a video and why (logged; recorded by the pipeline if it likes)."""
 
-    backend: str  # 'pyav' | 'dali-cpu' | 'dali-gpu'
+    backend: str  # 'pyav' | 'dali-cpu' | 'dali-gpu' | 'pillow' (still images)
     device_id: int | None  # CUDA index for dali-gpu
     reason: str
 
@@ -126,6 +129,8 @@ def choose_decoder(preference: str, info: VideoInfo, device: str, dali_installed
     pref = (preference or "auto").strip().lower()
     if pref not in ("auto", "pyav", "dali"):
         raise ValueError(f"decoder preference must be auto|pyav|dali, got {preference!r}")
+    if info.kind == "image":  # a still image: one Pillow decode whatever the preference (PyAV/DALI decode videos)
+        return DecoderChoice("pillow", None, f"still image ({info.codec}) -> Pillow")
     kind, index = parse_device(device)
     codec = (info.codec or "").lower()
     have_dali = dali_available() if dali_installed is None else dali_installed
@@ -236,6 +241,10 @@ def choose_usable_decoder(preference: str, info: VideoInfo, device: str) -> Deco
 
 
 def _make_decoder(backend: str, device_id: int | None, threads: int, storage_options: dict | None) -> FrameDecoder:
+    if backend == "pillow":
+        from .image_backend import ImageDecoder
+
+        return ImageDecoder(storage_options=storage_options)
     if backend == "pyav":
         from .pyav_backend import PyAVDecoder
 
