@@ -75,6 +75,7 @@ def _timeline_part(uris: list[str], durations: np.ndarray, tracks: np.ndarray, l
     cols = {
         "video_id": [video_id_for(u) for u in uris_a[v]],
         "video_uri": uris_a[v].tolist(),
+        "kind": ["video"] * n,
         "track_id": tr.astype(np.int32),
         "segment_index": seg.astype(np.int32),
         "start_s": start,
@@ -119,6 +120,7 @@ def write_synthetic_output(out: str, n_videos: int, heroes: list[str], seed: int
         videos = {
             "video_id": [video_id_for(uris[i]) for i in idx],
             "video_uri": [uris[i] for i in idx],
+            "kind": ["video"] * len(idx),
             "size_bytes": [os.path.getsize(uris[i]) if i < len(heroes) else 5_000_000 for i in idx],
             "fingerprint": [None] * len(idx),
             "status": ["failed" if failed[i] else "ok" for i in idx],

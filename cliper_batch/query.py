@@ -57,13 +57,21 @@ def _scan(output: str, table: str, check_schema: bool, storage_options: dict | N
         raise NoAnnotations(f"no {table} Parquet files under {output!r} (has an annotate run finished there?)")
     if check_schema:
         _check_versions(fs, files)
-    # videos: columns added to schema v1 later (error_class, attempt) read as null from older files
-    pa_schema = schema.video_schema() if table == schema.VIDEOS else None
+    # columns added to schema v1 later (videos: kind, error_class, attempt; timelines: kind) read as null from
+    # older files. A timelines schema depends on the model's classes: the first file's metadata names them.
+    pa_schema = schema.video_schema() if table == schema.VIDEOS else _timeline_schema_of(fs, files[0])
     if is_local(output):
         if pa_schema is None:
             return pl.scan_parquet(files)
         return pl.scan_parquet(files, schema=pl.from_arrow(pa_schema.empty_table()).schema, missing_columns="insert")
     return pl.scan_pyarrow_dataset(pads.dataset(files, schema=pa_schema, filesystem=fs, format="parquet"))
+
+
+def _timeline_schema_of(fs, path: str):
+    """The timelines schema for the classes ``path``'s metadata names (None when it names none: scan as found)."""
+    with fs.open(path, "rb") as fh:
+        classes = schema.classes_of(pq.read_schema(fh).metadata)
+    return None if classes is None else schema.timeline_schema(classes)
 
 
 def scan_videos(
@@ -98,13 +106,23 @@ def class_columns(lf: pl.LazyFrame) -> list[str]:
 
 
 def expression_shares(lf: pl.LazyFrame, by: Iterable[str] = ("video_id", "track_id")) -> pl.LazyFrame:
-    """Share of time (duration-weighted) each label wins, per group; one column ``share_<label>`` per class."""
+    """Share of time (duration-weighted) each label wins, per group; one column ``share_<label>`` per class.
+
+    A group without duration (a still image's rows: ``start_s == end_s == 0``) shares by rows
+    instead: an image track's share of its label is 1, an image's (``by=["video_id"]``) is the
+    fraction of its faces with that label. ``seconds`` stays 0 for it.
+    """
     by = list(by)
     classes = [c[2:] for c in class_columns(lf)]
     dur = pl.col("end_s") - pl.col("start_s")
     aggs = [(dur * (pl.col("label") == c)).sum().alias(f"share_{c}") for c in classes]
-    out = lf.group_by(by).agg(dur.sum().alias("seconds"), *aggs)
-    return out.with_columns([(pl.col(f"share_{c}") / pl.col("seconds")).alias(f"share_{c}") for c in classes]).sort(by)
+    rows = [(pl.col("label") == c).sum().alias(f"_rows_{c}") for c in classes]
+    out = lf.group_by(by).agg(dur.sum().alias("seconds"), pl.len().alias("_rows"), *aggs, *rows)
+    timed = pl.col("seconds") > 0
+    return out.with_columns([
+        pl.when(timed).then(pl.col(f"share_{c}") / pl.col("seconds")).otherwise(pl.col(f"_rows_{c}") / pl.col("_rows"))
+        .alias(f"share_{c}") for c in classes
+    ]).drop("_rows", *[f"_rows_{c}" for c in classes]).sort(by)
 
 
 def find_segments(

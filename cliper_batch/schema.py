@@ -23,10 +23,12 @@ def class_column(name: str) -> str:
 
 
 def timeline_schema(classes: tuple[str, ...] | list[str]) -> pa.Schema:
-    """One row per (video, track, segment)."""
+    """One row per (video, track, segment); a still image is one segment (index 0, start = end = 0) per face."""
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("video_uri", pa.string(), nullable=False),
+        # added within v1 (read as null = "video" from older files): image | video (uris.media_kind)
+        pa.field("kind", pa.string()),
         pa.field("track_id", pa.int32(), nullable=False),  # 0 when --faces none
         pa.field("segment_index", pa.int32(), nullable=False),
         pa.field("start_s", pa.float64(), nullable=False),
@@ -51,11 +53,18 @@ def timeline_schema(classes: tuple[str, ...] | list[str]) -> pa.Schema:
     return pa.schema(fields, metadata=_meta(TIMELINES, classes))
 
 
+def classes_of(metadata: dict[bytes, bytes] | None) -> list[str] | None:
+    """The model classes a timelines file's metadata names (None when it names none)."""
+    raw = (metadata or {}).get(META_CLASSES_KEY)
+    return None if raw is None else list(json.loads(raw))
+
+
 def video_schema() -> pa.Schema:
-    """One row per input video per run (the run's manifest)."""
+    """One row per input item (video or image) per run (the run's manifest)."""
     fields = [
         pa.field("video_id", pa.string(), nullable=False),
         pa.field("video_uri", pa.string(), nullable=False),
+        pa.field("kind", pa.string()),  # added within v1 (null = "video" in older files): image | video
         pa.field("size_bytes", pa.int64()),  # from the listing
         pa.field("fingerprint", pa.string()),  # size + mtime/ETag: decides whether an incremental run redoes it
         pa.field("status", pa.string(), nullable=False),  # ok | failed

@@ -14,6 +14,7 @@ import numpy as np
 from .. import failures, schema
 from .. import rows
 from ..types import VideoOutcome, VideoRef
+from ..uris import media_kind
 
 
 @dataclass
@@ -102,6 +103,7 @@ class Regrouper:
         row = {
             "video_id": str(batch["video_id"][i]),
             "video_uri": str(batch["video_uri"][i]),
+            "kind": media_kind(str(batch["video_uri"][i])),
             "track_id": int(batch["track_id"][i]),
             "segment_index": int(batch["segment_index"][i]),
             "start_s": float(batch["start_s"][i]),
@@ -155,6 +157,7 @@ class Regrouper:
         return {
             "video_id": o.ref.video_id,
             "video_uri": o.ref.uri,
+            "kind": media_kind(o.ref.uri),
             "size_bytes": o.ref.size_bytes,
             "fingerprint": o.ref.fingerprint,
             "status": o.status,
@@ -163,7 +166,7 @@ class Regrouper:
             "error_class": None if ok else failures.classify(o.error_type),
             "attempt": self._attempts.get(o.ref.video_id, 1),
             "duration_s": info.duration_s if info else None,
-            "fps": info.fps if info else None,
+            "fps": info.fps if info and info.fps > 0 else None,  # a still image has none
             "width": info.width if info else None,
             "height": info.height if info else None,
             "codec": info.codec if info else None,
