@@ -57,7 +57,8 @@ def build_report(output: str, options: ReportOptions | None = None) -> str:
             log.warning("%s", thumbs.problem)
         tracks = [
             track_view(t, thumbs, charts.to_svg(
-                charts.timeline_chart(t.segments, corpus.classes, d.duration_s)))
+                charts.image_face_chart(t.segments, corpus.classes) if d.is_image
+                else charts.timeline_chart(t.segments, corpus.classes, d.duration_s)))
             for t in d.tracks
         ]
         views.append(VideoView(detail=d, name=file_name(d.video_uri), tracks=tracks, thumbnail_problem=thumbs.problem))

@@ -60,6 +60,12 @@ def step_points(segments: pl.DataFrame, classes: list[str]) -> pl.DataFrame:
     ).sort(["class", "seq"])
 
 
+def image_face_chart(segments: pl.DataFrame, classes: list[str]) -> alt.Chart:
+    """A still image's face (one row): its class probabilities as bars, where a video track has a timeline."""
+    row = segments.row(0, named=True)
+    return shares_chart({c: float(row[f"p_{c}"]) for c in classes}, classes, "", axis_title="probability")
+
+
 def timeline_chart(segments: pl.DataFrame, classes: list[str], duration_s: float | None) -> alt.VConcatChart:
     """Class probabilities over time (step lines) above the winning label as a coloured band."""
     end = float(duration_s) if duration_s else float(segments["end_s"].max())
@@ -91,15 +97,15 @@ def timeline_chart(segments: pl.DataFrame, classes: list[str], duration_s: float
     return alt.vconcat(lines, band, spacing=4).resolve_scale(color="shared")
 
 
-def shares_chart(shares: dict[str, float], classes: list[str], title: str) -> alt.Chart:
-    """Horizontal bars: share of face-time each class wins."""
+def shares_chart(shares: dict[str, float], classes: list[str], title: str, axis_title: str = "share of face-time") -> alt.Chart:
+    """Horizontal bars: share of face-time each class wins (or, with another ``axis_title``, any 0..1 value per class)."""
     data = pl.DataFrame({"class": list(classes), "share": [float(shares.get(c, 0.0)) for c in classes]})
     return (
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
             y=alt.Y("class:N", sort=list(classes), title=None),
-            x=alt.X("share:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title="share of face-time"),
+            x=alt.X("share:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"), title=axis_title),
             color=alt.Color("class:N", scale=class_scale(classes), legend=None),
         )
         .properties(width=360, height=max(60, 18 * len(classes)))

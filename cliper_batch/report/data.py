@@ -66,7 +66,7 @@ class TopVideo:
 class CorpusSummary:
     """Corpus-wide numbers over the latest manifest row of every video."""
 
-    n_videos: int
+    n_videos: int  # items: videos and images
     n_ok: int
     n_failed: int
     video_seconds: float
@@ -76,6 +76,7 @@ class CorpusSummary:
     shares: dict[str, float]  # label -> share of face-time (all current segments, duration-weighted)
     top_videos: dict[str, list[TopVideo]]  # label -> videos with the largest share of it
     failures: list[FailureGroup]
+    n_images: int = 0  # of n_videos, still images (kind == "image")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,11 @@ class VideoDetail:
     run_id: str
     model_id: str
     tracks: list[TrackDetail] = field(default_factory=list)
+    kind: str = "video"  # video | image
+
+    @property
+    def is_image(self) -> bool:
+        return self.kind == "image"
 
 
 def load_runs(output: str, storage_options: dict | None = None) -> list[RunInfo]:
@@ -206,6 +212,7 @@ def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3
         (pl.col("status") == "ok").sum().alias("ok"),
         (pl.col("status") != "ok").sum().alias("failed"),
         pl.col("duration_s").filter(pl.col("status") == "ok").sum().alias("video_seconds"),
+        (pl.col("kind") == "image").sum().alias("images"),  # null (files before the column) = video
     )).row(0, named=True)
     fails = collect(
         m.filter(pl.col("status") != "ok")
@@ -244,6 +251,7 @@ def corpus_summary(tables: OutputTables, top: int = 5, failure_examples: int = 3
         shares=shares,
         top_videos=top_videos,
         failures=failures,
+        n_images=int(counts["images"] or 0),
     )
 
 
@@ -299,7 +307,8 @@ def video_table(tables: OutputTables, limit: int) -> tuple[pl.DataFrame, int]:
     """Up to ``limit`` videos (failed first, then by name) with their dominant label; and the total count."""
     total = int(collect(tables.manifest.select(pl.len())).item())
     rows = tables.manifest.select(
-        "video_id", "video_uri", "status", "error_type", "duration_s", "n_tracks", "n_segments"
+        "video_id", "video_uri", pl.col("kind").fill_null("video"), "status", "error_type", "duration_s", "n_tracks",
+        "n_segments",
     ).sort([pl.col("status") == "ok", "video_uri"]).head(limit)
     if tables.timelines is not None and tables.classes:
         chosen = rows.select("video_id")
@@ -368,7 +377,7 @@ def video_details(tables: OutputTables, video_ids: list[str]) -> list[VideoDetai
             VideoDetail(
                 video_id=vid, video_uri=m["video_uri"], status=m["status"], error_type=m["error_type"], error=m["error"],
                 duration_s=m["duration_s"], fps=m["fps"], width=m["width"], height=m["height"], run_id=m["run_id"],
-                model_id=m["model_id"], tracks=tracks,
+                model_id=m["model_id"], tracks=tracks, kind=m.get("kind") or "video",
             )
         )
     return out
@@ -380,6 +389,8 @@ def _track(track_id: int, seg: pl.DataFrame, classes: list[str]) -> TrackDetail:
     box = tuple(float(boxes[c].median()) for c in box_cols) if boxes.height else None
     mid = seg.row(seg.height // 2, named=True)  # the middle segment of the track
     dur = seg["end_s"] - seg["start_s"]
+    if not float(dur.sum()) > 0:  # a still image's track: no duration, its rows count (query.expression_shares)
+        dur = pl.Series([1.0] * seg.height)
     total = float(dur.sum()) or 1.0
     shares = {c: float(dur.filter(seg["label"] == c).sum()) / total for c in classes}
     return TrackDetail(

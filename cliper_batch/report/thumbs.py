@@ -1,7 +1,7 @@
 """Face thumbnails for the report: one frame per track, decoded with the engine's PyAV decoder, cut at the median box.
 
-Frames come from :class:`cliper_batch.decode.pyav_backend.PyAVDecoder`, so
-they are upright (rotation applied) in the same coordinates the face boxes
+Frames come from :class:`cliper_batch.decode.pyav_backend.PyAVDecoder` (a still image's from
+the ``pillow`` decoder, :mod:`cliper_batch.decode.image_backend`), so they are upright (rotation applied) in the same coordinates the face boxes
 were recorded in. Thumbnails are JPEG, inlined as ``data:`` URIs.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from ..decode import DecodeError
-from ..decode.pyav_backend import PyAVDecoder
+from ..decode import DecodeError, select_decoder
+from ..images import ImageError
 from ..probe import ProbeError, probe
 from .data import VideoDetail
 
@@ -57,12 +57,14 @@ def video_thumbnails(video: VideoDetail, storage_options: dict | None = None) ->
         return Thumbnails({})
     try:
         info = probe(video.video_uri, **(storage_options or {}))
-    except ProbeError as exc:
+    except (ProbeError, ImageError) as exc:
         return Thumbnails({}, f"no thumbnails: {exc} (moved or changed since it was annotated?)")
     times = sorted({min(t.thumb_time_s, max(info.duration_s - 1e-3, 0.0)) for t in video.tracks})
     try:
-        frames = dict(zip(times, PyAVDecoder(threads=1, storage_options=storage_options).iter_frames(video.video_uri, info, times)))
-    except DecodeError as exc:
+        # PyAV for a video, Pillow for a still image (decode.select picks by info.kind)
+        decoder = select_decoder("pyav", info, "cpu", threads=1, storage_options=storage_options)
+        frames = dict(zip(times, decoder.iter_frames(video.video_uri, info, times)))
+    except (DecodeError, ImageError) as exc:
         return Thumbnails({}, f"no thumbnails: {exc}")
     out = {}
     for t in video.tracks:
