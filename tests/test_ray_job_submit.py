@@ -88,7 +88,7 @@ def test_job_imports_kernels_and_training_by_their_one_name_from_the_working_dir
     root = os.path.dirname(os.path.dirname(init))
     assert kernels == os.path.join(root, "cliper_batch", "kernels", "__init__.py"), log
     assert train == os.path.join(root, "cliper_batch", "training", "train.py"), log
-    assert loop_module == "cliper_batch.training.train", log
+    assert loop_module == "cliper_batch.training.loop", log
 
 
 def test_the_head_refuses_clients_without_the_token(head):

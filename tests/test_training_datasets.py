@@ -401,7 +401,8 @@ def test_augment_mild_keeps_the_face():
 
 def test_augment_bad_value_is_refused(tmp_path):
     from cliper_batch.synthetic import write_image_dataset
-    from cliper_batch.training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
+    from cliper_batch.training.config import TrainConfig, TrainConfigError
+    from cliper_batch.training.train import build_parser, config_from_args
 
     with pytest.raises(ValueError, match=r"augment must be one of \['cliper', 'mild', 'none'\], got 'heavy'"):
         build_transform(True, 32, MEAN, STD, augment="heavy")

@@ -17,7 +17,8 @@ import torch
 
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.training.state import METRICS_FILE, STATE_FILE, TrainState, TrainStateError, check_compatible, load_state
-from cliper_batch.training.train import TrainConfig, TrainConfigError, build_parser, config_from_args
+from cliper_batch.training.config import TrainConfig, TrainConfigError
+from cliper_batch.training.train import build_parser, config_from_args
 
 TINY = "openclip:Tiny-ViT-T-16"
 

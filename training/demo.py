@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from .train import TrainConfig
+from .config import TrainConfig
 
 DEMO_ARCH = "Demo-ByobNet-T"  # cliper_batch/model/configs/Demo-ByobNet-T.json: timm test_byobnet, 64 px, embed 128
 
