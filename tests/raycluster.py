@@ -90,6 +90,8 @@ class LocalRayHead:
         self.ports = PortPicker()  # the head's and its worker nodes' ports, all distinct
         self.port = self.ports.port()
         self.dashboard_port = self.ports.port()
+        self.metrics_port = self.ports.port()  # the node's Prometheus endpoint (Ray's and the job's metrics)
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.address = f"127.0.0.1:{self.port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
 
@@ -137,7 +139,7 @@ class LocalRayHead:
             f"--object-manager-port={self.ports.port()}",
             f"--dashboard-agent-listen-port={self.ports.port()}",
             f"--dashboard-agent-grpc-port={self.ports.port()}",
-            f"--metrics-export-port={self.ports.port()}",
+            f"--metrics-export-port={self.metrics_port}",
             f"--runtime-env-agent-port={self.ports.port()}",
             f"--min-worker-port={worker_lo}", f"--max-worker-port={worker_lo + 39}",
             f"--temp-dir={self.temp_dir}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +48,10 @@ class OutputWriter:
         storage_options: dict | None = None,
         expected: list[VideoRef] | None = None,
         attempts: dict[str, int] | None = None,
+        on_commit: Callable[[float, int], None] | None = None,
     ):
+        """``on_commit(seconds, videos)`` is called after each committed part (the driver's metrics)."""
+        self.on_commit = on_commit
         self.fs, self.root = filesystem_for(output_uri, **(storage_options or {}))
         self.output_uri = output_uri
         self.run_id = run_id
@@ -84,6 +88,7 @@ class OutputWriter:
         self._last_flush = time.monotonic()
         if not self.regroup.ready_videos:
             return
+        t0 = time.perf_counter()
         timelines, videos = self.regroup.take()
         name = PartName(self._part, self._part).name()
         if timelines:
@@ -93,6 +98,8 @@ class OutputWriter:
         commit_table(self.fs, self.root, self.run_id, vt, f"{current_dir(self.root, VIDEOS, self.run_id)}/{name}")
         self._part += 1
         self.stats.parts += 1
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - t0, len(videos))
 
     def close(self, *, lost_error_type: str | None = "WorkerLost", lost_reason: str = "") -> WriterStats:
         """Account for unfinished videos (see :meth:`Regrouper.finish`), flush, retire superseded rows, drop staging."""

@@ -85,12 +85,17 @@ def drive(
     stall_timeout_s: float,
     stop: StopSignals | None = None,
     poll_s: float = 0.5,
+    tick: Callable[[float, int], None] | None = None,
 ) -> tuple[str, str]:
     """Feed ``batches`` to ``sink`` on this thread; return (status, why): ``finished``, ``interrupted`` or ``stalled``.
 
     An exception of the pipeline is raised here. On ``interrupted``/``stalled`` the pump
     thread is left blocked in the iterator (a daemon); the caller commits, then the
     process (or ``ray.shutdown``) ends the pipeline.
+
+    ``tick(idle_s, waiting)``, if given, is called at every poll (at most every ``poll_s``) and
+    before each batch: seconds since the last batch, and batches fetched but not yet sunk (the
+    run's metrics: :mod:`.metrics`).
     """
     q: queue.Queue = queue.Queue(maxsize=2)
     quit_ = threading.Event()
@@ -115,6 +120,8 @@ def drive(
     last = time.monotonic()
     try:
         while True:
+            if tick is not None:
+                tick(time.monotonic() - last, q.qsize())
             if stop is not None and stop.event.is_set():
                 name = signal.Signals(stop.signum).name if stop.signum else "stop"
                 return run_record.INTERRUPTED, f"{name} received"
