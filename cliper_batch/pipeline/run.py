@@ -23,7 +23,7 @@ from ..uris import check_locations
 from ..output import run_record
 from ..output.lock import OutputLock
 from ..output.recovery import recover_output
-from ..output.writer import OutputWriter
+from ..output.writer import OutputUnwritable, OutputWriter
 from . import ray_data_args, single_actor
 from .driver import RunStopped, StopSignals, drive
 from .metrics import RunMetrics
@@ -344,6 +344,8 @@ def annotate(
                 try:
                     status, why = drive(batches, consume, stall_timeout_s=options.stall_timeout_s, stop=signals,
                                          tick=metrics.tick)
+                except OutputUnwritable as exc:  # the output's disk is full or read-only: one line, not a traceback
+                    status, why, error = "failed", str(exc), exc
                 except Exception as exc:  # the pipeline itself broke (not one video): keep what is done
                     log.exception("run %s: the pipeline failed", run_id)
                     status, why, error = "failed", f"the pipeline failed: {type(exc).__name__}: {exc}", exc
@@ -354,6 +356,8 @@ def annotate(
             else:
                 stats = writer.close(lost_error_type="ClusterStalled" if status == run_record.STALLED else "WorkerLost",
                                      lost_reason=why)
+        if writer.unwritable is not None:  # refused while closing: nothing more was written (output/writer.py)
+            status, why, error = "failed", str(writer.unwritable), writer.unwritable
         metrics.finish(stats, status)
         wall = time.perf_counter() - t0
         summary = RunSummary(
@@ -381,9 +385,7 @@ def annotate(
             failed_by_class=dict(stats.failed_by_class),
             videos_dropped=stats.videos_dropped,
         )
-        run_record.write_record(
-            writer.fs,
-            writer.root,
+        writer.write_record(
             run_id,
             {
                 "run_id": run_id,
@@ -420,6 +422,8 @@ def annotate(
                 },
             },
         )
+    if writer.unwritable is not None and error is not writer.unwritable:  # the run record itself was refused
+        summary.status, status, why, error = "failed", "failed", str(writer.unwritable), writer.unwritable
     if status != run_record.FINISHED:
         raise RunStopped(summary, why, signals.signum) from error
     return summary
