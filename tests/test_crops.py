@@ -56,7 +56,7 @@ def test_square_box_with_margin_centres_and_grows():
         ((10, 30, 20, 20), 0.1, "empty box"),
         ((700, 10, 720, 30), 0.1, "does not overlap"),
         ((-30, 10, -10, 30), 0.1, "does not overlap"),
-        ((10, 10, 20, 20), -0.1, "margin"),
+        ((10, 10, 20, 20), -0.5, "margin"),
         ((float("nan"), 10, 20, 20), 0.1, "non-finite"),
         ((1, 2, 3), 0.1, "must be"),
     ],
