@@ -51,10 +51,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-try:  # training/data.py is becoming the training/datasets package; either name works
-    from cliper_batch.training import datasets as _datasets
-except ImportError:  # pragma: no cover - the older layout
-    from cliper_batch.training import data as _datasets  # type: ignore[no-redef]
+from cliper_batch.training import datasets as _datasets
 from bench.peers.peer_io import timed
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.training.metrics import confusion_matrix, scores_from_confusion
