@@ -404,7 +404,7 @@ def test_augment_bad_value_is_refused(tmp_path):
     from cliper_batch.training.config import TrainConfig, TrainConfigError
     from cliper_batch.training.train import build_parser, config_from_args
 
-    with pytest.raises(ValueError, match=r"augment must be one of \['cliper', 'mild', 'none'\], got 'heavy'"):
+    with pytest.raises(ValueError, match=r"augment must be one of \['cliper', 'mild', 'face', 'none'\], got 'heavy'"):
         build_transform(True, 32, MEAN, STD, augment="heavy")
     labels = write_image_dataset(str(tmp_path / "faces"), n_per_class=1, seed=3, size=64)
     with pytest.raises(ValueError, match="augment must be one of"):
