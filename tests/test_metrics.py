@@ -184,7 +184,7 @@ def test_a_run_exports_its_metrics_on_the_heads_prometheus_endpoint(tiny_checkpo
                     s = scrape(head.metrics_url)
                 except OSError:
                     s = {}
-                if value(s, "ray_cliper_videos_total") and not seen_during:
+                if value(s, "ray_cliper_videos_todo") and not seen_during:
                     seen_during = s
                 time.sleep(0.5)
             text, _ = proc.communicate(timeout=120)
@@ -196,7 +196,7 @@ def test_a_run_exports_its_metrics_on_the_heads_prometheus_endpoint(tiny_checkpo
         assert "videos ok=2 failed=1 of 3" in text, text[-4000:]
         run_id = re.search(r"run (\S+): videos ok=", text).group(1)
         assert seen_during, "no cliper_ metric on the head's endpoint while the run went on"
-        assert value(seen_during, "ray_cliper_videos_total", run_id=run_id) == 3
+        assert value(seen_during, "ray_cliper_videos_todo", run_id=run_id) == 3
 
         want = {
             ("ray_cliper_videos_done_total", (("status", "ok"),)): 2,

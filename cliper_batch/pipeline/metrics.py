@@ -83,7 +83,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
               "Items waiting in the driver: driver_inbox (scored blocks fetched from Ray, not yet written), "
               "writer_incomplete (videos waiting for their remaining rows), writer_uncommitted (complete "
               "videos waiting for the next commit)."),
-    MetricDef("cliper_videos_total", GAUGE, ("run_id",), "Videos in this run's work list."),
+    MetricDef("cliper_videos_todo", GAUGE, ("run_id",), "Videos in this run's work list."),
     MetricDef("cliper_videos_remaining", GAUGE, ("run_id",), "Videos of the work list not finished yet."),
     MetricDef("cliper_seconds_since_progress", GAUGE, ("run_id",),
               "Seconds since the driver last received a scored block (the stall watchdog's clock)."),
@@ -145,7 +145,7 @@ class RunMetrics:
         self._seen = {"ok": 0, "failed": 0, "video_seconds": 0.0}
         self._failed_by_class: dict[str, int] = {}
         self._tags = {"run_id": self.run_id}
-        self._set("cliper_videos_total", self.videos_total)
+        self._set("cliper_videos_todo", self.videos_total)
         self._set("cliper_videos_remaining", self.videos_total)
         self._set("cliper_seconds_since_progress", 0.0)
         self._set("cliper_run_active", 1, status="running")
