@@ -44,7 +44,7 @@ echo "face margin (validation median): $MARGIN"
 
 # 3. calibrate on validation, evaluate on test, write the shipped checkpoint
 $PY -m cliper_batch.training.evaluate --model "$RUNS/$NAME.safetensors" --data "fer2013:$DATA" \
-  --calibration-split validation --test-split test --face-margin "$MARGIN" --write "$OUT" \
+  --calibration-split validation --test-split test --grey --face-margin "$MARGIN" --write "$OUT" \
   --json docs/models/fer2013-eval.json --plot docs/models/fer2013-reliability.svg >/dev/null
 
 # 4. the framing's effect on test: dataset crops vs detector crops at several margins, the shipped model

@@ -59,6 +59,8 @@ def installed(tmp_path_factory):
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "cliper_batch/faces/weights/mtcnn.safetensors" in names and "cliper_batch/faces/weights/NOTICE" in names
+    # the shipped checkpoints travel inside the package: the default real-face model and the demo's
+    assert {"cliper_batch/models/cliper-fer2013.safetensors", "cliper_batch/models/cliper-demo.safetensors"} <= set(names)
 
     t0 = time.perf_counter()
     venv = root / "venv"
@@ -145,3 +147,26 @@ def test_wheel_in_a_fresh_venv_runs_the_default_job_from_any_folder(installed, t
     assert broken.returncode == 2, broken.stderr[-3000:]
     assert "face detector unavailable" in broken.stderr and "reinstall cliper-batch" in broken.stderr, broken.stderr[-3000:]
     assert _no_rows(work / "out3")
+
+
+def test_wheel_runs_the_real_face_default_without_a_model_option(installed, tmp_path):
+    """No --model: the packaged real-face model annotates a real smiling face (a video made from a public-domain photo)."""
+    from realfaces import write_astronaut_video
+
+    bin_dir, _ = installed
+    home, work = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir()
+    (work / "videos").mkdir(parents=True)
+    write_astronaut_video(str(work / "videos" / "astronaut.mp4"))
+    env = _user_env(home)
+    models = _run([str(bin_dir / "cliper"), "models"], env=env, cwd=work)
+    assert models.returncode == 0 and "builtin:fer2013 (default)" in models.stdout, models.stdout + models.stderr
+    job = _run([str(bin_dir / "cliper"), "annotate", "--input", "videos", "--output", "out"], env=env, cwd=work)
+    log = job.stdout[-3000:] + job.stderr[-3000:]
+    assert job.returncode == 0 and "videos ok=1 failed=0 of 1" in job.stdout, log
+    labels = _run([str(bin_dir / "python"), "-c",
+                   "import polars as pl; t = pl.read_parquet('out/timelines/**/*.parquet'); "
+                   "print((t['label'] == 'happy').mean(), t['model_id'].unique().to_list())"], env=env, cwd=work)
+    assert labels.returncode == 0, labels.stderr[-2000:]
+    share = float(labels.stdout.split()[0])
+    assert share >= 0.75, labels.stdout

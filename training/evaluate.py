@@ -171,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--test-split", default="test", help="split the report is computed on")
     p.add_argument("--no-calibrate", action="store_true", help="report with the checkpoint's own calibration")
     p.add_argument("--face-margin", type=float, default=None, help="store this crop margin in --write's checkpoint")
+    p.add_argument("--grey", action=argparse.BooleanOptionalAction, default=None,
+                   help="the model sees luma only (default: as the checkpoint says); stored in --write's checkpoint")
     p.add_argument("--flip", choices=("off", "on", "auto"), default="auto",
                    help="test-time flip: off, on, or auto = on when it raises accuracy on the calibration split")
     p.add_argument("--write", default=None, help="write the calibrated checkpoint here (.safetensors)")
@@ -183,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     loaded = load_model(a.model)
     model = loaded.model.eval()
+    model.set_preprocessing(grey=a.grey, face_margin=a.face_margin)  # measured as it will ship
     calib_set = load_dataset(a.data, a.calibration_split)
     flip_choice: dict[str, float] = {}
     if a.flip == "auto":
@@ -202,8 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "flip_calibration_accuracy": flip_choice or None})
     if a.write:
         model.calibration = float(temperature)
-        if a.face_margin is not None:
-            model.face_margin = float(a.face_margin)
         extra = dict(read_checkpoint_header(loaded.spec).config.get("extra") or {}) if loaded.kind == "checkpoint" else {}
         extra["evaluation"] = {k: v for k, v in rep.items() if k != "reliability"}
         save_checkpoint(model, a.write, extra=extra)

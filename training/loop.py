@@ -331,6 +331,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if last_stage == 1:
             tm.fix_descriptors(cfg.center_descriptors)
         final = history[-1] if history else {}
+        tm.cliper.set_preprocessing(grey=cfg.grey, face_margin=cfg.face_margin)  # what the engine must do to a crop
         uri = save_checkpoint(tm.cliper, cfg.export, extra={"training": {
             "run": cfg.name, "train_data": cfg.train_data, "test_data": cfg.test_data or cfg.train_data,
             "epochs": len(history), "stage1_epochs": cfg.stage1_epochs, "stage2_epochs": cfg.stage2_epochs,

@@ -233,6 +233,17 @@ class CLIPER(nn.Module):
         self.register_buffer("_pre_scale", (1.0 / (255.0 * std_t)).view(3, 1, 1), persistent=False)
         self.register_buffer("_pre_shift", (mean_t / std_t).view(3, 1, 1), persistent=False)
 
+    def set_preprocessing(self, *, grey: bool | None = None, face_margin: float | None = None) -> None:
+        """Set what the engine does to a crop for this model (grey input, crop margin); None keeps a setting."""
+        if grey is not None:
+            self.grey = bool(grey)
+            self.input_adapter = LumaInput(self.mean, self.std) if self.grey else nn.Identity()
+            self.input_adapter.to(self.descriptors.device)
+        if face_margin is not None:
+            if not (-0.4 <= float(face_margin) <= 2.0):
+                raise ValueError(f"face_margin must lie in [-0.4, 2.0], got {face_margin}")
+            self.face_margin = float(face_margin)
+
     # ------------------------------------------------------------------ inputs
     def preprocess_uint8(self, crops: Tensor) -> Tensor:
         """``[..., S, S, 3]`` uint8 RGB -> ``[..., 3, S, S]`` float32 normalised, on ``crops``' device.
