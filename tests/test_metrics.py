@@ -107,8 +107,12 @@ def test_driver_records_counts_stages_fill_and_queues(recorded):
     assert all(t["run_id"] == "r1" for *_, t in c)
 
 
-def test_without_ray_recording_is_a_no_op(recorded):
-    m = M.RunMetrics("r2", videos_total=1, batch_size=1, frames_per_segment=1)  # Ray is not initialised here
+def test_without_ray_recording_is_a_no_op(recorded, monkeypatch):
+    import ray
+
+    # an earlier test of the same session may have left a Ray runtime up: this one is about a process without one
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    m = M.RunMetrics("r2", videos_total=1, batch_size=1, frames_per_segment=1)
     assert not m.enabled
     m.batch({"row_kind": np.array(["segment"], dtype=object)})
     m.written(WriterStats(videos_ok=1))
