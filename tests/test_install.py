@@ -142,8 +142,12 @@ def test_wheel_in_a_fresh_venv_runs_the_default_job_from_any_folder(installed, t
     raw = open(weights, "rb").read()
     with open(weights, "wb") as fh:
         fh.write(raw[:4096])
-    broken = _run([str(bin_dir / "cliper-annotate"), "--input", "videos", "--output", "out3", "--model", DEMO_MODEL],
-                  env=env, cwd=work)
+    try:
+        broken = _run([str(bin_dir / "cliper-annotate"), "--input", "videos", "--output", "out3", "--model", DEMO_MODEL],
+                      env=env, cwd=work)
+    finally:  # the venv is shared by this module's tests: put the install back as it was
+        with open(weights, "wb") as fh:
+            fh.write(raw)
     assert broken.returncode == 2, broken.stderr[-3000:]
     assert "face detector unavailable" in broken.stderr and "reinstall cliper-batch" in broken.stderr, broken.stderr[-3000:]
     assert _no_rows(work / "out3")
