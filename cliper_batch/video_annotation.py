@@ -17,7 +17,8 @@ Per video (:meth:`VideoAnnotator.annotate`):
    self-test, so an unusable NVDEC means PyAV with a logged reason, not a
    failed row per video;
 3. face framing: ``faces="none"`` decodes at short side = model input and
-   takes the centre square; ``faces="detect"`` decodes at the detection size:
+   takes the centre square, the next chunk decoding on a thread while the
+   current one is cropped and scored; ``faces="detect"`` decodes at the detection size:
    pass 1 finds tracks (:func:`~cliper_batch.faces.framing.find_tracks`), the
    next chunk decoding on a thread while the detector works
    (:func:`~cliper_batch.prefetch.prefetch`); pass 2 crops one clip per
@@ -52,6 +53,7 @@ from . import rows
 from .crop_primitives import CropFn
 from .crops import center_crop_plan
 from .decode.base import DecodeError
+from .decode.staging import FrameUpload, stack_to
 from .decode.select import choose_usable_decoder
 from .faces import framing
 from .prefetch import prefetch
@@ -152,6 +154,8 @@ def frame_chunks(
     w, h = int(size[0]), int(size[1])
     on_gpu = device.type == "cuda" and getattr(decoder, "name", "") == "dali-gpu" and hasattr(decoder, "iter_frame_tensors")
     frames = (decoder.iter_frame_tensors if on_gpu else decoder.iter_frames)(uri, info, timestamps, size=(w, h))
+    # host frames bound for a GPU go through two reusable pinned buffers (decode/staging.py)
+    upload = FrameUpload(device) if device.type == "cuda" and not on_gpu else None
     buf: list = []
     k = -1
     for k, frame in enumerate(frames):
@@ -161,10 +165,10 @@ def frame_chunks(
             raise DecodeError(uri, f"decoder returned a frame of shape {tuple(frame.shape)}, expected {(h, w, 3)}")
         buf.append(frame)
         if len(buf) == chunk_frames:
-            yield _stack(buf, device)
+            yield stack_to(buf, device, upload)
             buf = []
     if buf:
-        yield _stack(buf, device)
+        yield stack_to(buf, device, upload)
     if k + 1 != len(timestamps):
         raise DecodeError(uri, f"decoder delivered {k + 1} of {len(timestamps)} sampled frames")
 
@@ -199,12 +203,6 @@ def rechunk(chunks: list[torch.Tensor], n: int, on_chunk: Callable[[], None] | N
         if on_chunk is not None:
             on_chunk()
         yield parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def _stack(buf: list, device: torch.device) -> torch.Tensor:
-    if isinstance(buf[0], torch.Tensor):
-        return torch.stack(buf).to(device)
-    return torch.from_numpy(np.stack(buf)).to(device)
 
 
 def _keeping(chunks: Iterator[torch.Tensor], kept: list[torch.Tensor]) -> Iterator[torch.Tensor]:
@@ -302,10 +300,12 @@ class VideoAnnotator:
         """--faces none: the centre square of every sampled frame, decoded at short side = model input."""
         S = self.size
         (out_w, out_h), (x0, y0) = center_crop_plan(info.width, info.height, S)
-        chunks = self._decode_segment_chunks(video, info, segments, decoder, (out_w, out_h))
-        for frames, segs in self._segment_chunks(video, segments, chunks):
-            boxes = [(float(i), float(x0), float(y0), float(x0 + S), float(y0 + S)) for i in range(frames.shape[0])]
-            yield self._piece(video.ref, frames, boxes, len(segs), rows.segment_rows(video.ref, segs, None))
+        decoded = self._decode_segment_chunks(video, info, segments, decoder, (out_w, out_h))
+        # the next chunk decodes while this one is cropped and scored; closing() stops the thread with the video
+        with contextlib.closing(prefetch(decoded, self.framing.prefetch_chunks, name="center-decode")) as chunks:
+            for frames, segs in self._segment_chunks(video, segments, chunks):
+                boxes = [(float(i), float(x0), float(y0), float(x0 + S), float(y0 + S)) for i in range(frames.shape[0])]
+                yield self._piece(video.ref, frames, boxes, len(segs), rows.segment_rows(video.ref, segs, None))
 
     def _face_pieces(self, video: _Video, info: VideoInfo, segments: list[Segment], decoder) -> Iterator[ClipPiece]:
         """--faces detect: pass 1 finds tracks over all sampled frames, pass 2 crops one clip per (track, segment).

@@ -226,3 +226,41 @@ def test_a_detector_error_stops_the_decode_thread_before_the_video_fails(people_
     assert (outcome.status, outcome.error_type) == ("failed", "RuntimeError")
     assert calls[0] == 1, "the decode thread was running while the detector worked"
     assert not pass1_threads()
+
+
+# ----------------------------------------------------------------- --faces none: decode ahead of the consumer
+
+def center_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "center-decode"]
+
+
+@pytest.mark.parametrize("prefetch_chunks", [1, 0])
+def test_faces_none_decodes_the_next_chunk_while_the_consumer_works(h264_video, prefetch_chunks):
+    """--faces none: a thread decodes ahead while a piece is scored (the same pieces as inline), and always stops."""
+    path, spec = h264_video
+    cfg = dict(segment_seconds=0.5, frames_per_segment=2, faces="none", decoder="pyav", decode_chunk_segments=1)
+    inline = VideoAnnotator(AnnotateConfig(**cfg), S, FramePrimitives(CPU, "cpu", uint8_crops(S), "torch", CPU),
+                            framing_params=FramingParams(prefetch_chunks=0))
+    ahead = VideoAnnotator(AnnotateConfig(**cfg), S, FramePrimitives(CPU, "cpu", uint8_crops(S), "torch", CPU),
+                           framing_params=FramingParams(prefetch_chunks=prefetch_chunks))
+    want, _ = run_video(inline, path)
+    alive: list[int] = []
+    got, outcome = run_video(ahead, path, on_piece=lambda _p: alive.append(len(center_threads())))
+    assert outcome.status == "ok" and len(got) == len(want) == int(spec.duration_s / 0.5)
+    assert all(torch.equal(a.crops, b.crops) for a, b in zip(got, want))
+    assert alive[0] == (1 if prefetch_chunks else 0), alive
+    assert not center_threads()
+
+
+def test_faces_none_a_consumer_that_stops_early_stops_the_decode_thread(h264_video):
+    gen = annotator(decode_chunk_segments=1).annotate(ref_for(h264_video[0]))
+    first = next(gen)
+    assert isinstance(first, ClipPiece) and len(center_threads()) == 1
+    gen.close()
+    assert not center_threads()
+
+
+def test_faces_none_a_decode_error_in_the_thread_fails_the_video(truncated_vp9_video):
+    pieces, outcome = run_video(annotator(decode_chunk_segments=1), truncated_vp9_video[0])
+    assert (outcome.status, outcome.error_type) == ("failed", "DecodeError") and pieces
+    assert not center_threads()

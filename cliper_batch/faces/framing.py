@@ -56,7 +56,7 @@ class FramingParams:
     # this many bytes on the frames device; above it they are decoded again. Sized for a laptop worker:
     # 256 MiB holds 60 s at 4 samples/s of 640x360 (166 MB). 0 = always decode twice.
     keep_frames_bytes: int = 256 * 2**20
-    prefetch_chunks: int = 1  # pass 1 decodes this many chunks ahead of the detector on a thread; 0 = inline
+    prefetch_chunks: int = 1  # decode runs this many chunks ahead on a thread (pass 1; --faces none); 0 = inline
 
     def __post_init__(self) -> None:
         if self.keep_frames_bytes < 0:
