@@ -35,7 +35,9 @@ traceback). Timeout rule: a video fails with :class:`VideoTimeout` once its
 *own active time* exceeds ``config.video_timeout_s``; the clock stops while the
 generator is suspended (the consumer scoring, or other videos' work in the
 fused worker's cross-video batches), so a video is never charged for others.
-Its ``extra["decode_s"]`` is that same active time.
+Its ``extra["decode_s"]`` is that same active time; ``extra["detect_s"]`` (face
+detection and tracking: pass 1's time less its waits for decoded frames) and
+``extra["crop_s"]`` (crops) are the parts of it spent there.
 """
 from __future__ import annotations
 
@@ -205,6 +207,25 @@ def rechunk(chunks: list[torch.Tensor], n: int, on_chunk: Callable[[], None] | N
         yield parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
+class _Waits:
+    """Iterate ``chunks``, summing the seconds spent waiting for each (so detection time excludes the decode's)."""
+
+    def __init__(self, chunks: Iterator[torch.Tensor]) -> None:
+        self._chunks = chunks
+        self.seconds = 0.0
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                return
+            finally:
+                self.seconds += time.perf_counter() - t0
+            yield chunk
+
+
 def _keeping(chunks: Iterator[torch.Tensor], kept: list[torch.Tensor]) -> Iterator[torch.Tensor]:
     """``chunks`` unchanged, each also appended to ``kept`` (pass 1's frames, for pass 2)."""
     for c in chunks:
@@ -223,6 +244,8 @@ class _Video:
         self.done_segments = 0
         self.n_tracks = 0
         self.decode_passes = 1  # 2 once --faces detect decodes its frames a second time
+        self.detect_s = 0.0  # of the active time: face detection and tracking (pass 1 minus its waits for frames)
+        self.crop_s = 0.0  # of the active time: crops (host time: on CUDA the launches, not the kernels)
 
     def check_time(self, _k: int = 0) -> None:
         if self.clock.now() > self.limit_s:
@@ -290,6 +313,8 @@ class VideoAnnotator:
             rows.record_failure(outcome, exc, EXPECTED_ERRORS)
             log.warning("video failed: %s: %s: %s", ref.uri, outcome.error_type, outcome.error)
         outcome.extra["decode_s"] = round(video.clock.now(), 4)
+        outcome.extra["detect_s"] = round(video.detect_s, 4)
+        outcome.extra["crop_s"] = round(video.crop_s, 4)
         outcome.extra["decode_passes"] = video.decode_passes
         outcome.extra["crop_backend"] = self.prims.crop_name
         yield outcome
@@ -305,7 +330,7 @@ class VideoAnnotator:
         with contextlib.closing(prefetch(decoded, self.framing.prefetch_chunks, name="center-decode")) as chunks:
             for frames, segs in self._segment_chunks(video, segments, chunks):
                 boxes = [(float(i), float(x0), float(y0), float(x0 + S), float(y0 + S)) for i in range(frames.shape[0])]
-                yield self._piece(video.ref, frames, boxes, len(segs), rows.segment_rows(video.ref, segs, None))
+                yield self._piece(video, frames, boxes, len(segs), rows.segment_rows(video.ref, segs, None))
 
     def _face_pieces(self, video: _Video, info: VideoInfo, segments: list[Segment], decoder) -> Iterator[ClipPiece]:
         """--faces detect: pass 1 finds tracks over all sampled frames, pass 2 crops one clip per (track, segment).
@@ -323,9 +348,10 @@ class VideoAnnotator:
         )
         # closing(): a detector error stops the decode thread here, before the error leaves this video
         with contextlib.closing(prefetch(decoded, p.prefetch_chunks, name="pass1-decode")) as chunks:
-            tracks = framing.find_tracks(
-                _keeping(chunks, kept) if keep else chunks, self._face_detector(), p, self.config.detect_stride
-            )
+            waits = _Waits(_keeping(chunks, kept) if keep else chunks)
+            t0 = time.perf_counter()
+            tracks = framing.find_tracks(waits, self._face_detector(), p, self.config.detect_stride)
+            video.detect_s += time.perf_counter() - t0 - waits.seconds
         video.n_tracks = len(tracks)
         video.check_time()
         plan = framing.plan_track_segments(tracks, segments, self.T)
@@ -352,7 +378,7 @@ class VideoAnnotator:
                 track_ids=np.array([it.track.track_id for it in items]),
                 faces=framing.face_columns(items, W, H),
             )
-            yield self._piece(video.ref, frames, boxes, len(items), piece_rows)
+            yield self._piece(video, frames, boxes, len(items), piece_rows)
 
     def _decode_segment_chunks(
         self, video: _Video, info: VideoInfo, segments: list[Segment], decoder, size: tuple[int, int]
@@ -379,10 +405,12 @@ class VideoAnnotator:
         if video.done_segments != len(segments):
             raise DecodeError(video.ref.uri, f"decoder delivered frames for {video.done_segments} of {len(segments)} segments")
 
-    def _piece(self, ref: VideoRef, frames: torch.Tensor, boxes: list, n_clips: int, piece_rows: dict) -> ClipPiece:
+    def _piece(self, video: _Video, frames: torch.Tensor, boxes: list, n_clips: int, piece_rows: dict) -> ClipPiece:
+        t0 = time.perf_counter()
         b = torch.tensor(boxes, dtype=torch.float32).to(frames.device, non_blocking=True)
         crops = self.prims.crop(frames, b)
-        return ClipPiece(ref, piece_rows, crops.reshape(n_clips, self.T, *crops.shape[1:]))
+        video.crop_s += time.perf_counter() - t0
+        return ClipPiece(video.ref, piece_rows, crops.reshape(n_clips, self.T, *crops.shape[1:]))
 
     # ----------------------------------------------------------------- per-worker resources
 

@@ -72,7 +72,8 @@ def test_driver_records_counts_stages_fill_and_queues(recorded):
                      enabled=True)
     block = {
         "row_kind": np.array(["segment"] * 5 + ["video"], dtype=object),
-        "outcome": np.array([""] * 5 + [json.dumps({"extra": {"decode_s": 1.5}})], dtype=object),
+        "outcome": np.array([""] * 5 + [json.dumps({"extra": {"decode_s": 1.5, "detect_s": 0.75, "crop_s": 0.25}})],
+                            dtype=object),
         "score_t0": np.array([10.0] * 4 + [11.0] * 2),  # two model batches: 4 clips, then 1 clip (+ the outcome row)
         "score_busy_s": np.full(6, 0.1),
     }
@@ -88,7 +89,9 @@ def test_driver_records_counts_stages_fill_and_queues(recorded):
     c = recorded
     assert _total(c, "inc", "cliper_crops") == 10
     assert _total(c, "inc", "cliper_stage_seconds", stage="score") == pytest.approx(0.6)
-    assert _total(c, "inc", "cliper_stage_seconds", stage="decode") == 1.5
+    assert _total(c, "inc", "cliper_stage_seconds", stage="decode") == 0.5  # the worker's 1.5 s less detect and crop
+    assert _total(c, "inc", "cliper_stage_seconds", stage="detect") == 0.75
+    assert _total(c, "inc", "cliper_stage_seconds", stage="crop") == 0.25
     assert _total(c, "inc", "cliper_stage_seconds", stage="write") == 0.25
     assert sorted(v for o, n, v, t in c if n == "cliper_batch_fill") == [0.25, 1.0]
     assert [v for o, n, v, t in c if n == "cliper_video_decode_seconds"] == [1.5]
@@ -220,6 +223,8 @@ def test_a_run_exports_its_metrics_on_the_heads_prometheus_endpoint(tiny_checkpo
             time.sleep(1.0)
         assert got == pytest.approx(want, abs=0.05), sorted((k[0], dict(k[1]), v) for k, v in s.items())
         assert value(s, "ray_cliper_stage_seconds_total", run_id=run_id, stage="decode") > 0
+        assert value(s, "ray_cliper_stage_seconds_total", run_id=run_id, stage="crop") > 0
+        assert value(s, "ray_cliper_stage_seconds_total", run_id=run_id, stage="detect") == 0  # --faces none
         assert value(s, "ray_cliper_stage_seconds_total", run_id=run_id, stage="score") > 0
         assert value(s, "ray_cliper_stage_seconds_total", run_id=run_id, stage="write") > 0
         assert value(s, "ray_cliper_commit_seconds_count", run_id=run_id) >= 1

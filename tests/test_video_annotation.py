@@ -264,3 +264,13 @@ def test_faces_none_a_decode_error_in_the_thread_fails_the_video(truncated_vp9_v
     pieces, outcome = run_video(annotator(decode_chunk_segments=1), truncated_vp9_video[0])
     assert (outcome.status, outcome.error_type) == ("failed", "DecodeError") and pieces
     assert not center_threads()
+
+
+def test_the_worker_time_is_split_into_detect_and_crop_seconds(people_video, h264_video):
+    """extra: detect_s and crop_s are parts of decode_s; detect_s is 0 without face detection."""
+    _, face = run_video(face_annotator(chunk_frames=4), people_video)
+    _, none = run_video(annotator(), h264_video[0])
+    for o in (face, none):
+        assert o.status == "ok" and 0 < o.extra["crop_s"] < o.extra["decode_s"]
+    assert 0 < face.extra["detect_s"] < face.extra["decode_s"] - face.extra["crop_s"] + 1e-3
+    assert none.extra["detect_s"] == 0.0

@@ -34,7 +34,9 @@ PREFIX = "cliper_"
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 
 # the stages of ``cliper_stage_seconds``
-STAGE_DECODE = "decode"  # a worker's own time on a video: probe, decode, face detection and tracking, crops
+STAGE_DECODE = "decode"  # a worker's own time on a video less detect and crop: probe, decode, waits, framing
+STAGE_DETECT = "detect"  # face detection and tracking (--faces detect)
+STAGE_CROP = "crop"  # cutting and resizing the crops
 STAGE_SCORE = "score"  # the model's busy time on scored batches
 STAGE_WRITE = "write"  # the driver committing parts (Parquet to staging, then moved into place)
 # the queues of ``cliper_queue_depth``
@@ -69,8 +71,9 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     MetricDef("cliper_crops", COUNTER, ("run_id",),
               "Face crops scored by the model (segments x frames per segment); rate() is crops/s."),
     MetricDef("cliper_stage_seconds", COUNTER, ("run_id", "stage"),
-              "Seconds spent per stage, summed over workers: decode (worker time per video: probe, decode, "
-              "face detection, crops), score (model busy time), write (driver commits). rate() = busy workers."),
+              "Seconds spent per stage, summed over workers: decode (a worker's time per video: probe, decode), "
+              "detect (face detection and tracking), crop, score (model busy time), write (driver commits). "
+              "rate() = busy workers."),
     MetricDef("cliper_video_decode_seconds", HISTOGRAM, ("run_id",),
               "A worker's own time on one video (probe, decode, faces, crops; what --video-timeout limits).",
               _SECONDS_BUCKETS),
@@ -198,9 +201,13 @@ class RunMetrics:
                     self._observe("cliper_batch_fill", min(1.0, int(c) / self.batch_size))
             for i in np.flatnonzero(kinds == rows.VIDEO):
                 text = str(batch["outcome"][i])
-                s = _decode_seconds(text)
+                times = _worker_seconds(text)
+                s = times.get("decode_s")
                 if s is not None and s > 0:
-                    self._inc("cliper_stage_seconds", s, stage=STAGE_DECODE)
+                    detect, crop = times.get("detect_s", 0.0), times.get("crop_s", 0.0)
+                    self._inc("cliper_stage_seconds", max(0.0, s - detect - crop), stage=STAGE_DECODE)
+                    self._inc("cliper_stage_seconds", detect, stage=STAGE_DETECT)
+                    self._inc("cliper_stage_seconds", crop, stage=STAGE_CROP)
                     self._observe("cliper_video_decode_seconds", s)
         except Exception as exc:  # noqa: BLE001 - a block of an unexpected shape: skip its metrics
             log.debug("metrics of a block skipped: %s: %s", type(exc).__name__, exc)
@@ -254,15 +261,17 @@ class RunMetrics:
         self._set("cliper_run_active", 1, status=str(status))
 
 
-def _decode_seconds(outcome_json: str) -> float | None:
-    """``extra["decode_s"]`` of an outcome row (the worker's own time on the video), without building the outcome."""
+def _worker_seconds(outcome_json: str) -> dict[str, float]:
+    """``extra``'s ``decode_s`` (the worker's own time on the video), ``detect_s`` and ``crop_s`` (parts of it) of an
+    outcome row, those present, without building the outcome."""
     import json
 
     try:
-        v = (json.loads(outcome_json).get("extra") or {}).get("decode_s")
+        extra = json.loads(outcome_json).get("extra") or {}
+        return {k: float(v) for k in ("decode_s", "detect_s", "crop_s")
+                if isinstance(v := extra.get(k), (int, float)) and v >= 0}
     except (ValueError, AttributeError):
-        return None
-    return float(v) if isinstance(v, (int, float)) else None
+        return {}
 
 
 __all__ = ["BY_NAME", "DEFINITIONS", "MetricDef", "PREFIX", "RunMetrics"]
