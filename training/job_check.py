@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-__all__ = ["job_accuracy", "main"]
+__all__ = ["agrees", "job_accuracy", "main"]
 
 
 def _link_split(samples, folder: str) -> dict[str, str]:
@@ -75,6 +75,11 @@ def job_accuracy(data: str, split: str, model: str, workdir: str, extra_args: Se
     }
 
 
+def agrees(report: dict, expect: float, tolerance: float = 0.01) -> bool:
+    """Whether the job reproduced ``expect`` within ``tolerance``, with no image missing or failed."""
+    return abs(report["accuracy"] - expect) <= tolerance and report["missing"] == 0 and report["failed"] == 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cliper_batch.training.job_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="dataset spec of labelled images, e.g. fer2013:/data/fer2013")
@@ -92,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.expect is not None:
         report["expected"] = args.expect
         report["difference"] = round(report["accuracy"] - args.expect, 4)
-        ok = abs(report["difference"]) <= args.tolerance and report["missing"] == 0 and report["failed"] == 0
+        ok = agrees(report, args.expect, args.tolerance)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report, fh, indent=1)
