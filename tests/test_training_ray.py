@@ -179,3 +179,16 @@ def test_two_stage_training_resume_freeze_and_export(ray_cluster, faces, tmp_pat
     assert branch.history[2]["global_step"] == 2 * steps_per_epoch + 1
     b3 = _state(branch.run_dir, 3)
     assert torch.equal(b3.ctx, s2.ctx) and not _tensors_equal(b3.visual, s2.visual)
+
+    # ---- a warm restart (--restart-schedule): epoch 3's weights, a new optimizer and cosine cycle at a new lr
+    warm = run_training(TrainConfig(**{**common, "name": "warm", "stage2_lr": 3e-4}, stage1_epochs=2,
+                                    stage2_epochs=3, max_steps_per_epoch=1, cosine_t0=2, restart_schedule=True,
+                                    resume_from=os.path.join(run_dir, "epoch_0003")))
+    assert [r["epoch"] for r in warm.history] == [1, 2, 3, 4, 5] and warm.history[:3] == second.history[:3]
+    assert warm.history[3]["lr"] == pytest.approx(3e-4)  # the new cycle's start, not epoch 4's scheduled 1e-4 cosine
+    w4 = _state(warm.run_dir, 4)
+    assert max(int(v["step"]) for v in w4.optimizer["state"].values()) == 1  # AdamW state new: one step
+    assert torch.equal(w4.descriptors, s3.descriptors)  # the fixed descriptors carried over, not fixed again
+    assert w4.scheduler["T_0"] == 2 and warm.history[4]["lr"] < 3e-4
+    with pytest.raises(TrainConfigError, match="--restart-schedule needs --resume-from"):
+        TrainConfig(**common, restart_schedule=True).validate()

@@ -63,6 +63,9 @@ class TrainConfig:
     name: str = "cliper-train"
     export: str | None = None  # .safetensors path/URI of the inference checkpoint
     resume_from: str | None = None  # checkpoint directory (local or URI) to start from
+    # with resume_from: keep its weights, but start the optimizer and LR schedule anew with this run's settings
+    # (a warm restart); a rerun of this run resumes its own checkpoints with their optimizer state as always
+    restart_schedule: bool = False
     keep_checkpoints: int = 2
     max_failures: int = 0  # Ray Train restarts of the worker group after a failure
 
@@ -94,6 +97,7 @@ class TrainConfig:
         need(self.cpus_per_worker > 0, "cpus_per_worker must be > 0")
         need(self.torch_threads is None or self.torch_threads >= 1, "torch_threads must be >= 1")
         need(self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+        need(not self.restart_schedule or bool(self.resume_from), "--restart-schedule needs --resume-from")
         need(bool(self.name) and "/" not in self.name, "name must be a non-empty folder name")
         need(self.export is None or self.export.endswith(".safetensors"), "--export must end with .safetensors")
         test_data = self.test_data or self.train_data

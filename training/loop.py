@@ -196,17 +196,20 @@ def _write_run_metrics(cfg: TrainConfig, history: list[dict[str, Any]]) -> None:
     fs.pipe_file(path, data.encode("utf-8"))
 
 
-def _restore(cfg: TrainConfig, tm, identity: dict[str, Any]) -> TrainState | None:
-    """The state to continue from: this run's latest checkpoint, else ``--resume-from``, else None."""
+def _restore(cfg: TrainConfig, tm, identity: dict[str, Any]) -> tuple[TrainState | None, bool]:
+    """The state to continue from: this run's latest checkpoint, else ``--resume-from``, else None; and whether
+    its optimizer and LR schedule continue (not when ``--restart-schedule`` starts them anew from ``--resume-from``)."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     source = "the run's latest checkpoint"
+    keep_schedule = True
     if checkpoint is None and cfg.resume_from:
         checkpoint = ray.train.Checkpoint(cfg.resume_from)
         source = cfg.resume_from
+        keep_schedule = not cfg.restart_schedule
     if checkpoint is None:
-        return None
+        return None, True
     with checkpoint.as_directory() as directory:
         state = load_state(directory)
     check_compatible(state, identity, f"{source} ({checkpoint.path})")
@@ -214,7 +217,7 @@ def _restore(cfg: TrainConfig, tm, identity: dict[str, Any]) -> TrainState | Non
         tm.prompts.ctx.copy_(state.ctx.to(tm.prompts.ctx))
         tm.cliper.visual.load_state_dict(state.visual)
         tm.cliper.descriptors.copy_(state.descriptors.to(tm.cliper.descriptors))
-    return state
+    return state, keep_schedule
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -245,7 +248,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "model_spec": cfg.model, "classes": list(classes), "descriptors_per_class": cfg.descriptors_per_class,
         "template": cfg.template, "text_fingerprint": tm.text_fingerprint,
     }
-    state = _restore(cfg, tm, identity)
+    state, keep_schedule = _restore(cfg, tm, identity)
     start = state.epoch if state else 0
     history: list[dict[str, Any]] = list(state.history) if state else []
     global_step = state.global_step if state else 0
@@ -281,7 +284,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             if stage == 2 and not (state is not None and state.stage == 2):
                 tm.fix_descriptors(cfg.center_descriptors)  # prompts -> fixed anchors for the image tower
             wrapped, opt, sched = _stage_setup(stage, tm, cfg)
-            if resuming_here:
+            if resuming_here and keep_schedule:
                 opt.load_state_dict(state.optimizer)
                 sched.load_state_dict(state.scheduler)
             current_stage = stage

@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=d.name, help="run name (a rerun with the same name resumes)")
     p.add_argument("--export", default=None, help="write the inference checkpoint (.safetensors) here at the end")
     p.add_argument("--resume-from", default=None, help="start from this checkpoint directory")
+    p.add_argument("--restart-schedule", action="store_true",
+                   help="with --resume-from: its weights, but a new optimizer and LR schedule from this run's "
+                        "settings (a warm restart, e.g. a shorter cosine cycle at a lower lr)")
     p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
     p.add_argument("--max-failures", type=int, default=d.max_failures)
     p.add_argument("--address", default=None, help="Ray address (default: RAY_ADDRESS, else a local Ray)")
