@@ -41,7 +41,7 @@ VIDEO = "video"
 
 FACE_FLOAT_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")
 FACE_COLUMNS = (*FACE_FLOAT_COLUMNS, "frames_with_face")
-# the columns that pass through scoring unchanged
+# the columns that pass through scoring (unchanged, but for the scoring process's own store_retries added)
 KEY_COLUMNS = (
     "row_kind", "video_id", "video_uri", "track_id", "segment_index", "start_s", "end_s", "outcome", *FACE_COLUMNS,
     "store_retries",
@@ -100,8 +100,8 @@ def scored_rows(
     out["score_t0"] = np.full(n, t_start, dtype=np.float64)
     out["score_busy_s"] = np.full(n, busy_s / max(n, 1), dtype=np.float64)
     out["score_backend"] = np.array([backend] * n, dtype=object)
-    retries = store_retries.take_total()  # the scoring process's (its model download, say)
-    if retries and n:
+    retries = store_retries.take_total() if n else 0  # the scoring process's (its model download, say)
+    if retries:
         out["store_retries"] = out["store_retries"].copy()
         out["store_retries"][0] += retries
     return out

@@ -1,5 +1,6 @@
 """The output lock: exclusive create, a lease with heartbeat, takeover of a dead lock; real processes racing,
 on a local folder and on S3 (moto's S3 API server on loopback, reached over HTTP by s3fs)."""
+import contextlib
 import json
 import os
 import subprocess
@@ -18,9 +19,10 @@ RACER = textwrap.dedent(
     """
     import json, sys, time
     from cliper_batch.output.lock import OutputBusy, OutputLock
-    out, name, start, options = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+    out, name, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     lock = OutputLock(out, name, storage_options=options)  # the filesystem client is up before the start
-    time.sleep(max(0.0, start - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the start: every racer is up and waiting
     try:
         lock.acquire()
     except OutputBusy:
@@ -35,12 +37,21 @@ RACER = textwrap.dedent(
 
 
 def race(out, n, names=None, storage_options=None):
-    start = time.time() + 5.0  # all processes are up (torch-free imports, s3fs client made) and waiting by then
+    """Start ``n`` drivers, wait until each has its filesystem client up, then let them all go at once.
+
+    (A barrier, not a start time: on a loaded host starting a racer has taken 50 s.)"""
     names = names or [f"run-{i}" for i in range(n)]
     options = json.dumps(storage_options or {})
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, str(start), options],
-                              stdout=subprocess.PIPE, text=True) for name in names]
-    return [p.communicate(timeout=60)[0].strip() for p in procs]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, options],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for name in names]
+    ready = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        with contextlib.suppress(BrokenPipeError):  # a racer that died before it was ready: see the assert
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    results = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert ready == ["ready"] * len(procs), (ready, results)
+    return results
 
 
 def test_drivers_racing_for_one_output_exactly_one_wins(tmp_path):
