@@ -18,6 +18,11 @@ columns ``score_t0`` (float64, wall-clock start of the block's scoring),
 ``score_busy_s`` (float64, the model's busy time for the block spread evenly
 over its rows) and ``score_backend`` (e.g. ``eager@cpu``). Both workers emit
 exactly these scored rows; the writer regroups them per video.
+
+``store_retries`` (int32, on every row) carries the object-store retries the worker
+processes made (:mod:`cliper_batch.store_retries`): each video's outcome row the retries of
+its decoding process since that process's last report, and the first row of a scored block
+those of the scoring process; 0 elsewhere. The writer sums the column into the run record.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ from dataclasses import asdict, fields
 
 import numpy as np
 
+from . import store_retries
 from .types import VideoInfo, VideoOutcome, VideoRef
 
 SEGMENT = "segment"
@@ -35,9 +41,10 @@ VIDEO = "video"
 
 FACE_FLOAT_COLUMNS = ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")
 FACE_COLUMNS = (*FACE_FLOAT_COLUMNS, "frames_with_face")
-# the columns that pass through scoring unchanged
+# the columns that pass through scoring (unchanged, but for the scoring process's own store_retries added)
 KEY_COLUMNS = (
     "row_kind", "video_id", "video_uri", "track_id", "segment_index", "start_s", "end_s", "outcome", *FACE_COLUMNS,
+    "store_retries",
 )
 
 
@@ -69,6 +76,7 @@ def segment_rows(
         "start_s": np.array([s.start_s for s in segments], dtype=np.float64),
         "end_s": np.array([s.end_s for s in segments], dtype=np.float64),
         "outcome": np.array([""] * n, dtype=object),
+        "store_retries": np.zeros(n, dtype=np.int32),
     }
     if crops is not None:
         out["crops"] = crops
@@ -92,6 +100,10 @@ def scored_rows(
     out["score_t0"] = np.full(n, t_start, dtype=np.float64)
     out["score_busy_s"] = np.full(n, busy_s / max(n, 1), dtype=np.float64)
     out["score_backend"] = np.array([backend] * n, dtype=object)
+    retries = store_retries.take_total() if n else 0  # the scoring process's (its model download, say)
+    if retries:
+        out["store_retries"] = out["store_retries"].copy()
+        out["store_retries"][0] += retries
     return out
 
 
@@ -120,6 +132,7 @@ def outcome_row(outcome: VideoOutcome, crop_shape: tuple[int, ...] | None = None
         "start_s": np.zeros(1, dtype=np.float64),
         "end_s": np.zeros(1, dtype=np.float64),
         "outcome": np.array([encode_outcome(outcome)], dtype=object),
+        "store_retries": np.array([store_retries.take_total()], dtype=np.int32),  # this process's, since its last
     }
     if crop_shape is not None:
         out["crops"] = np.zeros((1, *crop_shape), dtype=np.uint8)

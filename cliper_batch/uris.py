@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 import fsspec
 
+from . import store_retries
+
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv",
 )
@@ -79,8 +81,14 @@ def normalized_id(normalized_uri: str) -> str:
 
 
 def filesystem_for(uri: str, **storage_options) -> tuple[fsspec.AbstractFileSystem, str]:
-    """(filesystem, path-within-filesystem) for a normalised URI."""
-    fs, path = fsspec.core.url_to_fs(normalize_uri(uri), **storage_options)
+    """(filesystem, path-within-filesystem) for a normalised URI.
+
+    s3:// gets botocore's standard retry mode unless the user configured retries, and its
+    retries are counted for the run record (:mod:`cliper_batch.store_retries`).
+    """
+    norm = normalize_uri(uri)
+    fs, path = fsspec.core.url_to_fs(norm, **store_retries.with_defaults(protocol_of(norm), storage_options))
+    store_retries.watch(fs)
     return fs, path
 
 

@@ -1,5 +1,6 @@
 """The output lock: exclusive create, a lease with heartbeat, takeover of a dead lock; real processes racing,
 on a local folder and on S3 (moto's S3 API server on loopback, reached over HTTP by s3fs)."""
+import contextlib
 import json
 import os
 import subprocess
@@ -10,16 +11,18 @@ import time
 import pytest
 import s3fs
 
-from cliper_batch.output.lock import OutputBusy, OutputLock
+from cliper_batch.output.lock import CONDITIONAL, OutputBusy, OutputLock
+from faulty_s3_proxy import Faults, faulty_s3_proxy
 from s3server import BUCKET, s3_server
 
 RACER = textwrap.dedent(
     """
     import json, sys, time
     from cliper_batch.output.lock import OutputBusy, OutputLock
-    out, name, start, options = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+    out, name, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     lock = OutputLock(out, name, storage_options=options)  # the filesystem client is up before the start
-    time.sleep(max(0.0, start - time.time()))
+    print("ready", flush=True)
+    sys.stdin.readline()  # the start: every racer is up and waiting
     try:
         lock.acquire()
     except OutputBusy:
@@ -34,12 +37,21 @@ RACER = textwrap.dedent(
 
 
 def race(out, n, names=None, storage_options=None):
-    start = time.time() + 5.0  # all processes are up (torch-free imports, s3fs client made) and waiting by then
+    """Start ``n`` drivers, wait until each has its filesystem client up, then let them all go at once.
+
+    (A barrier, not a start time: on a loaded host starting a racer has taken 50 s.)"""
     names = names or [f"run-{i}" for i in range(n)]
     options = json.dumps(storage_options or {})
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, str(start), options],
-                              stdout=subprocess.PIPE, text=True) for name in names]
-    return [p.communicate(timeout=60)[0].strip() for p in procs]
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(out), name, options],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for name in names]
+    ready = [p.stdout.readline().strip() for p in procs]
+    for p in procs:
+        with contextlib.suppress(BrokenPipeError):  # a racer that died before it was ready: see the assert
+            p.stdin.write("go\n")
+            p.stdin.flush()
+    results = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert ready == ["ready"] * len(procs), (ready, results)
+    return results
 
 
 def test_drivers_racing_for_one_output_exactly_one_wins(tmp_path):
@@ -146,3 +158,64 @@ def test_s3_a_live_foreign_lock_is_busy_and_an_exclusive_create_is_refused(s3):
     with pytest.raises(OutputBusy, match="another-host"):
         OutputLock(f"{bucket}/out", "mine", storage_options=options).acquire()
     assert json.loads(fs.cat(f"{bucket}/out/_lock.json"))["run_id"] == "other"  # untouched
+
+
+# -- on S3: which branch of the lock ran, seen on the wire (tests/faulty_s3_proxy.py between s3fs and moto) ----------
+
+def lock_puts(proxy, conditional: bool):
+    """The PUTs of <output>/_lock.json the proxy saw, with or without ``If-None-Match``."""
+    return [e for e in proxy.exchanges("PUT", "/out/_lock.json") if ("if-none-match" in e.headers) == conditional]
+
+
+def test_s3_lock_is_won_by_the_conditional_create(s3):
+    bucket, options = s3
+    with faulty_s3_proxy(options, Faults(rate=0.0)) as proxy:
+        opts = proxy.storage_options
+        with OutputLock(f"{bucket}/out", "first", storage_options=opts) as lock:
+            assert lock.branch == CONDITIONAL
+            with pytest.raises(OutputBusy, match="in use by run first"):
+                OutputLock(f"{bucket}/out", "second", storage_options=opts).acquire()
+        puts = lock_puts(proxy, conditional=True)
+    assert [(e.headers["if-none-match"], e.status) for e in puts] == [("*", 200), ("*", 412)]  # created; refused
+    assert lock_puts(proxy, conditional=False) == []  # nothing was written without the condition
+
+
+def test_s3_conditional_create_whose_answer_was_lost_holds_the_lock(s3):
+    """The store wrote the lock, the answer never came, the client sent the create again and got 412: the lock
+    found is this run's own, so the run holds it (it must not report itself busy)."""
+    bucket, options = s3
+    first = []
+
+    def lose_first_answer(req):
+        if req.method == "PUT" and req.path.endswith("/out/_lock.json") and not first:
+            first.append(req)
+            return "lost_answer"
+        return None
+
+    with faulty_s3_proxy(options, Faults(rate=0.0), decide=lose_first_answer) as proxy:
+        with OutputLock(f"{bucket}/out", "mine", storage_options=proxy.storage_options) as lock:
+            assert lock.holds() and lock.branch == CONDITIONAL
+        puts = lock_puts(proxy, conditional=True)
+    assert [(e.action, e.status) for e in puts] == [("lost_answer", None), ("forward", 412)]
+    assert not s3fs.S3FileSystem(**options).exists(f"{bucket}/out/_lock.json")  # released
+
+
+def test_s3_fallback_write_wait_read_lets_exactly_one_of_racing_drivers_win(s3):
+    """A store that answers 501 NotImplemented to If-None-Match: the lock falls back to write, wait, read back.
+    The proxy holds each plain write of the lock 1 s, so every driver has checked that there is no lock before
+    any write lands: all of them write, and the read-back after the settle delay elects exactly one."""
+    bucket, options = s3
+
+    def no_conditional_writes(req):
+        if req.method == "PUT" and req.path.endswith("/out/_lock.json"):
+            return "not_implemented" if "if-none-match" in req.headers else ("slow", 1.0)
+        return None
+
+    n = 5
+    with faulty_s3_proxy(options, Faults(rate=0.0), decide=no_conditional_writes) as proxy:
+        results = race(f"{bucket}/out", n, storage_options=proxy.storage_options)
+        refused, written = lock_puts(proxy, conditional=True), lock_puts(proxy, conditional=False)
+    assert sorted(results) == ["busy"] * (n - 1) + ["won"], results
+    assert [e.status for e in refused] == [501] * n  # every driver tried the conditional create first
+    assert [e.status for e in written] == [200] * n  # ... then all of them wrote: the race was real
+    assert not s3fs.S3FileSystem(**options).exists(f"{bucket}/out/_lock.json")  # released by the winner

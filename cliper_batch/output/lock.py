@@ -16,12 +16,20 @@
   delete (S3 has neither: ``mv`` is copy + delete), so one code path serves local,
   POSIX shared and object stores.
 
-On stores without exclusive create the lock falls back to write-then-read-back
-after a settle delay, which narrows but cannot close the race: use one scheduler
-per output there.
+On stores without exclusive create (an fsspec filesystem without ``"x"`` mode, or an
+S3-compatible store that answers ``501 NotImplemented`` to ``If-None-Match``) the lock falls
+back to write-then-read-back after a settle delay, which narrows but cannot close the race:
+use one scheduler per output there. :attr:`OutputLock.branch` says which branch the last
+create took (``"conditional"`` or ``"fallback"``). A store that silently *ignores*
+``If-None-Match`` cannot be told apart from one that honours it: the lock is not safe there.
+
+A conditional create whose answer was lost (a connection dropped after the store wrote the
+lock) is sent again by the client and refused: the lock found is then this run's own
+(same run id, host and process) and is held, not reported busy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -34,6 +42,8 @@ from ..uris import filesystem_for, join
 from .layout import LOCK
 
 log = logging.getLogger(__name__)
+
+CONDITIONAL, FALLBACK = "conditional", "fallback"  # OutputLock.branch
 
 
 class OutputBusy(RuntimeError):
@@ -58,6 +68,7 @@ class OutputLock:
         self.lease_s = lease_s
         self.settle_s = settle_s
         self.previous: dict | None = None  # the dead lock this one took over
+        self.branch: str | None = None  # how the last exclusive create was done: CONDITIONAL or FALLBACK
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
         self._host, self._pid = socket.gethostname(), os.getpid()
@@ -96,16 +107,33 @@ class OutputLock:
         try:
             with self.fs.open(path, "xb") as f:
                 f.write(self._content())
+            self.branch = CONDITIONAL
             return True
         except FileExistsError:
+            self.branch = CONDITIONAL
             return False
-        except (ValueError, NotImplementedError):  # no exclusive create on this store: write, settle, read back
-            if self.fs.exists(path):
-                return False
-            with self.fs.open(path, "wb") as f:
-                f.write(self._content())
-            time.sleep(self.settle_s)
-            return (self._read(path) or {}).get("run_id") == self.run_id
+        except (ValueError, NotImplementedError):  # no "x" mode in this filesystem
+            return self._create_read_back(path)
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:  # s3fs: the store answered 501 NotImplemented to If-None-Match
+                raise
+            log.warning("%s: the store refuses conditional writes (%s); falling back to write, wait, read back",
+                        path, exc)
+            return self._create_read_back(path)
+
+    def _create_read_back(self, path: str) -> bool:
+        """The fallback: write unless something is there, wait ``settle_s``, and check the content is still ours."""
+        self.branch = FALLBACK
+        if self.fs.exists(path):
+            return False
+        with self.fs.open(path, "wb") as f:
+            f.write(self._content())
+        time.sleep(self.settle_s)
+        return (self._read(path) or {}).get("run_id") == self.run_id
+
+    def _own(self, held: dict) -> bool:
+        """Whether ``held`` was written by this very lock (a create whose answer was lost, sent again)."""
+        return (held.get("run_id"), held.get("host"), held.get("pid")) == (self.run_id, self._host, self._pid)
 
     def alive(self, held: dict) -> bool:
         """Whether the run that wrote ``held`` may still be writing."""
@@ -149,7 +177,7 @@ class OutputLock:
         after one lease and removed by the next driver.
         """
         claim = self._take_over_claim(held)
-        if not self._create_exclusive(claim):
+        if not self._create_exclusive(claim) and not self._own(self._read(claim) or {}):
             if self._age_s(claim) > self.lease_s:
                 log.warning("removing the stale takeover claim %s", claim)
                 self._remove(claim)
@@ -178,6 +206,10 @@ class OutputLock:
             held = self._read()
             if held is None:
                 continue  # released between our create and read: try again
+            if self._own(held):
+                log.info("%s: the create went through though its answer was lost: this run holds the lock", self.path)
+                self._start_heartbeat()
+                return self
             if self.alive(held):
                 raise OutputBusy(
                     f"output is in use by run {held.get('run_id')} (host {held.get('host')}, pid {held.get('pid')}, "
@@ -228,4 +260,4 @@ class OutputLock:
         self.release()
 
 
-__all__ = ["OutputBusy", "OutputLock"]
+__all__ = ["CONDITIONAL", "FALLBACK", "OutputBusy", "OutputLock"]

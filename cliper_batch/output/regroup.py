@@ -38,6 +38,7 @@ class WriterStats:
     score_backends: set[str] = field(default_factory=set)  # e.g. {"eager@cpu"}, {"tensorrt@cuda:0"}
     failed_by_class: dict[str, int] = field(default_factory=dict)  # failure class -> videos
     videos_dropped: int = 0  # unfinished when the run was interrupted: not recorded, done by the next run
+    store_retries: int = 0  # object-store retries the worker processes reported (rows' store_retries column)
 
     @property
     def score_window_s(self) -> float:
@@ -82,6 +83,8 @@ class Regrouper:
             st.score_last_t = max(st.score_last_t or 0.0, t0 + busy)
             if "score_backend" in batch:
                 st.score_backends.update(str(b) for b in set(batch["score_backend"]))
+        if "store_retries" in batch:
+            self.stats.store_retries += int(batch["store_retries"].sum())
         for i, kind in enumerate(batch["row_kind"]):
             vid = str(batch["video_id"][i])
             if kind == rows.VIDEO:

@@ -3,6 +3,11 @@
 ``status`` is ``finished`` (the listing was worked through), ``interrupted``
 (SIGINT/SIGTERM, or a run killed and found by the next one's recovery) or
 ``stalled`` (the cluster made no progress for ``--stall-timeout``).
+
+``store_retries`` counts the object-store requests botocore sent again during the run
+(:mod:`cliper_batch.store_retries`): ``{"total", "driver", "workers", "driver_by_reason"}``,
+``total = driver + workers``; the driver's by reason (``throttled``, ``connection``,
+``server_error``, ``other``), the workers' as reported in their rows. All zero off S3.
 """
 from __future__ import annotations
 

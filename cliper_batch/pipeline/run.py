@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import pyarrow as pa
 import ray
 
-from .. import rows
+from .. import rows, store_retries
 from ..failures import common_setup_failure
 from ..incremental import manifest_state, plan_work
 from ..listing import list_videos
@@ -58,6 +58,7 @@ class RunSummary:
     retried: int = 0  # failed before, tried again
     failed_by_class: dict = field(default_factory=dict)
     videos_dropped: int = 0  # unfinished when interrupted: left for the next run
+    store_retries: int = 0  # object-store requests retried (driver + workers; the run record's store_retries)
 
     @property
     def crops_per_s(self) -> float:
@@ -85,7 +86,9 @@ class RunSummary:
             f"{f'; retried {self.retried} failed before' if self.retried else ''}); "
             f"{self.video_seconds:.1f} video-s in {self.wall_s:.1f} s "
             f"({self.video_seconds / max(self.wall_s, 1e-9):.2f} video-s/s, {self.crops_per_s:.1f} crops/s); "
-            f"segments={self.segments}; output={self.output}"
+            f"segments={self.segments}; "
+            f"{f'{self.store_retries} object-store requests retried; ' if self.store_retries else ''}"
+            f"output={self.output}"
         )
 
 
@@ -274,6 +277,7 @@ def annotate(
     options = options or RunOptions()
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
+    store_retries.take()  # this process's retries from before the run are not the run's
     output_uri = check_locations(input_uri, output_uri)
     refs = list_videos(input_uri, **(storage_options or {}))
     info = model_info or describe_model(model_spec, storage_options)
@@ -360,6 +364,7 @@ def annotate(
             status, why, error = "failed", str(writer.unwritable), writer.unwritable
         metrics.finish(stats, status)
         wall = time.perf_counter() - t0
+        retries = _store_retries(store_retries.take(), stats.store_retries)
         summary = RunSummary(
             run_id=run_id,
             output=output_uri,
@@ -384,6 +389,7 @@ def annotate(
             retried=plan.retried,
             failed_by_class=dict(stats.failed_by_class),
             videos_dropped=stats.videos_dropped,
+            store_retries=retries["total"],
         )
         writer.write_record(
             run_id,
@@ -409,6 +415,7 @@ def annotate(
                 "summary": asdict(summary),
                 "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
                 "crops_per_s": summary.crops_per_s,
+                "store_retries": retries,
                 "scoring": {
                     "backends": sorted(stats.score_backends),  # what really ran (after any fallback)
                     "busy_s": stats.score_busy_s,
@@ -427,6 +434,12 @@ def annotate(
     if status != run_record.FINISHED:
         raise RunStopped(summary, why, signals.signum) from error
     return summary
+
+
+def _store_retries(driver: dict[str, int], workers: int) -> dict:
+    """The run record's ``store_retries``: object-store requests botocore sent again (store_retries.py)."""
+    return {"total": sum(driver.values()) + workers, "driver": sum(driver.values()), "workers": workers,
+            "driver_by_reason": dict(sorted(driver.items()))}
 
 
 def _run_failure(output_uri: str, run_id: str, stats, storage_options) -> str | None:
