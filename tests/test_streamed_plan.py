@@ -57,6 +57,21 @@ def test_plan_streams_chunk_by_chunk_and_the_work_list_holds_a_bounded_window(tm
         work.refs
 
 
+def test_spilled_work_list_reads_back_as_blocks_of_the_block_size(tmp_path):
+    """The Ray Data source of a spilled work list: one read task per file, its rows in blocks (run here, no cluster)."""
+    from cliper_batch.pipeline.worklist import _source_class
+
+    work = WorkList(str(tmp_path / "out"), "r1", in_memory=40)
+    for plan in plan_chunks([refs(0, 50), refs(50, 90)], DoneState.empty(), PlanTotals()):
+        work.add(plan)
+    work.close()
+    tasks = _source_class()(work.output_uri, {}, work.files, 7).get_read_tasks(1)
+    assert [t.metadata.num_rows for t in tasks] == [50, 40]
+    blocks = [b for t in tasks for b in t()]
+    assert [b.num_rows for b in blocks] == [7] * 7 + [1] + [7] * 5 + [5]  # blocks never span two files
+    assert [v for b in blocks for v in b.column("video_id").to_pylist()] == [r.video_id for r in refs(0, 90)]
+
+
 def test_short_work_list_stays_in_memory(tmp_path):
     work = WorkList(str(tmp_path / "out"), "r1", in_memory=150)
     for plan in plan_chunks([refs(0, 100), refs(100, 150)], DoneState.empty(), PlanTotals()):

@@ -105,7 +105,9 @@ class WorkList:
         import ray
 
         step = -(-self.total // max(1, min(self.total, MAX_BLOCKS)))
-        return ray.data.read_datasource(_source_class()(self.output_uri, self.storage_options, self.files, step))
+        # num_cpus=0: the model actors hold every CPU of a CPU-only cluster from the start (a fixed pool); a
+        # read task that waited for a CPU would never run. Reading one small Parquet file is I/O, not compute.
+        return ray.data.read_datasource(_source_class()(self.output_uri, self.storage_options, self.files, step), num_cpus=0)
 
 
 def _read(fs, path: str) -> pa.Table:
