@@ -150,6 +150,9 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
     from cliper_batch.types import AnnotateConfig, RunOptions
 
     monkeypatch.setattr(worklist, "IN_MEMORY", 10)
+    spilled = []  # files per run whose work list Ray Data read from staging
+    read_back = worklist.WorkList.dataset
+    monkeypatch.setattr(worklist.WorkList, "dataset", lambda self: spilled.append(len(self.files)) or read_back(self))
     info = ModelInfo(spec="bench", kind="bench", classes=BENCH_CLASSES, descriptors_per_class=1, image_size=64,
                      model_id="bench")
     out = str(tmp_path / "out")
@@ -163,9 +166,10 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
     assert (first.listed, first.videos_total, first.videos_ok) == (30, 30, 30)
     second = night(45)  # 30 done, 15 new: 45 > 10 still spills
     assert (second.listed, second.skipped_done, second.videos_total, second.videos_ok) == (45, 30, 15, 15)
+    assert spilled == [3, 2]  # chunks of 7, spilled past 10: 14 + 14 + 2, then 12 + 3 (the 30 done are skipped)
     rows = query.scan_videos(out).collect()
     assert rows.height == 45 and rows["video_id"].n_unique() == 45 and set(rows["status"]) == {"ok"}
     with open(run_record.record_path(out, second.run_id)) as f:
         rec = json.load(f)
     assert (rec["listed"], rec["plan"]["skipped_done"], rec["summary"]["videos_total"]) == (45, 30, 15)
-    assert not os.path.exists(os.path.join(out, "_staging"))
+    assert not any(os.path.exists(os.path.join(out, "_staging", r.run_id)) for r in (first, second))  # work lists gone
