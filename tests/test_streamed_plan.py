@@ -93,6 +93,17 @@ def test_limit_counts_across_chunks_and_done_videos_are_skipped(tmp_path):
     assert (totals.listed, totals.skipped_done, totals.todo, totals.deferred_limit) == (12, 5, 4, 3)
 
 
+def test_compact_done_set_matches_the_string_state_over_several_runs(tmp_path):
+    """done_state (hashes, sorted, reduced with numpy) says per video what manifest_state (strings, group-by) says."""
+    out = tmp_path / "out"
+    write_run(out, RUN1, 6, seed=1, failed={5: "ProbeError"})
+    write_run(out, "20260102T000000Z-000002", 4, seed=2, failed={1: "VideoTimeout", 2: "ProbeError"})
+    write_run(out, "20260103T000000Z-000003", 2, seed=3, failed={0: "VideoTimeout"})
+    compact = done_state(str(out), "m", "c").df
+    assert compact.height == 6 and compact["ever_ok"].sum() == 5  # video 5 never succeeded
+    assert compact.equals(DoneState.from_state(manifest_state(str(out), "m", "c")).df)
+
+
 def test_writer_accounts_for_a_spilled_work_list(tmp_path):
     """Videos of a spilled work list that never report become WorkerLost rows; an interrupted run drops them."""
     from synthetic_output import feed_video
