@@ -37,6 +37,10 @@ import time
 import numpy as np
 
 CLASSES = ("neutral", "happy", "sad")
+# Scratch space (the outputs, Ray's session folder) outside /tmp: on the shared dev host other jobs clean
+# /tmp/rt* and /tmp/cb* while a 10^6 run is still going. A short path: Ray's socket paths must fit 107 bytes.
+SCRATCH = os.environ.get("PLAN_SCALE_TMP", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "tmp"))
+RAY_TMP = os.environ.get("PLAN_SCALE_RAY_TMP", "/work/.rtps")
 
 
 def _status_kib(field: str) -> int:
@@ -90,23 +94,36 @@ def synthetic_listing(n: int, chunk: int):
 
 
 class InstantStage:
-    """A fused stage that returns at once: per video one ``ok`` outcome row with no segments (no decoding, no model)."""
+    """A fused stage that returns at once: per video one ``ok`` outcome row with no segments (no decoding, no model).
+
+    The rows are built column-wise, the outcome JSON around the block's own ref JSON (what the real
+    stage's ``rows.outcome_row`` would encode), so the workers cost microseconds a video, not the driver's time.
+    """
 
     def __init__(self, model_spec=None, config=None, device=None, num_threads=None, storage_options=None):
         from cliper_batch.types import VideoInfo
 
-        self.info = VideoInfo(2.0, 25.0, 64, 48, "h264")
+        self.info = json.dumps(vars(VideoInfo(2.0, 25.0, 64, 48, "h264")))
 
     def __call__(self, batch):
         from cliper_batch import rows
-        from cliper_batch.types import VideoOutcome
 
-        outs = [rows.outcome_row(VideoOutcome(ref=rows.decode_ref(str(r)), status="ok", info=self.info, n_segments=0))
-                for r in batch["ref"]]
-        n = len(outs)
-        block = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-        block["probs"] = np.zeros((n, len(CLASSES)), dtype=np.float32)
-        block["descriptor"] = np.zeros(n, dtype=np.int16)
+        refs = [str(r) for r in batch["ref"]]
+        n = len(refs)
+        block = {
+            "row_kind": np.full(n, rows.VIDEO, dtype=object),
+            "video_id": np.asarray(batch["video_id"], dtype=object),
+            "video_uri": np.array([json.loads(r)["uri"] for r in refs], dtype=object),
+            "track_id": np.zeros(n, dtype=np.int32),
+            "segment_index": np.full(n, -1, dtype=np.int32),
+            "start_s": np.zeros(n),
+            "end_s": np.zeros(n),
+            "outcome": np.array([f'{{"ref": {r}, "status": "ok", "info": {self.info}, "n_segments": 0, '
+                                 f'"extra": {{"worker": "instant"}}}}' for r in refs], dtype=object),
+            "probs": np.zeros((n, len(CLASSES)), dtype=np.float32),
+            "descriptor": np.zeros(n, dtype=np.int16),
+            **rows._no_faces(n),
+        }
         yield block
 
 
@@ -121,7 +138,7 @@ def night(n: int, out: str, cpus: int) -> dict:
     from cliper_batch.pipeline import run as run_mod
     from cliper_batch.types import AnnotateConfig, RunOptions
 
-    tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    tmp = tempfile.mkdtemp(prefix="rtps", dir=RAY_TMP)
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a private loopback runtime
     ray.init(num_cpus=cpus, include_dashboard=False, _temp_dir=tmp, object_store_memory=400_000_000, log_to_driver=False,
              _node_ip_address="127.0.0.1")
@@ -174,7 +191,7 @@ def write_done_output(out: str, n: int, per_part: int = 2_000) -> None:
     for k, refs in enumerate(synthetic_listing(n, per_part)):
         m = len(refs)
         cols = {"video_id": [r.video_id for r in refs], "video_uri": [r.uri for r in refs], "kind": ["video"] * m,
-                "size_bytes": [r.size_bytes] * m, "fingerprint": [r.fingerprint for r in refs], "status": ["ok"] * m,
+                "size_bytes": [1000] * m, "fingerprint": [r.fingerprint for r in refs], "status": ["ok"] * m,
                 "attempt": [1] * m, "duration_s": [2.0] * m, "n_segments": [0] * m, "n_tracks": [0] * m,
                 "model_id": ["bench"] * m, "config_hash": ["c"] * m, "run_id": [run_id] * m}
         table = pa.table({f.name: pa.array(cols.get(f.name, [None] * m), f.type) for f in sch}, schema=sch)
@@ -212,7 +229,8 @@ def main() -> int:
     from bench.common import machine, write_result
 
     if a.done_set:
-        tmp = tempfile.mkdtemp(prefix="cbdone")
+        os.makedirs(SCRATCH, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="cbdone", dir=SCRATCH)
         t0 = time.perf_counter()
         write_done_output(os.path.join(tmp, "out"), a.done_set)
         written = time.perf_counter() - t0
@@ -227,7 +245,9 @@ def main() -> int:
 
     res = {"done_fraction": a.done, "cpus": a.cpus, "load_avg_1m_at_start": os.getloadavg()[0], **machine()}
     for n in a.sizes:
-        tmp = tempfile.mkdtemp(prefix="cbplan")
+        os.makedirs(SCRATCH, exist_ok=True)
+        os.makedirs(RAY_TMP, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="cbplan", dir=SCRATCH)
         out = os.path.join(tmp, "out")
         nights = []
         m = int(n * a.done)
