@@ -11,15 +11,19 @@ For each listed video, against the manifest rows of the same (model_id, config_h
   more, whatever its class or count;
 * **new or changed** -> annotated (attempt 1).
 
-The failure classes come from :mod:`cliper_batch.failures`. The plan is computed
-with Polars joins, not a Python loop over the manifest, so a million-video listing
-plans in seconds.
+The failure classes come from :mod:`cliper_batch.failures`. A run plans as the
+listing streams (:func:`plan_chunks`): the output's state is read once into a compact
+sorted key set (:func:`done_state`, ~30 bytes a video), and each listing chunk is
+looked up in it with vectorised binary searches, so the driver's memory is the
+state plus one chunk, not the whole listing joined at once.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from . import failures
@@ -83,9 +87,108 @@ def manifest_state(output: str, model_id: str, config_hash: str, storage_options
     )
 
 
+# The done set, compact: per video the state above with its id and fingerprints as 64-bit hashes (Polars'
+# seeded hash, the same on the listing's side in this process), sorted by key. ~30 bytes a video, where
+# the string state (STATE_SCHEMA) takes several times that: the diff of each listing chunk looks its
+# videos up here (a binary search), so the driver never joins the whole listing at once.
+COMPACT_SCHEMA = {
+    "key": pl.UInt64,
+    "ever_ok": pl.Boolean,
+    "ok_fp": pl.UInt64,
+    "last_failed": pl.Boolean,
+    "last_fp": pl.UInt64,
+    "last_class": pl.Categorical,
+    "last_attempt": pl.Int32,
+}
+
+
+def _key(col: pl.Expr) -> pl.Expr:
+    return col.hash(seed=0)
+
+
+def _fp(col: pl.Expr) -> pl.Expr:
+    """A fingerprint's hash; null stays null (an unknown fingerprint matches nothing but another null)."""
+    return pl.when(col.is_null()).then(None).otherwise(col.hash(seed=0))
+
+
+@dataclass(frozen=True)
+class DoneState:
+    """The output's state per (hashed) video for one (model, config): :data:`COMPACT_SCHEMA`, sorted by key."""
+
+    df: pl.DataFrame
+
+    @property
+    def keys(self) -> np.ndarray:
+        return self.df["key"].to_numpy()
+
+    @classmethod
+    def empty(cls) -> "DoneState":
+        return cls(pl.DataFrame(schema=COMPACT_SCHEMA))
+
+    @classmethod
+    def from_state(cls, state: pl.DataFrame) -> "DoneState":
+        """From a :func:`manifest_state` frame (strings)."""
+        return cls(
+            state.select(
+                _key(pl.col("video_id")).alias("key"),
+                pl.col("ever_ok"),
+                _fp(pl.col("ok_fingerprint")).alias("ok_fp"),
+                (pl.col("last_status") == "failed").alias("last_failed"),
+                _fp(pl.col("last_fingerprint")).alias("last_fp"),
+                pl.col("last_class").cast(pl.Categorical),
+                pl.col("last_attempt").cast(pl.Int32),
+            ).sort("key")
+        )
+
+
+def done_state(output: str, model_id: str, config_hash: str, storage_options: dict | None = None) -> DoneState:
+    """:func:`manifest_state`, compact (:class:`DoneState`): strings never held for the whole manifest.
+
+    The manifest rows are read as hashes, a categorical run id and small columns (streaming), ordered by
+    run (the run ids' sorted order), and reduced to the latest row per video as :func:`manifest_state` does.
+    """
+    try:
+        lf = scan_videos(output, storage_options=storage_options)
+    except NoAnnotations:
+        return DoneState.empty()
+    cls = pl.col("error_class").fill_null(
+        pl.col("error_type").replace_strict(failures.ERROR_CLASSES, default=failures.TRANSIENT, return_dtype=pl.String)
+    )
+    rows = (
+        lf.filter((pl.col("model_id") == model_id) & (pl.col("config_hash") == config_hash))
+        .select(
+            _key(pl.col("video_id")).alias("key"),
+            pl.col("run_id").cast(pl.Categorical).alias("run"),
+            (pl.col("status") == "ok").alias("ok"),
+            (pl.col("status") == "failed").alias("failed"),
+            _fp(pl.col("fingerprint")).alias("fp"),
+            cls.cast(pl.Categorical).alias("cls"),
+            pl.col("attempt").fill_null(1).cast(pl.Int32),
+        )
+        .collect(engine="streaming")
+    )
+    if rows.is_empty():
+        return DoneState.empty()
+    runs = rows["run"].unique()  # a few: code -> rank of the run id in sorted order
+    codes = runs.to_physical().to_numpy()
+    rank = np.zeros(int(codes.max()) + 1, dtype=np.uint32)
+    rank[codes[np.argsort(np.array(runs.cast(pl.String).to_list()), kind="stable")]] = np.arange(len(codes), dtype=np.uint32)
+    rows = rows.with_columns(pl.Series("run", rank[rows["run"].to_physical().to_numpy()])).sort(["key", "run"])
+    df = rows.group_by("key", maintain_order=True).agg(
+        pl.col("ok").any().alias("ever_ok"),
+        pl.col("fp").filter(pl.col("ok")).last().alias("ok_fp"),
+        pl.col("failed").last().alias("last_failed"),
+        pl.col("fp").last().alias("last_fp"),
+        pl.when(~pl.col("ok")).then(pl.col("cls")).last().alias("last_class"),
+        pl.col("attempt").last().alias("last_attempt"),
+    )
+    del rows
+    return DoneState(df.select(list(COMPACT_SCHEMA)))
+
+
 def plan_work(
     refs: list[VideoRef],
-    state: pl.DataFrame | None = None,
+    state: pl.DataFrame | DoneState | None = None,
     *,
     force: bool = False,
     since: float | None = None,
@@ -93,10 +196,17 @@ def plan_work(
     max_attempts: int = 3,
     retry_failed: bool = False,
 ) -> WorkPlan:
-    """Filter the listing (see the module docstring); ``force`` redoes every listed video; cap at ``limit``."""
+    """Filter the listing (see the module docstring); ``force`` redoes every listed video; cap at ``limit``.
+
+    ``state``: a :func:`manifest_state` frame or a :class:`DoneState`. A run plans chunk by chunk
+    (:func:`plan_chunks`); this is one chunk.
+    """
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-    state = pl.DataFrame(schema=STATE_SCHEMA) if state is None else state
+    if state is None:
+        state = DoneState.empty()
+    elif isinstance(state, pl.DataFrame):
+        state = DoneState.from_state(state)
     listing = pl.DataFrame(
         {
             "i": pl.Series(range(len(refs)), dtype=pl.Int64),
@@ -105,18 +215,27 @@ def plan_work(
             "mtime": [r.mtime for r in refs],
         },
         schema={"i": pl.Int64, "video_id": pl.String, "fingerprint": pl.String, "mtime": pl.Float64},
-    )
-    fp = pl.col("fingerprint")
+    ).select("i", _key(pl.col("video_id")).alias("key"), _fp(pl.col("fingerprint")).alias("fp"), "mtime")
+    # each listed video's state row: a binary search in the sorted keys (no join of the whole state)
+    keys, wanted = state.keys, listing["key"].to_numpy()
+    at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    found = (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), dtype=bool)
+    looked_up = state.df.drop("key")[at] if len(keys) else pl.DataFrame(schema={k: v for k, v in COMPACT_SCHEMA.items() if k != "key"})
+    if len(keys) and not found.all():
+        looked_up = looked_up.with_columns(pl.when(pl.Series(found)).then(pl.col(c)).alias(c) for c in looked_up.columns)
+    elif not len(keys):
+        looked_up = pl.DataFrame({c: pl.Series([None] * len(refs), dtype=t) for c, t in COMPACT_SCHEMA.items() if c != "key"})
+    fp = pl.col("fp")
     old = pl.col("mtime").is_not_null() & (pl.col("mtime") < since) if since is not None else pl.lit(False)
-    done = pl.lit(not force) & pl.col("ok_fingerprint").is_not_null() & (pl.col("ok_fingerprint") == fp).fill_null(False)
-    failed_same = (pl.col("last_status") == "failed").fill_null(False) & pl.col("last_fingerprint").eq_missing(fp)
+    done = pl.lit(not force) & pl.col("ok_fp").is_not_null() & (pl.col("ok_fp") == fp).fill_null(False)
+    failed_same = pl.col("last_failed").fill_null(False) & pl.col("last_fp").eq_missing(fp)
     blocked = (
         pl.lit(not (force or retry_failed))
         & failed_same
         & ((pl.col("last_class") == failures.DATA) | (pl.col("last_attempt") >= max_attempts)).fill_null(False)
     )
     d = (
-        listing.join(state, on="video_id", how="left")
+        pl.concat([listing, looked_up], how="horizontal")
         .with_columns(
             old.alias("old"),
             done.alias("done"),
@@ -134,7 +253,6 @@ def plan_work(
             .otherwise(pl.lit("todo"))
             .alias("decision")
         )
-        .sort("i")
     )
     counts = dict(d.group_by("decision").len().iter_rows())
     todo = d.filter(pl.col("decision") == "todo")
@@ -152,8 +270,51 @@ def plan_work(
         skipped_data=counts.get("data", 0),
         skipped_gave_up=counts.get("gave_up", 0),
         retried=retry.height,
-        attempts=dict(zip(retry["video_id"].to_list(), retry["attempt"].to_list())),
+        attempts={refs[i].video_id: a for i, a in zip(retry["i"].to_list(), retry["attempt"].to_list())},
     )
 
 
-__all__ = ["STATE_SCHEMA", "WorkPlan", "manifest_state", "plan_work"]
+# WorkPlan's counts: what a run record's "plan" holds
+PLAN_COUNTS = ("skipped_done", "skipped_since", "deferred_limit", "changed", "skipped_data", "skipped_gave_up", "retried")
+
+
+class PlanTotals:
+    """A streamed plan's counts (:data:`PLAN_COUNTS`, plus ``listed`` and ``todo``), summed chunk by chunk."""
+
+    def __init__(self):
+        self.listed = self.todo = 0
+        for k in PLAN_COUNTS:
+            setattr(self, k, 0)
+
+    def add(self, listed: int, plan: WorkPlan) -> None:
+        self.listed += listed
+        self.todo += len(plan.todo)
+        for k in PLAN_COUNTS:
+            setattr(self, k, getattr(self, k) + getattr(plan, k))
+
+    @property
+    def skipped_failed(self) -> int:
+        return self.skipped_data + self.skipped_gave_up
+
+    def record(self) -> dict:
+        """The run record's ``plan``: the counts a whole-corpus :class:`WorkPlan` gave."""
+        return {k: getattr(self, k) for k in PLAN_COUNTS}
+
+
+def plan_chunks(
+    chunks: Iterable[list[VideoRef]],
+    state: DoneState,
+    totals: PlanTotals,
+    *,
+    limit: int | None = None,
+    **policy,
+) -> Iterator[WorkPlan]:
+    """:func:`plan_work` per listing chunk, ``limit`` counted across chunks; ``totals`` grows as they stream."""
+    for refs in chunks:
+        left = None if limit is None else max(limit - totals.todo, 0)
+        plan = plan_work(refs, state, limit=left, **policy)
+        totals.add(len(refs), plan)
+        yield plan
+
+
+__all__ = ["COMPACT_SCHEMA", "STATE_SCHEMA", "DoneState", "PlanTotals", "WorkPlan", "done_state", "manifest_state", "plan_chunks", "plan_work"]

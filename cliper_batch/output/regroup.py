@@ -7,7 +7,10 @@ row once all of them are there.
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +18,11 @@ from .. import failures, schema
 from .. import rows
 from ..types import VideoOutcome, VideoRef
 from ..uris import media_kind
+
+if TYPE_CHECKING:
+    from ..pipeline.worklist import WorkList
+
+_REPORTED_BUFFER = 1 << 20  # reported ids buffered as Python ints before they are folded into the sorted array
 
 
 @dataclass
@@ -57,14 +65,23 @@ class Regrouper:
         model_id: str,
         config_hash: str,
         run_id: str,
-        expected: list[VideoRef] | None = None,
+        expected: "list[VideoRef] | WorkList | None" = None,
         attempts: dict[str, int] | None = None,
     ):
         self.classes = tuple(classes)
         self.model_id, self.config_hash, self.run_id = model_id, config_hash, run_id
         # Videos this run must account for: any that never reports back (its worker crashed
-        # past its retries) becomes a failed manifest row in finish().
-        self._unreported: dict[str, VideoRef] = {r.video_id: r for r in (expected or [])}
+        # past its retries) becomes a failed manifest row in finish(). A list is held as a dict;
+        # a spilled work list (pipeline/worklist.py) is read again in finish() against the ids
+        # that reported, kept as 64-bit keys (8 bytes a video, not a dict entry).
+        self._expected_stream = expected if getattr(expected, "spilled", False) else None
+        if self._expected_stream is None and expected is not None and not isinstance(expected, list):
+            expected = expected.refs
+        self._unreported: dict[str, VideoRef] = {}
+        if self._expected_stream is None:
+            self._unreported = {r.video_id: r for r in (expected or [])}
+        self._reported: list[int] = []
+        self._reported_keys = np.empty(0, dtype=np.uint64)
         self._attempts = attempts or {}  # video_id -> attempt number of this run (1 when absent)
         self.stats = WriterStats()
         self._pending: dict[str, _Pending] = {}
@@ -129,7 +146,13 @@ class Regrouper:
         return row
 
     def _maybe_complete(self, vid: str) -> None:
-        self._unreported.pop(vid, None)
+        if self._expected_stream is None:
+            self._unreported.pop(vid, None)
+        elif len(vid) == 16:  # a listed video's id: 16 hex digits
+            with contextlib.suppress(ValueError):
+                self._reported.append(int(vid, 16))
+            if len(self._reported) >= _REPORTED_BUFFER:
+                self._compact_reported()
         p = self._pending.get(vid)
         if p is None or p.outcome is None:
             return
@@ -182,19 +205,38 @@ class Regrouper:
             "run_id": self.run_id,
         }
 
-    def finish(self, *, lost_error_type: str | None = "WorkerLost", lost_reason: str = "") -> None:
+    def _compact_reported(self) -> None:
+        """Fold the buffered reported keys into the sorted, unique uint64 array."""
+        if self._reported:
+            new = np.fromiter(self._reported, dtype=np.uint64, count=len(self._reported))
+            self._reported_keys = np.union1d(self._reported_keys, new)
+            self._reported = []
+
+    def _unreported_stream(self) -> Iterator[list[VideoRef]]:
+        """The spilled work list's videos that never reported, a chunk at a time."""
+        self._compact_reported()
+        for chunk in self._expected_stream.chunks():
+            keys = np.fromiter((int(r.video_id, 16) for r in chunk), dtype=np.uint64, count=len(chunk))
+            yield [r for r, reported in zip(chunk, np.isin(keys, self._reported_keys)) if not reported]
+
+    def finish(
+        self, *, lost_error_type: str | None = "WorkerLost", lost_reason: str = "", flush: Callable[[], None] | None = None
+    ) -> None:
         """Account for every expected video that is not complete.
 
         ``lost_error_type`` set: a video whose rows never completed becomes a failed
         row (``IncompleteVideo`` when its outcome came, else ``lost_error_type``).
         ``None`` (the run was interrupted): they are dropped, unrecorded, so the next
-        run does them as if never tried.
+        run does them as if never tried. ``flush`` (the writer's) is called between chunks of a
+        spilled work list, so its failed rows never pile up in memory.
         """
         unfinished = list(self._pending.items())
-        unreported = list(self._unreported.values())
+        unreported = [list(self._unreported.values())]
+        if self._expected_stream is not None:
+            unreported = self._unreported_stream()
         self._pending, self._unreported = {}, {}
         if lost_error_type is None:
-            self.stats.videos_dropped += len(unfinished) + len(unreported)
+            self.stats.videos_dropped += len(unfinished) + sum(len(c) for c in unreported)
             return
         for vid, p in unfinished:
             o = p.outcome
@@ -207,11 +249,14 @@ class Regrouper:
             o.error = o.error or f"only {len(p.segments)} of {o.n_segments} segment rows reached the writer"
             self._close(o, [])
         why = lost_reason or "its worker crashed or was lost after retries"
-        for ref in unreported:
-            self._close(
-                VideoOutcome(ref=ref, status="failed", error_type=lost_error_type, error=f"{ref.uri}: no result came back ({why})"),
-                [],
-            )
+        for chunk in unreported:
+            for ref in chunk:
+                self._close(
+                    VideoOutcome(ref=ref, status="failed", error_type=lost_error_type, error=f"{ref.uri}: no result came back ({why})"),
+                    [],
+                )
+            if flush is not None:
+                flush()
 
 
 __all__ = ["Regrouper", "WriterStats"]

@@ -13,6 +13,7 @@ import errno
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,9 @@ from ..uris import filesystem_for
 from . import current, run_record
 from .layout import TIMELINES, VIDEOS, PartName, commit_table, current_dir, drop_staging
 from .regroup import Regrouper, WriterStats
+
+if TYPE_CHECKING:
+    from ..pipeline.worklist import WorkList
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class OutputWriter:
         videos_per_part: int = 2_000,
         seconds_per_part: float = 120.0,
         storage_options: dict | None = None,
-        expected: list[VideoRef] | None = None,
+        expected: "list[VideoRef] | WorkList | None" = None,
         attempts: dict[str, int] | None = None,
         on_commit: Callable[[float, int], None] | None = None,
     ):
@@ -149,14 +153,18 @@ class OutputWriter:
         if self.on_commit is not None:
             self.on_commit(time.perf_counter() - t0, len(videos))
 
+    def _flush_if_full(self) -> None:
+        if len(self.regroup.ready_videos) >= self.videos_per_part or len(self.regroup.ready_timelines) >= self.rows_per_part:
+            self.flush()
+
     def close(self, *, lost_error_type: str | None = "WorkerLost", lost_reason: str = "") -> WriterStats:
         """Account for unfinished videos (see :meth:`Regrouper.finish`), flush, retire superseded rows, drop staging."""
         if self._closed is not None:
             return self._closed
         if self.unwritable is None:  # else: write nothing more (the next run's recovery finishes the output)
-            self.regroup.finish(lost_error_type=lost_error_type, lost_reason=lost_reason)
             try:
                 with self._disk(self.root):
+                    self.regroup.finish(lost_error_type=lost_error_type, lost_reason=lost_reason, flush=self._flush_if_full)
                     self.flush()
                     self.retired = current.retire_superseded(self.fs, self.root, runs=[self.run_id], token=self.run_id)
                     drop_staging(self.fs, self.root, self.run_id)

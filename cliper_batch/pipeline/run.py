@@ -3,22 +3,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-import pyarrow as pa
 import ray
 
-from .. import rows, store_retries
+from .. import store_retries
 from ..failures import common_setup_failure
-from ..incremental import manifest_state, plan_work
-from ..listing import list_videos
+from ..incremental import PlanTotals, done_state, plan_chunks
+from ..listing import iter_videos
 from ..model.spec import ModelInfo, describe_model
 from ..progress import RunProgress
-from ..types import WORKERS, AnnotateConfig, RunOptions
+from ..types import WORKERS, AnnotateConfig, RunOptions, VideoRef
 from ..uris import check_locations
 from ..output import run_record
 from ..output.lock import OutputLock
@@ -27,6 +28,7 @@ from ..output.writer import OutputUnwritable, OutputWriter
 from . import ray_data_args, single_actor
 from .driver import RunStopped, StopSignals, drive
 from .metrics import RunMetrics
+from .worklist import MAX_BLOCKS, WorkList, refs_table
 
 
 log = logging.getLogger(__name__)
@@ -267,40 +269,53 @@ def annotate(
     model_info: ModelInfo | None = None,
     decode_stage: type | None = None,
     fused_stage: type | None = None,
+    listing: Iterable[list[VideoRef]] | None = None,
 ) -> RunSummary:
     """Annotate the videos under ``input_uri`` that still need it into ``output_uri``. Ray must be initialised.
 
     ``options.worker`` picks the layout (:func:`resolve_worker`). ``decode_stage``
     replaces :class:`DecodeStage` and ``fused_stage`` :class:`FusedStage` (same
-    constructors), e.g. to inject faults in tests.
+    constructors), e.g. to inject faults in tests. ``listing`` replaces the listing of
+    ``input_uri`` (chunks of ``VideoRef``, as :func:`iter_videos` gives; a benchmark's synthetic corpus).
+
+    The plan streams: the listing comes in chunks, each chunk is diffed against the output's
+    compact done set (:func:`done_state`) and its videos to do go to the work list
+    (:class:`WorkList`: in memory while short, else spilled to the run's staging folder and read
+    back by Ray Data), so the driver's memory does not grow with the corpus.
     """
     options = options or RunOptions()
     t0 = time.perf_counter()
     started = _dt.datetime.now(_dt.timezone.utc)
     store_retries.take()  # this process's retries from before the run are not the run's
     output_uri = check_locations(input_uri, output_uri)
-    refs = list_videos(input_uri, **(storage_options or {}))
+    chunks = iter(listing if listing is not None else iter_videos(input_uri, **(storage_options or {})))
+    first = next(chunks, [])  # a missing or empty corpus fails here, before the output is locked
     info = model_info or describe_model(model_spec, storage_options)
     model_id, classes, image_size = info.model_id, info.classes, info.image_size
     run_id = run_id or run_record.new_run_id()
     chash = config_hash(config)
     with OutputLock(output_uri, run_id, storage_options=storage_options), StopSignals() as signals:
         recovery = recover_output(output_uri, current_run_id=run_id, storage_options=storage_options)
-        state = manifest_state(output_uri, model_id, chash, storage_options)
-        plan = plan_work(
-            refs, state, force=options.force, since=options.since, limit=options.limit,
-            max_attempts=options.max_attempts, retry_failed=options.retry_failed,
-        )
-        del state
+        state = done_state(output_uri, model_id, chash, storage_options)
+        plan = PlanTotals()  # counted as the listing streams
+        work = WorkList(output_uri, run_id, storage_options)
+        for chunk_plan in plan_chunks(
+            itertools.chain([first], chunks), state, plan, force=options.force, since=options.since,
+            limit=options.limit, max_attempts=options.max_attempts, retry_failed=options.retry_failed,
+        ):
+            work.add(chunk_plan)
+        work.close()
+        del state, first, chunks
         log.info(
             "run %s: %d listed, %d to do (%d changed, %d retried), %d already done, %d failed before and not retried "
-            "(%d bad data, %d out of attempts), %d older than --since, %d deferred by --limit",
-            run_id, len(refs), len(plan.todo), plan.changed, plan.retried, plan.skipped_done, plan.skipped_failed,
+            "(%d bad data, %d out of attempts), %d older than --since, %d deferred by --limit%s",
+            run_id, plan.listed, work.total, plan.changed, plan.retried, plan.skipped_done, plan.skipped_failed,
             plan.skipped_data, plan.skipped_gave_up, plan.skipped_since, plan.deferred_limit,
+            f"; work list in {len(work.files)} files under the run's staging folder" if work.spilled else "",
         )
         res = plan_resources(
             config.device, decode_workers, score_workers, options.worker, options.gpu_fraction,
-            videos=len(plan.todo), model_gflops=info.visual_gflops, videos_per_task=options.videos_per_task,
+            videos=work.total, model_gflops=info.visual_gflops, videos_per_task=options.videos_per_task,
         )
         if (decode_stage if res.worker == "fused" else fused_stage) is not None:  # would be silently unused
             raise ValueError(f"a replacement {'decode' if res.worker == 'fused' else 'fused'} stage was given but "
@@ -309,7 +324,7 @@ def annotate(
             "run %s: %s worker on %s: %s (%s; %d torch threads each%s) because %s", run_id, res.worker, res.device,
             f"{res.score_workers} fused actors" if res.worker == "fused"
             else f"{res.decode_workers} decoders on {res.decode_device} -> {res.score_workers} scorers",
-            f"{res.videos_per_task} videos per task" if res.worker == "fused" else f"{len(plan.todo)} videos",
+            f"{res.videos_per_task} videos per task" if res.worker == "fused" else f"{work.total} videos",
             res.score_threads, f", {res.score_num_gpus:g} GPU" if res.score_num_gpus else "", res.why,
         )
         if res.worker == "staged" and res.device == "cuda":
@@ -318,26 +333,26 @@ def annotate(
                      run_id, res.decode_workers)
         status, why, error = run_record.FINISHED, "", None
         # which drives the actors: Ray Data, or for a short run on one fused actor the driver itself
-        executor = "single_actor" if single_actor.applies(res.worker, res.score_workers, len(plan.todo)) else "ray_data"
-        metrics = RunMetrics(run_id, videos_total=len(plan.todo), batch_size=config.batch_size,
+        executor = "single_actor" if single_actor.applies(res.worker, res.score_workers, work.total) else "ray_data"
+        metrics = RunMetrics(run_id, videos_total=work.total, batch_size=config.batch_size,
                              frames_per_segment=config.frames_per_segment, device=res.device,
                              score_workers=res.score_workers)  # Ray's metrics system (docs/operations.md)
         with OutputWriter(
             output_uri, classes, run_id=run_id, model_id=model_id, config_hash=chash, on_commit=metrics.committed,
             videos_per_part=options.videos_per_part, seconds_per_part=options.seconds_per_part,
-            storage_options=storage_options, expected=plan.todo, attempts=plan.attempts,
+            storage_options=storage_options, expected=work, attempts=work.attempts,
         ) as writer:
-            if plan.todo:
+            if work.total:
                 if executor == "single_actor":
                     log.info("run %s: %d videos <= %d on one fused actor: driven without Ray Data (less start-up)",
-                             run_id, len(plan.todo), single_actor.MAX_VIDEOS)
-                    batches = _stream_single_actor(plan.todo, model_spec, config, res, storage_options, fused_stage)
+                             run_id, work.total, single_actor.MAX_VIDEOS)
+                    batches = _stream_single_actor(work.refs, model_spec, config, res, storage_options, fused_stage)
                 elif res.worker == "fused":
-                    batches = _stream_fused(plan.todo, model_spec, config, res, options, storage_options, fused_stage)
+                    batches = _stream_fused(work, model_spec, config, res, options, storage_options, fused_stage)
                 else:
-                    batches = _stream(plan.todo, model_spec, config, image_size, res, storage_options, decode_stage,
+                    batches = _stream(work, model_spec, config, image_size, res, storage_options, decode_stage,
                                       face_margin=info.face_margin)
-                progress = RunProgress(len(plan.todo))
+                progress = RunProgress(work.total)
 
                 def consume(batch) -> None:
                     writer.add_batch(batch)
@@ -369,7 +384,7 @@ def annotate(
             run_id=run_id,
             output=output_uri,
             model_id=model_id,
-            videos_total=len(plan.todo),
+            videos_total=work.total,
             videos_ok=stats.videos_ok,
             videos_failed=stats.videos_failed,
             segments=stats.segments,
@@ -382,7 +397,7 @@ def annotate(
             videos_skipped=plan.skipped_done + plan.skipped_since + plan.deferred_limit + plan.skipped_failed,
             failure_reason=_run_failure(output_uri, run_id, stats, storage_options),
             status=status,
-            listed=len(refs),
+            listed=plan.listed,
             skipped_done=plan.skipped_done,
             not_retried_data=plan.skipped_data,
             not_retried_gave_up=plan.skipped_gave_up,
@@ -408,8 +423,8 @@ def annotate(
                 "options": asdict(options),
                 "resources": asdict(res),
                 "executor": executor,
-                "listed": len(refs),
-                "plan": {k: v for k, v in asdict(plan).items() if k not in ("todo", "attempts")},
+                "listed": plan.listed,
+                "plan": plan.record(),
                 "recovery": asdict(recovery),
                 "retired": asdict(writer.retired) if writer.retired else None,
                 "summary": asdict(summary),
@@ -466,23 +481,21 @@ def _run_failure(output_uri: str, run_id: str, stats, storage_options) -> str | 
     )
 
 
-def refs_table(refs) -> pa.Table:
-    """The work list as Arrow columns (``video_id``, ``ref`` JSON): ~100 bytes a video, where a list of
-    dicts for ``from_items`` costs several times that on the driver at a million videos."""
-    return pa.table({"video_id": [r.video_id for r in refs], "ref": [rows.encode_ref(r) for r in refs]})
-
-
-def _refs_dataset(refs) -> "ray.data.Dataset":
+def _refs_dataset(work) -> "ray.data.Dataset":
     """``{video_id, ref}`` rows, one per video to annotate, in up to 10 000 blocks (one video per block for
-    small corpora, as tasks retry per block).
+    small corpora, as tasks retry per block). ``work``: a list of refs or a :class:`WorkList` (a spilled
+    one is read back from its files by Ray Data's read tasks, not through the driver).
 
     A block whose task still fails after the actor restarts and retries is
     dropped (``max_errored_blocks``) instead of failing the whole run; the
     writer then records its videos as ``WorkerLost``.
     """
-    ray.data.DataContext.get_current().max_errored_blocks = len(refs)
-    table = refs_table(refs)
-    step = -(-table.num_rows // max(1, min(table.num_rows, 10_000)))
+    refs = work if isinstance(work, list) else None
+    ray.data.DataContext.get_current().max_errored_blocks = len(refs) if refs is not None else work.total
+    if refs is None and work.spilled:
+        return work.dataset()
+    table = refs_table(refs if refs is not None else work.refs)
+    step = -(-table.num_rows // max(1, min(table.num_rows, MAX_BLOCKS)))
     # from_blocks (a DeveloperAPI of the pinned Ray 2.60) computes each block's metadata here, where
     # from_arrow runs one remote task per block for it and waits: ~0.6 s before a one-video laptop run
     # starts, and 10 000 tasks for a large corpus. Same blocks, same MaterializedDataset.
