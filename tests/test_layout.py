@@ -7,7 +7,7 @@ PACKAGE = "cliper_batch"
 
 # Data-flow order of the package's top-level modules: a module may import only from its own layer or the ones before.
 LAYERS = [
-    ["types", "labels", "uris", "failures", "schema", "testvideos", "devices", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead)
+    ["types", "labels", "uris", "store_retries", "failures", "schema", "testvideos", "devices", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead; store_retries: object-store retry settings and counts)
     ["rows", "listing"],
     ["probe", "sampling", "images"],  # images: a still image as a one-frame item (facts and pixels, Pillow)
     ["decode"],
@@ -32,7 +32,7 @@ TRAINING_LAYERS = [
      "datasets.dfew", "datasets.ferv39k", "datasets.mafw", "datasets.manifest", "model"],
     ["datasets.registry"],  # dataset specs, the kind -> loader registry
     ["datasets"],  # the package's public names
-    ["clips", "evaluate", "face_framing", "framed_faces"],  # samples -> tensors; the real-face model tools
+    ["clips", "evaluate", "face_framing", "framed_faces", "job_check"],  # samples -> tensors; the real-face model tools
     ["config"],  # TrainConfig
     ["loop"],  # the Ray Train worker
     ["train", "demo"],  # the driver and its command line; the demo recipe

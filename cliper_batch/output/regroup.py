@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -19,8 +19,16 @@ from .. import rows
 from ..types import VideoOutcome, VideoRef
 from ..uris import media_kind
 
-if TYPE_CHECKING:
-    from ..pipeline.worklist import WorkList
+
+
+class WorkList(Protocol):
+    """The run's work list as the writer reads it (``pipeline/worklist.py`` builds it): in memory as ``refs``, or
+    ``spilled`` to files that ``chunks()`` reads back in bounded pieces."""
+
+    spilled: bool
+    refs: list[VideoRef]
+
+    def chunks(self) -> Iterator[list[VideoRef]]: ...
 
 _REPORTED_BUFFER = 1 << 20  # reported ids buffered as Python ints before they are folded into the sorted array
 

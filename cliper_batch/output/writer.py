@@ -13,7 +13,6 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,10 +22,7 @@ from ..types import VideoRef
 from ..uris import filesystem_for
 from . import current, run_record
 from .layout import TIMELINES, VIDEOS, PartName, commit_table, current_dir, drop_staging
-from .regroup import Regrouper, WriterStats
-
-if TYPE_CHECKING:
-    from ..pipeline.worklist import WorkList
+from .regroup import Regrouper, WorkList, WriterStats
 
 log = logging.getLogger(__name__)
 
