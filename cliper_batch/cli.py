@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import logging
 import os
 import sys
-import time
 
+from . import ray_runtime
 from .preflight import gpu_fraction, positive_float, positive_int
 from .model.spec import DEFAULT_MODEL
 from .types import DEFAULT_DETECT_STRIDE, AnnotateConfig
@@ -136,156 +135,16 @@ def _parse_since(text: str) -> float:
     return t.timestamp()
 
 
-EMBEDDED, CONNECTED = "embedded", "connected"
-
-# After ray.shutdown(), how long the embedded runtime's remaining processes (Ray's workers exit on
-# their own once the raylet is gone) may take before they are killed: Ray's own grace per process.
-REAP_GRACE_S = 1.0
-
-
-def _init_ray(address: str | None) -> str | None:
-    """Start an embedded local Ray (``'embedded'``), or connect to ``address`` / ``RAY_ADDRESS``
-    (``'connected'``); None when Ray was already initialised in this process (a test, a
-    notebook): then it is not this run's to shut down.
-    """
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():
-        return None
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        # A cluster: token auth as the environment says (RAY_AUTH_MODE=token plus
-        # ~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; see README).
-        ray.init(address=address, log_to_driver=True)
-    else:
-        from .embedded_ray import quick_start
-
-        with quick_start(while_waiting=_import_pipeline):
-            ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    # Progress is the driver's own line (cliper_batch.progress), on any terminal or log;
-    # Ray Data's bars are off, and so is its note saying how to turn them on.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    return CONNECTED if address else EMBEDDED
-
-
 def _import_pipeline() -> None:
     """Import what the run needs once Ray is up (Ray Data, Polars, Arrow datasets, the pipeline: ~1 s).
 
-    The embedded start does this while it waits for its raylet (``embedded_ray.quick_start``),
+    The embedded start does this while it waits for its raylet (``ray_runtime.quick_start``),
     so it no longer runs before ``ray.init``; :func:`_annotate` imports the same modules
     again (at no cost then) and reports any failure.
     """
     import ray.data  # noqa: F401
 
     from .pipeline import run  # noqa: F401
-
-
-def _child_pids() -> set[int]:
-    import psutil
-
-    return {p.pid for p in psutil.Process().children()}
-
-
-def _stop_autoscaler_monitor() -> None:
-    """Kill the embedded runtime's autoscaler monitor (SIGKILL, reaped) before ``ray.shutdown()``, if it has one.
-
-    A local one-node runtime has nothing to autoscale, and the embedded start no longer
-    starts the monitor (``embedded_ray.quick_start``); this is the fallback for a runtime
-    that has one (that shortcut skipped on another Ray layout). On SIGTERM, Ray's monitor
-    reports itself to every driver as "the autoscaler failed" and only then exits;
-    that report waits on the GCS, which ``ray.shutdown()`` stops before the
-    monitor, so shutdown waited its fixed 1 s grace and killed it anyway
-    (docs/benchmarks.md, "Exit"). Killed first, it is already gone when Ray's
-    shutdown reaches it (Ray skips processes that have exited). Ray's process
-    table is private API (Ray is pinned, pyproject.toml): if it is not there,
-    nothing is killed and ``ray.shutdown()`` does what it always did.
-    """
-    import subprocess
-
-    try:
-        from ray._private import ray_constants, worker
-
-        infos = list(worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, ()))
-    except (ImportError, AttributeError):  # not an embedded head, or another Ray layout: leave it to ray.shutdown()
-        return
-    for info in infos:
-        proc = getattr(info, "process", None)
-        if not isinstance(proc, subprocess.Popen) or proc.poll() is not None:
-            continue
-        proc.kill()
-        try:
-            proc.wait(timeout=5.0)
-        except subprocess.TimeoutExpired:  # ray.shutdown() deals with it as before
-            pass
-
-
-def _shutdown_ray(how: str, children_before: set[int]) -> None:
-    """``ray.shutdown()`` from the run itself, once its output is committed and its summary printed.
-
-    Left to Ray's own exit hook, the same shutdown first sleeps 0.5 s (it runs "from the
-    exiting interpreter" and waits for late log lines; ours are printed by then). A
-    cluster connection is only closed. An embedded runtime's processes are stopped by
-    Ray (SIGTERM, SIGKILL after 1 s, one after another); its workers are the raylet's
-    children and exit by themselves once it is gone, so the runtime's whole process tree
-    (this process's children that were not there before ``ray.init``, ``children_before``,
-    and all their descendants), listed before the shutdown, is waited for
-    (``REAP_GRACE_S``, then SIGKILL): no process of the job outlives it.
-    """
-    import psutil
-    import ray
-
-    log = logging.getLogger("cliper_batch.annotate")
-    t0 = time.perf_counter()
-    tree: dict[psutil.Process, str] = {}  # process -> its command line, read while it runs
-    if how == EMBEDDED:
-        for child in psutil.Process().children():
-            if child.pid not in children_before:
-                try:
-                    for proc in (child, *child.children(recursive=True)):
-                        tree[proc] = " ".join(proc.cmdline())[:80]
-                except psutil.Error:  # gone already, or unreadable: nothing to wait for
-                    pass
-        _stop_autoscaler_monitor()
-    ray.shutdown()
-    t1 = time.perf_counter()
-    alive = _wait_exited(tree, REAP_GRACE_S)
-    for proc in alive:
-        # a normal end (a worker that takes Ray's own exit grace): a detail, not a problem of the run
-        log.debug("Ray process %d (%s) still running %.1f s after ray.shutdown(): killed",
-                    proc.pid, tree[proc], REAP_GRACE_S)
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    _wait_exited(alive, 5.0)
-    log.debug("ray.shutdown %.2f s, its processes gone %.2f s later", t1 - t0, time.perf_counter() - t1)
-
-
-def _wait_exited(procs, timeout_s: float) -> list:
-    """Wait until every process in ``procs`` has exited; those still running after ``timeout_s``.
-
-    A zombie counts as exited. Ray's workers are the raylet's children: once it is
-    gone they are re-parented to PID 1, and how soon an init reaps them varies
-    (this host's took up to 1 s), while ``psutil.wait_procs`` waits for a
-    non-child until it is reaped.
-    """
-    import psutil
-
-    deadline = time.monotonic() + timeout_s
-    alive = list(procs)
-    while alive:
-        running = []
-        for proc in alive:
-            try:
-                if proc.status() != psutil.STATUS_ZOMBIE:
-                    running.append(proc)
-            except psutil.NoSuchProcess:
-                pass
-        alive = running
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    return alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,13 +200,13 @@ def main(argv: list[str] | None = None) -> int:
         stall_timeout_s=args.stall_timeout,
     )
 
-    children_before = _child_pids()
-    started = _init_ray(args.ray_address)
+    children_before = ray_runtime.child_pids()
+    started = ray_runtime.start(args.ray_address, while_waiting=_import_pipeline)
     try:
         return _annotate(args, config, options, checked, log)
     finally:
         if started:
-            _shutdown_ray(started, children_before)
+            ray_runtime.stop(started, children_before)
 
 
 def _annotate(args: argparse.Namespace, config: AnnotateConfig, options, checked, log: logging.Logger) -> int:

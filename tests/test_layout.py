@@ -17,7 +17,7 @@ LAYERS = [
     ["model", "compile"],
     ["output", "compact", "incremental", "query", "progress"],
     ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
-    ["pipeline", "embedded_ray"],  # embedded_ray: the job's own local Ray runtime's start-up (cli starts it)
+    ["pipeline", "ray_runtime"],  # ray_runtime: the job's own Ray runtime, start-up and shutdown (cli runs it)
     ["cli", "preflight", "synthetic", "training"],
     ["command"],  # `cliper SUBCOMMAND`: dispatches to each job's own command line, imported by name when run
 ]

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from cliper_batch import cli, mtcnn_weights, preflight
+from cliper_batch import cli, mtcnn_weights, preflight, ray_runtime
 from cliper_batch.testvideos import VideoSpec, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,12 +28,12 @@ def corpus(tmp_path_factory):
 
 def _run(capsys, *argv) -> tuple[int, str]:
     started = []
-    init_ray = cli._init_ray
-    cli._init_ray = lambda *a, **k: started.append(a)  # (a session-wide test Ray may already be running)
+    init_ray = ray_runtime.start
+    ray_runtime.start = lambda *a, **k: started.append(a)  # (a session-wide test Ray may already be running)
     try:
         rc = cli.main(list(argv))  # argparse refusals are returned as 2 too, not raised
     finally:
-        cli._init_ray = init_ray
+        ray_runtime.start = init_ray
     assert not started, "a refused run must not start Ray"
     return rc, capsys.readouterr().err
 

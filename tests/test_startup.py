@@ -33,14 +33,14 @@ HEAVY = ("torch", "open_clip", "torchvision", "timm")
 # the driver holds when it starts Ray and when the run is over.
 DRIVER = """
 import json, sys
-from cliper_batch import cli
+from cliper_batch import cli, ray_runtime
 HEAVY = %r
 seen = {}
-start_ray = cli._init_ray
-def init_ray(address):
+start_ray = ray_runtime.start
+def init_ray(address, **kwargs):
     seen["before_ray"] = [m for m in HEAVY if m in sys.modules]
-    return start_ray(address)
-cli._init_ray = init_ray
+    return start_ray(address, **kwargs)
+ray_runtime.start = init_ray
 seen["rc"] = cli.main(sys.argv[1:])
 seen["at_exit"] = [m for m in HEAVY if m in sys.modules]
 print("DRIVER-MODULES " + json.dumps(seen))
@@ -200,10 +200,10 @@ def test_the_job_stops_every_process_it_started_before_it_exits(short_tmp):
 SLOW_EXIT = """
 import json, os, sys, time
 import psutil, ray
-from cliper_batch import cli
+from cliper_batch import ray_runtime
 
-before = cli._child_pids()
-how = cli._init_ray(None)
+before = ray_runtime.child_pids()
+how = ray_runtime.start(None)
 
 @ray.remote(num_cpus=0)
 class SlowToExit:
@@ -217,7 +217,7 @@ class SlowToExit:
 pid = ray.get(SlowToExit.remote().pid.remote(), timeout=120)
 t0 = time.time()
 if sys.argv[1] == "job":
-    cli._shutdown_ray(how, before)
+    ray_runtime.stop(how, before)
 else:
     ray.shutdown()
 print("SLOW-EXIT " + json.dumps({"how": how, "alive": psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie",
@@ -242,25 +242,25 @@ def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(shor
     assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"
 
 
-# A driver that starts a local runtime with its autoscaler monitor (plain ray.init, as the job did
-# before its start-up skipped the monitor, and would again if Ray's Node.start_monitor moved), stops
+# A driver that starts a local runtime with its autoscaler monitor (plain ray.init; the job's own
+# start-up starts one too), stops
 # the monitor the job's way, checks the runtime still works without it, then shuts down the job's way.
 NO_MONITOR = """
 import json, logging, os, sys
 import psutil, ray
 from ray._private import ray_constants, worker
-from cliper_batch import cli
+from cliper_batch import ray_runtime
 
 logging.basicConfig(level=logging.WARNING)
-before = cli._child_pids()
+before = ray_runtime.child_pids()
 ray.init(include_dashboard=False, logging_level=logging.WARNING)
-how = cli.EMBEDDED
+how = ray_runtime.EMBEDDED
 monitor = worker._global_node.all_processes[ray_constants.PROCESS_TYPE_MONITOR][0].process.pid
 others = {k: [i.process.pid for i in v] for k, v in worker._global_node.all_processes.items()
           if k != ray_constants.PROCESS_TYPE_MONITOR}
-cli._stop_autoscaler_monitor()
+ray_runtime.stop_autoscaler_monitor()
 monitor_alive = psutil.pid_exists(monitor)  # killed and reaped: gone, before ray.shutdown() runs
-cli._stop_autoscaler_monitor()  # a second call finds it gone and does nothing
+ray_runtime.stop_autoscaler_monitor()  # a second call finds it gone and does nothing
 
 @ray.remote
 def square(x):
@@ -268,7 +268,7 @@ def square(x):
 
 result = ray.get(square.remote(7), timeout=120)
 others_alive = {k: all(psutil.pid_exists(p) for p in pids) for k, pids in others.items()}
-cli._shutdown_ray(how, before)
+ray_runtime.stop(how, before)
 print("NO-MONITOR " + json.dumps({"how": how, "monitor_alive": monitor_alive, "result": result,
                                   "others_alive": others_alive}))
 """
@@ -299,22 +299,23 @@ QUICK_START = """
 import json, sys, time
 import ray
 from ray._private import node, ray_constants, services, worker
-from cliper_batch import cli, embedded_ray
+from cliper_batch import cli, ray_runtime
 
 originals = (services.get_node, services.start_api_server, node.Node.start_monitor)
 polled = []
-wait = embedded_ray.wait_until_registered
+wait = ray_runtime.wait_until_registered
 def recording(*args, **kwargs):
     t0 = time.monotonic()
     before = [m in sys.modules for m in ("ray.data", "cliper_batch.pipeline.run")]
     polled.append([wait(*args, **kwargs), time.monotonic() - t0, before,
                    [m in sys.modules for m in ("ray.data", "cliper_batch.pipeline.run")]])
     return polled[-1][0]
-embedded_ray.wait_until_registered = recording
-before = cli._child_pids()
-how = cli._init_ray(None)
+ray_runtime.wait_until_registered = recording
+before = ray_runtime.child_pids()
+how = ray_runtime.start(None, while_waiting=cli._import_pipeline)
 restored = (services.get_node, services.start_api_server, node.Node.start_monitor) == originals
 processes = sorted(worker._global_node.all_processes)
+monitors = [i.process.pid for i in worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, ())]
 dashboard = ray_constants.PROCESS_TYPE_DASHBOARD
 monitor = ray_constants.PROCESS_TYPE_MONITOR
 
@@ -323,9 +324,11 @@ def square(x):
     return x * x
 
 result = ray.get(square.remote(8), timeout=120)
-cli._shutdown_ray(how, before)
+ray_runtime.stop(how, before)
+import psutil
 print("QUICK-START " + json.dumps({"how": how, "polled": polled, "restored": restored, "result": result,
-                                   "processes": processes, "dashboard": dashboard, "monitor": monitor}))
+                                   "processes": processes, "dashboard": dashboard, "monitor": monitor,
+                                   "monitors_alive": [p for p in monitors if psutil.pid_exists(p)]}))
 """
 
 
@@ -345,7 +348,7 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
     seen = json.loads(line[len("QUICK-START "):])
     assert seen["how"] == "embedded" and seen["result"] == 64
     assert seen["dashboard"] not in seen["processes"], seen["processes"]
-    assert seen["monitor"] not in seen["processes"], seen["processes"]  # nothing to autoscale: not started
+    assert seen["monitors_alive"] == [], seen  # started by Ray (not patched: no measured gain), gone at exit
     assert {"gcs_server", "raylet"} <= set(seen["processes"])
     assert len(seen["polled"]) == 1  # the head's one lookup went through the poll
     found, waited, imported_before, imported_after = seen["polled"][0]
@@ -360,7 +363,7 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
 def test_the_node_poll_runs_the_waiting_work_once_between_polls_and_only_if_it_has_to_wait():
     from types import SimpleNamespace
 
-    from cliper_batch import embedded_ray
+    from cliper_batch import ray_runtime
 
     def fake_state(tables):
         answers = iter(tables)
@@ -372,17 +375,17 @@ def test_the_node_poll_runs_the_waiting_work_once_between_polls_and_only_if_it_h
     services = SimpleNamespace(_get_gcs_client_options=lambda address: address)
     events = []
     late = fake_state([[], [], [{"NodeID": "other"}], [{"NodeID": "ab"}]])
-    assert embedded_ray.wait_until_registered(late, services, "gcs", "ab", while_waiting=lambda: events.append("work"))
+    assert ray_runtime.wait_until_registered(late, services, "gcs", "ab", while_waiting=lambda: events.append("work"))
     assert events == ["work"]
     def failing():
         events.append("failed")
         raise ImportError("no such module")
 
     broken_work = fake_state([[], [], [{"NodeID": "ab"}]])
-    assert embedded_ray.wait_until_registered(broken_work, services, "gcs", "ab", while_waiting=failing)
+    assert ray_runtime.wait_until_registered(broken_work, services, "gcs", "ab", while_waiting=failing)
     assert events == ["work", "failed"]  # its error ignored: the poll went on and found the node
     early = fake_state([[{"NodeID": "ab"}]])
-    assert embedded_ray.wait_until_registered(early, services, "gcs", "ab", while_waiting=lambda: events.append("again"))
+    assert ray_runtime.wait_until_registered(early, services, "gcs", "ab", while_waiting=lambda: events.append("again"))
     assert events == ["work", "failed"]  # found at once: nothing run
 
 
@@ -391,19 +394,19 @@ def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monke
 
     from ray._private import services
 
-    from cliper_batch import embedded_ray
+    from cliper_batch import ray_runtime
 
     def broken():
         raise RuntimeError("no GCS here")
 
-    assert embedded_ray.wait_until_registered(SimpleNamespace(GlobalState=broken), services, "127.0.0.1:1", "ab") is False
+    assert ray_runtime.wait_until_registered(SimpleNamespace(GlobalState=broken), services, "127.0.0.1:1", "ab") is False
     calls = []
     monkeypatch.setattr(services, "get_node", lambda *a, **k: calls.append(("get_node", a)) or {"node": a[1]})
     monkeypatch.setattr(services, "start_api_server", lambda *a, **k: calls.append(("api", a[0])) or ("url", "proc"))
     originals = (services.get_node, services.start_api_server)
-    monkeypatch.setattr(embedded_ray, "wait_until_registered", lambda *a, **k: False)
+    monkeypatch.setattr(ray_runtime, "wait_until_registered", lambda *a, **k: False)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    with embedded_ray.quick_start():
+    with ray_runtime.quick_start():
         assert (services.get_node, services.start_api_server) != originals
         assert services.get_node("127.0.0.1:1", "ab") == {"node": "ab"}  # a failed poll: Ray's lookup answers
         assert services.start_api_server(False, "raise") == ("", None)  # not started
@@ -413,13 +416,42 @@ def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monke
     assert (services.get_node, services.start_api_server) == originals
     assert calls == [("get_node", ("127.0.0.1:1", "ab")), ("api", True), ("api", False)]
     with pytest.raises(KeyError):
-        with embedded_ray.quick_start():
+        with ray_runtime.quick_start():
             raise KeyError("ray.init failed")
     assert (services.get_node, services.start_api_server) == originals
 
 
+def test_every_private_ray_shortcut_still_applies_to_the_pinned_ray():
+    """Each shortcut into ``ray._private`` (``ray_runtime.SHORTCUTS``) finds the symbols and signatures it
+    needs. A Ray upgrade that moves one fails here, not silently as a slower start or exit."""
+    from cliper_batch import ray_runtime
+
+    assert ray_runtime.shortcut_problems() == {}
+
+
+def test_a_shortcut_that_no_longer_applies_is_skipped_and_said_once_at_debug(monkeypatch, caplog):
+    import logging
+
+    from ray._private import services
+
+    from cliper_batch import ray_runtime
+
+    monkeypatch.setattr(ray_runtime, "_reported", set())
+    monkeypatch.delattr(services, "start_api_server")
+    original_lookup = services.get_node
+    caplog.set_level(logging.DEBUG, logger=ray_runtime.__name__)
+    assert set(ray_runtime.shortcut_problems()) == {"api_server"}
+    for _ in range(2):
+        with ray_runtime.quick_start():
+            assert not hasattr(services, "start_api_server")  # skipped: nothing patched in its place
+            assert services.get_node is not original_lookup  # the other shortcut still applies
+    said = [r.getMessage() for r in caplog.records if "api_server" in r.getMessage()]
+    assert len(said) == 1 and "skipped" in said[0] and all(r.levelno == logging.DEBUG for r in caplog.records), said
+    assert services.get_node is original_lookup
+
+
 def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_runs():
-    from cliper_batch.cli import _wait_exited
+    from cliper_batch.ray_runtime import wait_exited
 
     import psutil
 
@@ -431,11 +463,11 @@ def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_
             assert time.monotonic() < deadline, "the short child never exited"
             time.sleep(0.05)
         procs = [psutil.Process(done.pid), psutil.Process(running.pid)]
-        assert _wait_exited(procs[:1], 10.0) == []
-        assert [p.pid for p in _wait_exited(procs, 0.2)] == [running.pid]
+        assert wait_exited(procs[:1], 10.0) == []
+        assert [p.pid for p in wait_exited(procs, 0.2)] == [running.pid]
         running.kill()
         running.wait()
-        assert _wait_exited(procs, 5.0) == []  # reaped: gone altogether
+        assert wait_exited(procs, 5.0) == []  # reaped: gone altogether
     finally:
         running.kill()
         running.wait()
