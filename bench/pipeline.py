@@ -38,7 +38,8 @@ import torch
 from bench.common import PeakRSS, machine, write_result, write_two_face_cut_video
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.cliper import score_clips
-from cliper_batch.model.factory import inspect_model, load_model
+from cliper_batch.model.factory import load_model
+from cliper_batch.model.spec import inspect_model
 from cliper_batch.pipeline import run as pipeline_run
 from cliper_batch.pipeline.run import RunOptions
 from cliper_batch.pipeline.decode_stage import DecodeStage

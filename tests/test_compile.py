@@ -22,7 +22,8 @@ from cliper_batch.compile import (
     tensorrt_compile_kwargs,
 )
 from cliper_batch.model import Scorer, score_clips
-from cliper_batch.model.factory import TINY_ARCH, load_model
+from cliper_batch.model.factory import load_model
+from cliper_batch.model.spec import TINY_ARCH
 
 HAS_CUDA = torch.cuda.is_available()
 

@@ -27,13 +27,11 @@ from cliper_batch.model import (  # noqa: E402
 )
 from cliper_batch.model import cliper as cliper_mod  # noqa: E402
 from cliper_batch.model.checkpoint import CONFIG_KEY  # noqa: E402
-from cliper_batch.model.factory import (  # noqa: E402
-    TINY_ARCH,
-    ModelSpecError,
-    inspect_model,
-    load_model,
-    parse_spec,
-)
+from cliper_batch.model.archs import open_clip_registered  # noqa: E402
+from cliper_batch.model.factory import load_model  # noqa: E402
+from cliper_batch.model.spec import TINY_ARCH, ModelSpecError, inspect_model, parse_spec  # noqa: E402
+
+open_clip_registered()  # Tiny-ViT-T-16, asked of open_clip by name below
 
 S = 64  # Tiny-ViT-T-16 input size
 
@@ -398,7 +396,7 @@ def test_pretrained_tag_offline_uses_hugging_face_cache(tmp_path, monkeypatch):
 def test_pretrained_tag_without_network_fails_fast():
     import huggingface_hub
 
-    from cliper_batch.model.zeroshot import _host_reachable
+    from cliper_batch.model.pretrained import _host_reachable
 
     if _host_reachable(huggingface_hub.constants.ENDPOINT):
         pytest.skip("the model hub is reachable here; this test checks the offline path")

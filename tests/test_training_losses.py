@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cliper_batch.model.factory  # noqa: F401  (registers Tiny-ViT-T-16)
+from cliper_batch.model.archs import open_clip_registered
 from cliper_batch.training.losses import (
     ZERO_COUNT_VALUE,
     cliper_loss,
@@ -18,6 +18,8 @@ from cliper_batch.training.losses import (
     margin_logits,
 )
 from cliper_batch.training.prompts import CLIPER_TEMPLATE, PromptError, PromptLearner, placeholder_positions
+
+open_clip_registered()  # Tiny-ViT-T-16, asked of open_clip by name below
 
 # B=4 samples, C=2 classes, K=2 descriptors per class: S[i][c][k]
 S = torch.tensor(

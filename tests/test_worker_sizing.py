@@ -10,7 +10,7 @@ import os
 import pytest
 
 from cliper_batch.model.checkpoint import read_checkpoint_header, visual_gflops
-from cliper_batch.model.factory import inspect_model
+from cliper_batch.model.spec import inspect_model
 from cliper_batch.pipeline.run import LIGHT_MODEL_GFLOPS, size_workers
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")

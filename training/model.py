@@ -131,7 +131,7 @@ def text_fingerprint(prompts: PromptLearner) -> str:
 
 
 def _parse(spec: str) -> tuple[str, str | None]:
-    from cliper_batch.model.factory import ModelSpecError, parse_spec
+    from cliper_batch.model.spec import ModelSpecError, parse_spec
 
     try:
         parsed = parse_spec(spec)
@@ -168,7 +168,7 @@ def build_training_model(
     import open_clip
 
     from cliper_batch.model.builder import create_open_clip
-    from cliper_batch.model.zeroshot import PretrainedError
+    from cliper_batch.model.pretrained import PretrainedError
 
     classes = validate_classes(classes)
     if descriptors_per_class < 1:

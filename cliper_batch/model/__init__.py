@@ -3,6 +3,9 @@
 - :mod:`.cliper`      the CLIPER module, CLIPER's scoring rule (:func:`score_clips`, :class:`Scorer`)
 - :mod:`.checkpoint`  safetensors-only checkpoints and the content model id
 - :mod:`.zeroshot`    zero-shot descriptors from an open_clip model's text tower
+- :mod:`.pretrained`  where an open_clip model's weights come from (tag, file, URL)
+- :mod:`.builder`     the one CLIPER builder (open_clip image tower + descriptors)
+- :mod:`.archs`       the ``configs/`` architectures, registered with open_clip explicitly
 - :mod:`.spec`        model specs (``*.safetensors``, ``openclip:<ARCH>[@<PRETRAINED>]``): parsing, :class:`ModelInfo`
 - :mod:`.factory`     model spec -> :class:`LoadedModel` (weights loaded)
 - ``configs/``        small open_clip architectures for tests (``Tiny-ViT-T-16``)
@@ -41,7 +44,7 @@ _LAZY = {
     "inspect_model": ".spec",
     "load_model": ".factory",
     "parse_spec": ".spec",
-    "PretrainedError": ".zeroshot",
+    "PretrainedError": ".pretrained",
     "build_zero_shot": ".zeroshot",
 }
 

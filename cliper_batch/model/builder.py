@@ -54,18 +54,18 @@ class OpenClipModel:
 
 
 def create_open_clip(arch: str, pretrained: str | None, *, cache_dir: str | None = None, **storage_options: Any) -> OpenClipModel:
-    """Create ``arch`` with open_clip, weights per :func:`~cliper_batch.model.zeroshot.resolve_pretrained`.
+    """Create ``arch`` with open_clip, weights per :func:`~cliper_batch.model.pretrained.resolve_pretrained`.
 
     The random init is seeded (:data:`RANDOM_INIT_SEED`), so it is the same
-    model everywhere. Raises :class:`~cliper_batch.model.zeroshot.PretrainedError`
+    model everywhere. Raises :class:`~cliper_batch.model.pretrained.PretrainedError`
     with the reason (unknown architecture, weights not found, open_clip failed,
     non-square input).
     """
-    import open_clip
-
+    from .archs import open_clip_registered
+    from .pretrained import PretrainedError, resolve_pretrained
     from .towers import register_towers
-    from .zeroshot import PretrainedError, resolve_pretrained
 
+    open_clip = open_clip_registered()
     register_towers()
 
     oc_cfg = open_clip.get_model_config(arch)

@@ -2,7 +2,7 @@
 
 A *model spec* is the one string a user passes to choose a model (the forms,
 parsing and what a spec will produce are in :mod:`.spec`, which needs neither
-torch nor open_clip for a checkpoint; its names are re-exported here):
+torch nor open_clip for a checkpoint):
 
 ==============================================  =============================================================
 ``<path or fsspec URL>.safetensors``            a CLIPER checkpoint (:func:`~.checkpoint.save_checkpoint`)
@@ -19,51 +19,22 @@ torch nor open_clip for a checkpoint; its names are re-exported here):
 query string.  A checkpoint fixes its classes; passing different ones is an error.
 ``<PRETRAINED>`` may not contain ``?`` (use ``storage_options`` for URL options).
 
-Importing this module registers the small test architectures in
-``cliper_batch/model/configs/`` (e.g. ``Tiny-ViT-T-16``) with
-``open_clip.add_model_config``; nothing else global changes.
+Building a model registers the small test architectures in ``cliper_batch/model/configs/``
+(e.g. ``Tiny-ViT-T-16``) with open_clip (:mod:`.archs`); importing this module changes nothing global.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import open_clip
 import torch
 
-from ..labels import CANONICAL_CLASSES
 from .checkpoint import load_checkpoint_with_id, model_id_of
 from .cliper import CLIPER
-from .spec import (  # noqa: F401  (re-exported: the spec names have always been importable from here)
-    ACCEPTED_FORMS,
-    DEFAULT_DESCRIPTORS_PER_CLASS,
-    OPENCLIP_PREFIX,
-    TINY_ARCH,
-    ModelInfo,
-    ModelSpec,
-    ModelSpecError,
-    check_fixed,
-    inspect_model,
-    parse_spec,
-)
-from .zeroshot import PretrainedError, build_zero_shot
+from .spec import ModelSpecError, build_zero_shot_model, check_fixed, parse_spec
 
 log = logging.getLogger(__name__)
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-
-
-def register_configs() -> None:
-    """Register the JSON architectures in ``configs/`` with open_clip (idempotent)."""
-    names = [p.stem for p in CONFIG_DIR.glob("*.json")]
-    if names and all(n in open_clip.list_models() for n in names):
-        return
-    open_clip.add_model_config(CONFIG_DIR)
-
-
-register_configs()
 
 
 @dataclass
@@ -106,17 +77,7 @@ def load_model(
         log.info("loaded checkpoint %s as %s", parsed.uri, model_id)
         return LoadedModel(model, model_id, parsed.text, model.classes, model.image_size, "checkpoint")
 
-    try:
-        model = build_zero_shot(
-            parsed.arch,  # type: ignore[arg-type]
-            parsed.pretrained,
-            parsed.classes or CANONICAL_CLASSES,
-            parsed.descriptors_per_class or DEFAULT_DESCRIPTORS_PER_CLASS,
-            cache_dir=cache_dir,
-            **storage_options,
-        )
-    except PretrainedError as exc:
-        raise ModelSpecError(f"model spec {parsed.text!r}: {exc}") from exc
+    model = build_zero_shot_model(parsed, cache_dir=cache_dir, **storage_options)
     model_id = model_id_of(model)
     model = model.to(device).eval()
     log.info("built zero-shot model %s as %s", parsed.text, model_id)

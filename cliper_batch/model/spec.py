@@ -20,9 +20,9 @@ from .checkpoint import CHECKPOINT_SUFFIX, read_checkpoint_header
 
 def _open_clip():
     """open_clip with the test architectures of ``configs/`` registered (several seconds on first import)."""
-    from .factory import open_clip  # importing factory registers configs/
+    from .archs import open_clip_registered
 
-    return open_clip
+    return open_clip_registered()
 
 
 TINY_ARCH = "Tiny-ViT-T-16"
@@ -241,10 +241,31 @@ def describe_model(model_spec: str, storage_options: dict | None = None) -> Mode
     info = inspect_model(model_spec, **(storage_options or {}))
     if info.model_id is not None:
         return info
-    from .factory import load_model  # torch and open_clip: only a zero-shot spec needs them here
+    from .checkpoint import model_id_of
 
-    loaded = load_model(model_spec, device="cpu", **(storage_options or {}))
-    return replace(info, model_id=loaded.model_id, classes=tuple(loaded.classes), image_size=int(loaded.image_size))
+    model = build_zero_shot_model(parse_spec(model_spec), **(storage_options or {}))
+    return replace(info, model_id=model_id_of(model), classes=tuple(model.classes), image_size=int(model.image_size))
+
+
+def build_zero_shot_model(parsed: ModelSpec, *, cache_dir: str | None = None, **storage_options: Any):
+    """The zero-shot CLIPER an ``openclip:`` spec names, on CPU; an unusable one raises :class:`ModelSpecError`.
+
+    Torch and open_clip are imported here (only a zero-shot spec needs them).
+    """
+    from .pretrained import PretrainedError
+    from .zeroshot import build_zero_shot
+
+    try:
+        return build_zero_shot(
+            parsed.arch,  # type: ignore[arg-type]
+            parsed.pretrained,
+            parsed.classes or CANONICAL_CLASSES,
+            parsed.descriptors_per_class or DEFAULT_DESCRIPTORS_PER_CLASS,
+            cache_dir=cache_dir,
+            **storage_options,
+        )
+    except PretrainedError as exc:
+        raise ModelSpecError(f"model spec {parsed.text!r}: {exc}") from exc
 
 
 __all__ = [
@@ -255,6 +276,7 @@ __all__ = [
     "ModelInfo",
     "ModelSpec",
     "ModelSpecError",
+    "build_zero_shot_model",
     "check_fixed",
     "describe_model",
     "inspect_model",
