@@ -20,13 +20,14 @@ cost whatever the host's load; frames per wall-second is shown next to it.
 frame identical on what fraction of frames, and the IoU of matched boxes (min / median),
 the largest box-corner and score differences.
 
-``--baseline-from CHECKOUT`` (bench only): also imports ``cliper_batch/faces/detect.py``
-from another checkout of this repository (e.g. ``/work/main``) and times it side by
-side with this checkout's detector in the same process, rounds interleaved (so load
+``--baseline-from CHECKOUT`` (bench only): also imports the MTCNN detector of another
+checkout of this repository (e.g. ``/work/main``: its ``cliper_batch/faces/detectors/mtcnn/``
+package, or ``cliper_batch/faces/detect.py`` in checkouts before that split) and times it side
+by side with this checkout's detector in the same process, rounds interleaved (so load
 from other users hits both alike), and compares their detections frame by frame. The
-baseline module is loaded under another module name inside this checkout's package
-(its relative imports - the pinned weights file - resolve to this checkout's); the
-product never does this.
+baseline is loaded under another module name inside this checkout's package (its
+imports from outside the detector - the pinned weights file, the detection types - resolve
+to this checkout's); the product never does this.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ import torch
 
 from bench.common import machine, write_result, write_two_face_cut_video
 from cliper_batch.decode.pyav_backend import PyAVDecoder
-from cliper_batch.faces import detect as current_detect
+from cliper_batch.faces.detectors.mtcnn import detector as current_detect
 from cliper_batch.faces import framing as ff
 from cliper_batch.faces.track import iou
 from cliper_batch.probe import probe
@@ -72,11 +73,20 @@ def frame_sets(tmp: str, seconds: float, videos: int) -> FrameSets:
 
 
 def load_baseline(checkout: str) -> ModuleType:
-    """``cliper_batch/faces/detect.py`` of another checkout, as a module of this checkout's package (bench only)."""
+    """The MTCNN detector module of another checkout, inside this checkout's package (bench only)."""
+    package = os.path.join(os.path.abspath(checkout), "cliper_batch", "faces", "detectors", "mtcnn")
+    if os.path.isfile(os.path.join(package, "detector.py")):  # the split detector: load its package, then the module
+        _load("cliper_batch.faces.detectors._baseline_mtcnn", os.path.join(package, "__init__.py"), package)
+        return importlib.import_module("cliper_batch.faces.detectors._baseline_mtcnn.detector")
     path = os.path.join(os.path.abspath(checkout), "cliper_batch", "faces", "detect.py")
     if not os.path.isfile(path):
-        raise SystemExit(f"--baseline-from: {path} does not exist")
-    spec = importlib.util.spec_from_file_location("cliper_batch.faces._baseline_detect", path)
+        raise SystemExit(f"--baseline-from: neither {package}/detector.py nor {path} exists")
+    return _load("cliper_batch.faces._baseline_detect", path)
+
+
+def _load(name: str, path: str, package: str | None = None) -> ModuleType:
+    locations = [package] if package else None
+    spec = importlib.util.spec_from_file_location(name, path, submodule_search_locations=locations)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses look their module up there

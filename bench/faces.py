@@ -41,7 +41,7 @@ import torch
 from bench.common import PeakRSS, machine, two_face_cut_truth, write_result, write_two_face_cut_video
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.faces import framing as ff
-from cliper_batch.faces.detect import FaceDetector
+from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 from cliper_batch.faces.sparse import VERIFY_IOU, track_sparse
 from cliper_batch.faces.track import iou
 from cliper_batch.model.checkpoint import save_checkpoint
@@ -160,7 +160,7 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
       ``VERIFY_IOU`` is its default): a gap is skipped where the far end is where the motion
       predicts it, else checked at its middle where the ends pair under smooth motion.
 
-    The detector is deterministic per frame (``faces.detect``), so it runs once per frame (timed) and every
+    The detector is deterministic per frame (``faces.detectors.mtcnn``), so it runs once per frame (timed) and every
     rule reads those detections, counting the frames it asked for: ``detected_share`` is what each rule costs
     in detector frames, ``detector_s`` = its frames x the measured seconds per frame. Box quality: IoU of
     every track box (detected or interpolated) with the box the generator drew there (``drawn``; MTCNN's box

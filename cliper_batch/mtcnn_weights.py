@@ -1,6 +1,6 @@
 """The face detector's packaged weights file: where it is and that it is the pinned one, without torch.
 
-:func:`cliper_batch.faces.detect.load_mtcnn_weights` (in the workers) reads the
+:func:`cliper_batch.faces.detectors.mtcnn.nets.load_mtcnn_weights` (in the workers) reads the
 file through :func:`read_pinned_weights` and turns it into tensors; the annotate
 driver's preflight calls :func:`read_pinned_weights` alone, so it can refuse a
 broken install before Ray starts without importing torch. A file with the

@@ -61,7 +61,7 @@ DEFAULT_DETECT_STRIDE = 4
 # What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
 # re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
 SPARSE_TRACKING_VERSION = 2
-# Version of the face detector's arithmetic (cliper_batch/faces/detect.py), in config_hash for --faces detect.
+# Version of the face detector's arithmetic (cliper_batch/faces/detectors/mtcnn/), in config_hash for --faces detect.
 # Bumped by any change that moves a box, score or landmark at all - even by float rounding - so that a run
 # re-annotates outputs of the older detector instead of mixing them with new ones. Unversioned (absent from the
 # hash): the detector up to 2026-11-30. 2: pyramid levels as sparse area products, strided max pools (boxes

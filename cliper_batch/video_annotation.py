@@ -416,7 +416,7 @@ class VideoAnnotator:
 
     def _face_detector(self):
         if self._detector is None:
-            from .faces.detect import FaceDetector
+            from .faces.detectors import make_detector
 
             # On CPU the worker's share is the torch thread count it was given (the fused actor's
             # scoring threads; 1 in a staged decode actor): detection runs that many frames at once,
@@ -424,7 +424,7 @@ class VideoAnnotator:
             # detector runs fixed batches on the device, one at a time.
             device = torch.device(self.prims.detector_device)
             workers = torch.get_num_threads() if device.type == "cpu" else 1
-            self._detector = FaceDetector(device=device, workers=workers)
+            self._detector = make_detector(device=device, workers=workers)
         return self._detector
 
     def _decoder_for(self, choice):

@@ -38,7 +38,7 @@ class MissingWeightsDecodeStage(DecodeStage):
 
     @staticmethod
     def _missing_weights_detector():
-        from cliper_batch.faces.detect import FaceDetector
+        from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 
         return FaceDetector(device="cpu", weights_path="/nonexistent/mtcnn.safetensors")
 

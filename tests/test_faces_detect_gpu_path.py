@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_batch.faces import detect as D
+from cliper_batch.faces.detectors.mtcnn import detector as D
+from cliper_batch.faces.detectors.mtcnn import nms
 from cliper_batch.faces import vision_ops
 
 
@@ -60,14 +61,14 @@ def _random_boxes(n: int, seed: int, groups: int):
 @pytest.mark.parametrize("seed", range(4))
 def test_grouped_nms_keeps_what_each_group_keeps_alone(seed):
     boxes, scores, ids = _random_boxes(400, seed, 5)
-    got = D._nms_groups(boxes, scores, ids, 0.5)
+    got = nms.nms_groups(boxes, scores, ids, 0.5)
     want = set()
     for f in range(5):
         rows = torch.nonzero(ids == f).squeeze(1)
         want |= set(rows[vision_ops.nms(boxes[rows], scores[rows], 0.5)].tolist())
     assert set(got.tolist()) == want
     assert torch.all(scores[got][:-1] >= scores[got][1:])  # best score first
-    one = D._nms_groups(boxes, scores, torch.zeros_like(ids), 0.5)
+    one = nms.nms_groups(boxes, scores, torch.zeros_like(ids), 0.5)
     assert one.tolist() == vision_ops.nms(boxes, scores, 0.5).tolist()  # one group: the plain kernel, same order
 
 
@@ -98,10 +99,10 @@ def _old_nms_min(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) ->
 @pytest.mark.parametrize("seed", range(4))
 def test_min_overlap_nms_on_tensors_keeps_what_the_python_loop_kept(seed):
     boxes, scores, ids = _random_boxes(120, seed, 3)
-    got = D._nms_min(boxes, scores, ids, 0.7)
+    got = nms.nms_min(boxes, scores, ids, 0.7)
     want = []
     for f in range(3):
         rows = torch.nonzero(ids == f).squeeze(1)
         want += [int(rows[k]) for k in _old_nms_min(boxes[rows], scores[rows], 0.7)]
     assert got.tolist() == want
-    assert D._nms_min(boxes[:0], scores[:0], ids[:0], 0.7).numel() == 0
+    assert nms.nms_min(boxes[:0], scores[:0], ids[:0], 0.7).numel() == 0

@@ -11,7 +11,8 @@ import torch
 
 from cliper_batch import synthetic as S
 from cliper_batch.faces.cuts import ShotCutDetector, detect_cuts
-from cliper_batch.faces.detect import Detection, FaceDetector
+from cliper_batch.faces.detectors.base import Detection
+from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 from cliper_batch.faces.sparse import DetectionCounts, SparseFaceTracker, track_sparse
 from cliper_batch.faces.track import FaceTracker, Track, TrackingError, fill_gaps, iou, track_video
 

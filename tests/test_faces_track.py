@@ -18,7 +18,8 @@ from skimage import io as skio
 
 from cliper_batch import synthetic as S
 from cliper_batch.faces.cuts import CutInputError, CutParams, ShotCutDetector, cut_scores, detect_cuts
-from cliper_batch.faces.detect import Detection, FaceDetector
+from cliper_batch.faces.detectors.base import Detection
+from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 from cliper_batch.faces.track import FaceTracker, TrackingError, assign, iou, track_video
 
 ASTRONAUT_FACE = (181.05, 62.16, 267.75, 172.05)  # facenet-pytorch's MTCNN on the still photo

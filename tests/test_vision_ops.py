@@ -27,7 +27,7 @@ def test_a_detector_finds_faces_without_importing_torchvision_or_dynamo():
         "import json, sys, numpy as np\n"
         "from skimage import data\n"
         "from cliper_batch.faces import vision_ops\n"
-        "from cliper_batch.faces.detect import FaceDetector\n"
+        "from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector\n"
         "faces = FaceDetector().detect(data.astronaut()[None])[0]\n"
         "print(json.dumps({'faces': len(faces), 'source': vision_ops._source,\n"
         "  'loaded': [m for m in ('torchvision', 'torch._dynamo') if m in sys.modules]}))\n"

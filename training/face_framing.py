@@ -82,7 +82,7 @@ def frame_image(path: str, upscale: int, pad: float) -> tuple[np.ndarray, tuple[
 
 
 def detect_faces(samples: Sequence[tuple[str, str]], upscale: int = 4, pad: float = 0.5) -> list[FramedFace]:
-    from cliper_batch.faces.detect import FaceDetector
+    from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 
     detector = FaceDetector("cpu")
     out = []

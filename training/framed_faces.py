@@ -82,7 +82,7 @@ def write_framed_dataset(
     from PIL import Image
 
     from cliper_batch.crops import crop_resize, square_box_with_margin
-    from cliper_batch.faces.detect import FaceDetector
+    from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
     from cliper_batch.faces.framing import FramingParams
 
     if n_per_class < 1:

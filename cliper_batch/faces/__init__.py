@@ -7,26 +7,12 @@ Typical use for one video (``frames``: its sampled frames, ``[F, H, W, 3]`` uint
     cuts = detect_cuts(frames)                      # positions where a new shot starts
     tracks = track_video(dets, cuts)                # list of Track, ids 1.. per video
 
+(``FaceDetector``: :mod:`.detectors.mtcnn.detector`, behind :func:`.detectors.make_detector`;
+``detect_cuts``: :mod:`.cuts`; ``track_video``: :mod:`.track`.) Each name is imported from its
+own module; importing this package imports nothing (no torch: the driver's preflight reads the
+detector's pinned weights file without it).
+
 Long videos can be fed in chunks: ``detector.detect(chunk, frame_indices=...)``,
 ``ShotCutDetector.update(chunk)`` and ``FaceTracker.update(i, dets_i, is_cut)``
 give the same result as the one-call helpers. See ``docs/faces.md``.
 """
-from .cuts import CutInputError, CutParams, ShotCutDetector, cut_scores, detect_cuts
-from .detect import Detection, DetectorUnavailable, FaceDetector, FaceInputError
-from .track import FaceTracker, Track, TrackingError, track_video
-
-__all__ = [
-    "CutInputError",
-    "CutParams",
-    "Detection",
-    "DetectorUnavailable",
-    "FaceDetector",
-    "FaceInputError",
-    "FaceTracker",
-    "ShotCutDetector",
-    "Track",
-    "TrackingError",
-    "cut_scores",
-    "detect_cuts",
-    "track_video",
-]

@@ -33,7 +33,7 @@ import numpy as np
 from ..crops import square_box_with_margin
 from ..types import DEFAULT_DETECT_STRIDE, Segment
 from .cuts import ShotCutDetector, subsample_for_cuts
-from .detect import FaceDetector
+from .detectors.base import Detector
 from .sparse import track_sparse
 from .track import Track
 
@@ -72,7 +72,7 @@ def detection_size(width: int, height: int, side: int) -> tuple[int, int]:
 
 
 def find_tracks(
-    chunks: Iterable, detector: FaceDetector, params: FramingParams, stride: int = DEFAULT_DETECT_STRIDE
+    chunks: Iterable, detector: Detector, params: FramingParams, stride: int = DEFAULT_DETECT_STRIDE
 ) -> list[Track]:
     """Pass 1: cuts + detections over all sampled frames, given in ``[n, H, W, 3]`` chunks (in order).
 

@@ -40,7 +40,7 @@ positions in the whole video, the cut detector streams, every decision about
 a gap depends only on the detections at scheduled frames and at the frames
 bisection chose (and the tracker's state, fed in frame order), and the
 detector gives every frame the same faces whatever else shares its call and
-whatever the worker's thread count (:mod:`cliper_batch.faces.detect`). So the
+whatever the worker's thread count (:mod:`cliper_batch.faces.detectors.mtcnn`). So the
 staged and fused workers find the same tracks, bit for bit.
 
 The tracker (:class:`cliper_batch.faces.track.FaceTracker`) only sees the
@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 
 from .cuts import ShotCutDetector
-from .detect import Box, Detection
+from .detectors.base import Box, Detection
 from .track import FaceTracker, Track, TrackingError, assign, fill_gaps, iou
 
 __all__ = ["CONFIDENT_IOU", "GAP_RULES", "VERIFY_IOU", "DetectionCounts", "SparseFaceTracker", "track_sparse"]
@@ -98,7 +98,7 @@ class SparseFaceTracker:
     """Streaming driver: :meth:`feed` chunks of sampled frames, then :meth:`finish` -> ``list[Track]``.
 
     ``detect(frames, frame_indices)`` returns per-frame detections
-    (:meth:`cliper_batch.faces.detect.FaceDetector.detect`); ``cut_input``
+    (:meth:`cliper_batch.faces.detectors.base.Detector.detect`); ``cut_input``
     turns a chunk into what ``cut_detector`` reads (identity for host arrays).
     ``tracker_params`` go to :class:`FaceTracker`. ``gap_rule``: ``"motion"``
     (the module docstring) or ``"ends"`` (the rule before it, for benchmarks:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detect import Box, Detection
+from .detectors.base import Box, Detection
 
 _INFEASIBLE = 1e6
 _VELOCITY_SMOOTHING = 0.6  # weight of the newest velocity observation
