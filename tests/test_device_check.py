@@ -54,7 +54,7 @@ def test_smoke_writes_every_phase_without_ray_polars_dali(tmp_path):
 def test_smoke_parity_reports_a_wrong_crop_on_one_path(tmp_path, monkeypatch):
     """The check can fail: boxes shifted by 8 px inside path B's (interpreted Triton) crop show up as drift."""
     from bench.gpu import device_check as dc
-    from bench.gpu.run import Bench, BenchConfig
+    from bench.gpu.harness import Bench, BenchConfig
 
     real = dc.load_interpreted_triton_crop
     calls = []

@@ -70,7 +70,11 @@ def test_smoke_runs_the_per_video_algorithm_on_real_videos(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench_module():
-    return importlib.import_module("bench.gpu.run")
+    from types import SimpleNamespace
+
+    harness = importlib.import_module("bench.gpu.harness")
+    model = importlib.import_module("bench.gpu.sections.model")
+    return SimpleNamespace(Bench=harness.Bench, BenchConfig=harness.BenchConfig, ModelBench=model.ModelBench)
 
 
 def test_a_section_timeout_keeps_its_measured_points_and_the_run_goes_on(bench_module, tmp_path):

@@ -8,7 +8,7 @@ TensorRT)::
     python -m bench.gpu.device_check --out $OUT/device_check.json
     python -m bench.gpu.device_check --smoke      # CPU, tiny sizes, < 1 min: every phase's CPU code path
 
-Phases, most valuable first, each with its own budget (``Bench`` of :mod:`bench.gpu.run`: a SIGALRM hard
+Phases, most valuable first, each with its own budget (``Bench`` of :mod:`bench.gpu.harness`: a SIGALRM hard
 limit, a failure or timeout recorded and the next phase run); the JSON is rewritten after every measured
 point, so a timeout keeps what was measured:
 
@@ -51,15 +51,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.gpu.run import (
-    Bench,
-    BenchConfig,
-    SkipSection,
-    _sync,
-    analytic_flops_per_crop,
-    peak_bf16_tflops,
-    time_call,
-)
+from bench.gpu.harness import Bench, BenchConfig, SkipSection, sync, time_call
+from bench.gpu.vit import analytic_flops_per_crop, peak_bf16_tflops
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NEAR_TIE = 0.02  # top-2 probability gap below which an argmax flip is not counted
@@ -451,7 +444,7 @@ def throughput_phase(cfg: CheckConfig, device: torch.device, bench: Bench, budge
         busy0 = stage.scorer.busy_s
         with GpuBusySampler(device) as gpu:
             seg, outcomes, wall = run_worker(stage, refs_batch(paths), False)
-        _sync(device)
+        sync(device)
         clips = len(seg)
         frames = clips * cfg.frames_per_segment
         out.update({
@@ -502,7 +495,7 @@ def detector_phase(cfg: CheckConfig, device: torch.device, bench: Bench, budget:
         import av  # noqa: F401
     except ImportError as e:
         raise SkipSection(f"PyAV not installed ({e}): carry the av wheel") from None
-    from cliper_batch.faces.detect import CUDA_BATCH, FaceDetector
+    from cliper_batch.faces.detectors.mtcnn.detector import CUDA_BATCH, FaceDetector
 
     with tempfile.TemporaryDirectory(prefix="cliper_detector_") as tmp:
         small = dataclasses.replace(cfg, parity_size=(640, 360) if not cfg.smoke else cfg.parity_size,
