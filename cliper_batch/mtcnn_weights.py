@@ -11,8 +11,11 @@ from __future__ import annotations
 import hashlib
 import os
 
-# The packaged weights: one safetensors file, keys ``pnet.*``, ``rnet.*``, ``onet.*``.
-WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faces", "weights", "mtcnn.safetensors")
+import cliper_batch
+
+# The packaged weights: one safetensors file, keys ``pnet.*``, ``rnet.*``, ``onet.*`` (found from the
+# package's root, so this module can sit anywhere inside it).
+WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(cliper_batch.__file__)), "faces", "weights", "mtcnn.safetensors")
 # sha256 of that file (scripts/convert_mtcnn_weights.py reproduces it bit for bit).
 MTCNN_SHA256 = "74f1789698e8e455a7ce21e0b8cb7bd1b03ec330706ec0bbd9ef629931ff2136"
 FIX = (
