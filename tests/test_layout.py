@@ -135,3 +135,46 @@ def test_kernels_and_training_are_imported_by_one_name_only():
                 if name.split(".")[0] in ("kernels", "training"):
                     bad.append(f"{os.path.relpath(path, REPO)} imports {name}")
     assert not bad, "\n".join(bad)
+
+
+def test_no_import_circle_between_modules():
+    """No module imports, directly or through others, one that imports it back (lazy imports in functions count)."""
+    graph: dict[str, set[str]] = {}
+    files = [(p, PACKAGE) for p in _python_files(os.path.join(REPO, PACKAGE)) if os.path.realpath(p) == p]
+    files += [(p, top) for top in ("kernels", "training") for p in _python_files(os.path.join(REPO, top))]
+    for path, top in files:
+        module, package = _module_of(path)
+        if top != PACKAGE:  # kernels/, training/: imported as cliper_batch.kernels, cliper_batch.training
+            module, package = f"{PACKAGE}.{module}", f"{PACKAGE}.{package}"
+        graph[module] = set(_imports(path, package))
+    for module, names in graph.items():
+        # a name may be a module or a name inside one; a package's own submodules do not import it back
+        graph[module] = {n if n in graph else n.rpartition(".")[0] for n in names} & set(graph)
+        graph[module] = {n for n in graph[module] if n != module and not module.startswith(n + ".")}
+    circles, index, low, stack, on_stack = [], {}, {}, [], set()
+
+    def visit(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
