@@ -53,10 +53,10 @@ def test_smoke_writes_every_phase_without_ray_polars_dali(tmp_path):
 
 def test_smoke_parity_reports_a_wrong_crop_on_one_path(tmp_path, monkeypatch):
     """The check can fail: boxes shifted by 8 px inside path B's (interpreted Triton) crop show up as drift."""
-    from bench.gpu import device_check as dc
+    from bench.gpu.checks import common, parity
     from bench.gpu.harness import Bench, BenchConfig
 
-    real = dc.load_interpreted_triton_crop
+    real = common.load_interpreted_triton_crop
     calls = []
 
     def wrong_crop_loader():
@@ -70,14 +70,14 @@ def test_smoke_parity_reports_a_wrong_crop_on_one_path(tmp_path, monkeypatch):
 
         return shifted
 
-    monkeypatch.setattr(dc, "load_interpreted_triton_crop", wrong_crop_loader)
-    cfg = dataclasses.replace(dc.CheckConfig.tiny(60), parity_faces=("none",))
+    monkeypatch.setattr(parity, "load_interpreted_triton_crop", wrong_crop_loader)
+    cfg = dataclasses.replace(common.CheckConfig.tiny(60), parity_faces=("none",))
     bcfg = BenchConfig.tiny()
     bcfg.budgets, bcfg.total_budget_s = {"parity": 120}, 150
     threads = torch.get_num_threads()
     try:
         bench = Bench(bcfg, tmp_path / "dc.json", None, set())
-        res = bench.run("parity", lambda b: dc.parity_phase(cfg, bench, b))
+        res = bench.run("parity", lambda b: parity.parity_phase(cfg, bench, b))
     finally:
         torch.set_num_threads(threads)
     assert calls, "path B did not go through the (patched) Triton crop"
