@@ -87,7 +87,7 @@ PACKAGE_DOCS: dict[str, str] = {
 
 # Data-flow order of the top-level names of cliper_batch (written into tests/test_layout.py).
 LAYERS_SOURCE = '''LAYERS = [
-    ["types", "labels", "uris", "failures", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead)
+    ["types", "labels", "uris", "store_retries", "failures", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead; store_retries: object-store retry settings and counts)
     ["rows"],  # the row contract between pipeline stages
     ["decode"],  # probe, segment plan, still images, decoders (+ the generated test videos the NVDEC self-test decodes)
     ["crops", "kernels"],  # the torch reference crop, the Triton kernel, the DALI crop, the primitive a worker picks
