@@ -39,7 +39,7 @@ import torch
 
 from bench.common import machine, write_result, write_two_face_cut_video
 from bench.faces import _cores_free
-from cliper_batch.crop_primitives import normalized_crops
+from cliper_batch.crops.primitives import normalized_crops
 from cliper_batch.faces.framing import FramingParams
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef

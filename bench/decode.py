@@ -28,10 +28,10 @@ import time
 
 from bench.common import machine, write_result, write_two_face_cut_video
 from cliper_batch.decode.pyav_backend import PyAVDecoder
-from cliper_batch.crops import center_crop_plan
-from cliper_batch.probe import probe
-from cliper_batch.sampling import plan_segments
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.crops.reference import center_crop_plan
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import plan_segments
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 
 def all_timestamps(info):

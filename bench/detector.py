@@ -48,8 +48,8 @@ from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.faces.detectors.mtcnn import detector as current_detect
 from cliper_batch.faces import framing as ff
 from cliper_batch.faces.track import iou
-from cliper_batch.probe import probe
-from cliper_batch.sampling import plan_segments
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import plan_segments
 from cliper_batch.synthetic import write_video_corpus
 
 FrameSets = dict[str, np.ndarray]  # name -> [F, H, W, 3] uint8

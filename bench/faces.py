@@ -48,8 +48,8 @@ from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline import run as pipeline_run
 from cliper_batch.pipeline.run import RunOptions
-from cliper_batch.probe import probe
-from cliper_batch.sampling import plan_segments
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import plan_segments
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.types import AnnotateConfig
 

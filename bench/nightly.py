@@ -21,7 +21,7 @@ from bench.common import PeakRSS, machine, write_result
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline import run as pipeline_run
-from cliper_batch.testvideos import make_corpus
+from cliper_batch.decode.testvideos import make_corpus
 from cliper_batch.types import AnnotateConfig
 
 

@@ -43,7 +43,7 @@ from cliper_batch.model.spec import inspect_model
 from cliper_batch.pipeline import run as pipeline_run
 from cliper_batch.pipeline.run import RunOptions
 from cliper_batch.pipeline.decode_stage import DecodeStage
-from cliper_batch.testvideos import make_corpus
+from cliper_batch.decode.testvideos import make_corpus
 from cliper_batch.types import AnnotateConfig, VideoRef
 from cliper_batch.uris import video_id_for
 

@@ -4,7 +4,7 @@
 
 Per size, each night in a fresh process (so its peak RSS is its own): a local Ray runtime
 (loopback, no dashboard, ``--cpus`` CPUs), a synthetic listing of N videos (no files: a
-listing source that generates ``VideoRef`` s chunk by chunk, as :func:`cliper_batch.listing.iter_videos`
+listing source that generates ``VideoRef`` s chunk by chunk, as :func:`cliper_batch.corpus.listing.iter_videos`
 gives them), and fused workers that return at once (one ``ok`` outcome row per video, no
 decoding, no model). Everything else is the run's: the output lock, recovery, the done set,
 the streamed plan, the work list (spilled to the run's staging folder past
@@ -16,7 +16,7 @@ retirement of superseded rows and the run record.
 * ``--done 0``: one night, N new videos against an empty output;
 * ``--done-set M`` (alone, no Ray): writes an output whose manifest holds M done videos
   (parts of 2 000, as the writer commits them) and reads its done set in a fresh process
-  (:func:`cliper_batch.incremental.done_state`): time, size, peak RSS.
+  (:func:`cliper_batch.corpus.incremental.done_state`): time, size, peak RSS.
 
 Reports wall time and the driver's peak RSS (``VmHWM``; sampled ``VmRSS`` gives the peak
 per phase: before the run, after planning, during execution) per night. Results:
@@ -133,7 +133,7 @@ def night(n: int, out: str, cpus: int) -> dict:
     t0 = time.perf_counter()
     import ray
 
-    from cliper_batch.listing import CHUNK
+    from cliper_batch.corpus.listing import CHUNK
     from cliper_batch.model.spec import ModelInfo
     from cliper_batch.pipeline import run as run_mod
     from cliper_batch.types import AnnotateConfig, RunOptions
@@ -180,7 +180,7 @@ def write_done_output(out: str, n: int, per_part: int = 2_000) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cliper_batch import schema
+    from cliper_batch.output import schema
     from cliper_batch.output import run_record
     from cliper_batch.uris import filesystem_for, join
 
@@ -202,7 +202,7 @@ def write_done_output(out: str, n: int, per_part: int = 2_000) -> None:
 
 def done_set(out: str) -> dict:
     """(In a fresh process) the done set of ``out``: time, rows, its size and the driver's peak RSS above the imports."""
-    from cliper_batch.incremental import done_state
+    from cliper_batch.corpus.incremental import done_state
 
     base = _status_kib("VmRSS") / 2**20
     t0 = time.perf_counter()

@@ -3,14 +3,14 @@
     .venv/bin/python -m bench.report                      # 1,000 and 10,000 videos
     .venv/bin/python -m bench.report --videos 1000 10000 100000
 
-Each output is written directly in the engine's format (``cliper_batch.schema``
+Each output is written directly in the engine's format (``cliper_batch.output.schema``
 tables and a run record; no decoding): 60-second videos, 2-second segments,
 1-3 face tracks each, 2 % failed with a mix of error types. Fourteen "hero"
 videos - each wins one label for all of its time, so the report picks them for
 its detail section - point at real small H.264 files, so the report decodes
 their face thumbnails as it would for a real corpus. Each report runs in its
 own process (peak RSS = that process's ``ru_maxrss``), side by side with
-``python -m cliper_batch.query summary`` on the same output as the reference.
+``python -m cliper_batch.output.query summary`` on the same output as the reference.
 """
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from bench.common import machine, write_result
-from cliper_batch import schema
+from cliper_batch.output import schema
 from cliper_batch.failures import classify
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 from cliper_batch.uris import video_id_for
 
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger")
@@ -166,7 +166,7 @@ if sys.argv[1] == "report":
     rc = main([sys.argv[2], "--out", sys.argv[3]])
 else:
     import polars as pl
-    from cliper_batch.query import summary
+    from cliper_batch.output.query import summary
     rc = 0 if summary(sys.argv[2]).height else 1
 print("RESULT", rc, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """

@@ -189,10 +189,10 @@ def still_running(seen: dict[tuple[int, float], str]) -> list[str]:
 
 
 def driver_imports(top: int = 12) -> list[tuple[str, float]]:
-    """Cumulative import seconds of the driver's heaviest top-level packages (cliper_batch.cli + what main imports)."""
+    """Cumulative import seconds of the driver's heaviest top-level packages (cliper_batch.shell.annotate_cli + what main imports)."""
     code = (
-        "import cliper_batch.cli\n"
-        "from cliper_batch.preflight import check_run\n"
+        "import cliper_batch.shell.annotate_cli\n"
+        "from cliper_batch.shell.preflight import check_run\n"
         "from cliper_batch.pipeline.run import annotate, describe_model\n"
         "from cliper_batch.model.spec import ModelSpecError\n"
         "import ray, ray.data\n"

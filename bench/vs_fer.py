@@ -61,7 +61,7 @@ def run_engine(video_dir: str, out: str, model: str, extra: tuple[str, ...] = ()
         wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise SystemExit(f"engine failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    from cliper_batch import query
+    from cliper_batch.output import query
 
     v = query.scan_videos(out).collect().row(0, named=True)
     tl = query.scan_timelines(out).collect()

@@ -24,10 +24,10 @@ class VideoRef:
 class VideoInfo:
     """What a probe learns about a video stream (or a still image) before decoding.
 
-    A still image (``kind == "image"``, :mod:`cliper_batch.images`) is a one-frame item:
+    A still image (``kind == "image"``, :mod:`cliper_batch.decode.images`) is a one-frame item:
     ``duration_s == 0``, ``fps == 0``, ``n_frames == 1``; ``codec`` is its format
     (``jpeg``, ``png``, ``webp``, ``bmp``) and ``rotation`` the rotation part of its EXIF
-    orientation. Its segment plan is one segment at time 0 (:func:`cliper_batch.sampling.plan_for`).
+    orientation. Its segment plan is one segment at time 0 (:func:`cliper_batch.decode.sampling.plan_for`).
     """
 
     duration_s: float

@@ -12,7 +12,7 @@ from . import store_retries
 VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".flv", ".wmv", ".3gp", ".ogv",
 )
-# Still images: annotated as one-frame items (cliper_batch/images.py), one row per face (or per image, --faces none).
+# Still images: annotated as one-frame items (cliper_batch/decode/images.py), one row per face (or per image, --faces none).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 # What a folder or glob listing picks up.
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
@@ -59,7 +59,7 @@ def normalize_uri(uri: str) -> str:
 def media_kind(uri: str) -> str:
     """``"image"`` for a URI with an image extension (:data:`IMAGE_EXTENSIONS`), else ``"video"``.
 
-    The one rule that decides how an item is read (:func:`cliper_batch.probe.probe`) and the
+    The one rule that decides how an item is read (:func:`cliper_batch.decode.probe.probe`) and the
     ``kind`` column of both output tables. Query strings are not part of a file name here:
     fsspec URIs name objects, not web pages.
     """

@@ -10,8 +10,8 @@ detector runs.
 
 Per video (:meth:`VideoAnnotator.annotate`):
 
-1. :func:`~cliper_batch.probe.probe` the file and
-   :func:`~cliper_batch.sampling.plan_for` its segments;
+1. :func:`~cliper_batch.decode.probe.probe` the file and
+   :func:`~cliper_batch.decode.sampling.plan_for` its segments;
 2. :func:`~cliper_batch.decode.select.choose_usable_decoder` (built once per
    backend and kept): the decoder policy, plus NVDEC's once-per-process
    self-test, so an unusable NVDEC means PyAV with a logged reason, not a
@@ -52,15 +52,15 @@ import numpy as np
 import torch
 
 from . import rows
-from .crop_primitives import CropFn
-from .crops import center_crop_plan
+from .crops.primitives import CropFn
+from .crops.reference import center_crop_plan
 from .decode.base import DecodeError
 from .decode.staging import FrameUpload, stack_to
 from .decode.select import choose_usable_decoder
 from .faces import framing
 from .prefetch import prefetch
-from .probe import ProbeError, probe
-from .sampling import plan_for
+from .decode.probe import ProbeError, probe
+from .decode.sampling import plan_for
 from .types import AnnotateConfig, Segment, VideoInfo, VideoOutcome, VideoRef
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class FramePrimitives:
     for the staged worker; the model's device for the fused one, where a
     ``dali-gpu`` decoder's frames never touch the host). ``decoder_device``:
     the device string :func:`choose_decoder` sees. ``crop``/``crop_name``: the
-    crop implementation (:mod:`cliper_batch.crop_primitives`) and its label. ``detector_device``: where MTCNN runs.
+    crop implementation (:mod:`cliper_batch.crops.primitives`) and its label. ``detector_device``: where MTCNN runs.
     """
 
     frames_device: torch.device

@@ -12,7 +12,7 @@ try:
 except ImportError:  # running from a plain checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cliper_batch.cli import run_process
+from cliper_batch.shell.annotate_cli import run_process
 
 if __name__ == "__main__":
     raise SystemExit(run_process())

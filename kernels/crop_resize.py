@@ -1,7 +1,7 @@
 """Fused crop + bilinear resize + normalise for many boxes at once (Triton).
 
 Same sampling, padding and normalisation convention as
-:func:`cliper_batch.crops.crop_resize_normalize` (read that module's
+:func:`cliper_batch.crops.reference.crop_resize_normalize` (read that module's
 docstring): pixel-centre bilinear sampling (``align_corners=False``), taps
 outside the frame read the mean colour (so they normalise to 0), then
 ``(v / 255 - mean) / std``, output NCHW.
@@ -32,7 +32,7 @@ import torch
 import triton
 import triton.language as tl
 
-from cliper_batch.crops import CLIP_MEAN, CLIP_STD, CropInputError, validate_box_values
+from cliper_batch.crops.reference import CLIP_MEAN, CLIP_STD, CropInputError, validate_box_values
 
 DEFAULT_BLOCK = 1024
 _OUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -144,7 +144,7 @@ def _validate(
             raise CropInputError(f"{where}: TRITON_INTERPRET=1 runs on CPU tensors only, frames are on {frames.device}")
     elif frames.device.type != "cuda":
         raise CropInputError(
-            f"{where}: frames must be on a CUDA device (got {frames.device}); use cliper_batch.crops on CPU, "
+            f"{where}: frames must be on a CUDA device (got {frames.device}); use cliper_batch.crops.reference on CPU, "
             "or set TRITON_INTERPRET=1 before this module is first imported"
         )
     if boxes.device != frames.device:
@@ -208,7 +208,7 @@ def crop_resize_normalize_triton(
     ``N == 0`` returns an empty tensor. ``out``: optional preallocated
     contiguous output (e.g. a CUDA-graph static buffer). ``check_boxes``
     validates box values with one device->host sync; pass False for trusted
-    boxes. Raises :class:`cliper_batch.crops.CropInputError` on bad input.
+    boxes. Raises :class:`cliper_batch.crops.reference.CropInputError` on bad input.
     """
     boxes, mean_l, std_l = _validate(frames, boxes, size, mean, std, out_dtype, check_boxes)
     n = boxes.shape[0]

@@ -12,7 +12,7 @@ as one safetensors file whose keys are ``pnet.*``, ``rnet.*`` and ``onet.*``.
     .venv/bin/python scripts/convert_mtcnn_weights.py /tmp/fn/facenet_pytorch-2.6.0-py3-none-any.whl
 
 Then compare the printed sha256 of the output with ``MTCNN_SHA256`` in
-``cliper_batch/mtcnn_weights.py`` (they must be equal: the conversion is
+``cliper_batch/faces/detectors/mtcnn/weights.py`` (they must be equal: the conversion is
 deterministic) and with the NOTICE file.
 """
 from __future__ import annotations

@@ -16,6 +16,6 @@ if [ ! -f demo/videos/ground_truth.parquet ]; then
 fi
 MODEL=${MODEL:-models/cliper-demo.safetensors}
 $PY jobs/annotate.py --input demo/videos --output demo/annotations --model "$MODEL" "$@"
-$PY -m cliper_batch.query summary demo/annotations
+$PY -m cliper_batch.output.query summary demo/annotations
 $PY -m cliper_batch.training.demo score --output demo/annotations --ground-truth demo/videos/ground_truth.parquet
 $PY -m cliper_batch.report demo/annotations --out demo/report.html

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from test_faces_e2e import write_two_scene_video
 
 

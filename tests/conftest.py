@@ -1,6 +1,6 @@
 """Shared fixtures: small generated videos (session-scoped, made once per test run, a few seconds in all).
 
-Every frame of a generated clip carries its own index (``cliper_batch.testvideos
+Every frame of a generated clip carries its own index (``cliper_batch.decode.testvideos
 .read_frame_code``), so decoders can be checked frame-exactly. Video fixtures
 return ``(path, VideoSpec)``; the spec says codec, fps, duration, size.
 
@@ -29,7 +29,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from cliper_batch.testvideos import CODECS, VideoSpec, render_frame, write_video
+from cliper_batch.decode.testvideos import CODECS, VideoSpec, render_frame, write_video
 
 # The test process's own Ray (the `ray_runtime` fixture) is private and loopback-only: no token auth, whatever
 # ~/.ray/auth_token holds. Set before anything imports ray (Ray reads it at import), so a test that runs the CLI

@@ -1,4 +1,4 @@
-"""The annotate job (``cliper_batch.cli``) with its output's disk full from the Nth write call of its first commit on.
+"""The annotate job (``cliper_batch.shell.annotate_cli``) with its output's disk full from the Nth write call of its first commit on.
 
 ``python tests/disk_full_job.py N OUTPUT -- ARGS...``: every write to a file under ``OUTPUT`` (opening it for
 writing, or moving a file there) raises ``OSError(ENOSPC)`` from the Nth one on, counted from the first write into
@@ -47,6 +47,6 @@ if __name__ == "__main__":
     n, output, sep, *argv = sys.argv[1:]
     assert sep == "--", sys.argv
     install(int(n), output)
-    from cliper_batch.cli import run_process
+    from cliper_batch.shell.annotate_cli import run_process
 
     raise SystemExit(run_process(argv))

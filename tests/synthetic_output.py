@@ -5,7 +5,7 @@ import numpy as np
 
 from cliper_batch.output.writer import OutputWriter
 from cliper_batch import rows
-from cliper_batch.sampling import plan_segments
+from cliper_batch.decode.sampling import plan_segments
 from cliper_batch.types import VideoInfo, VideoOutcome, VideoRef
 
 CLASSES = ("neutral", "happy", "sad")

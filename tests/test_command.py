@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from cliper_batch.command import SUBCOMMANDS, main
+from cliper_batch.shell.command import SUBCOMMANDS, main
 from cliper_batch.model.catalog import describe
 
 
 def _cliper(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cliper_batch.command", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cliper_batch.shell.command", *args], capture_output=True, text=True,
                           timeout=300)
 
 

@@ -3,7 +3,7 @@ import shutil
 
 import polars as pl
 
-from cliper_batch import compact, query
+from cliper_batch.output import compaction as compact, query
 from cliper_batch.output.recovery import recover_output
 
 from synthetic_output import write_run

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cliper_batch.compile import (
+from cliper_batch.model.backends import (
     DEFAULT_MAX_BATCH,
     DEFAULT_OPT_BATCH,
     CompiledEncoder,
@@ -130,7 +130,7 @@ def test_compiled_output_far_from_eager_is_rejected_with_the_measured_cosine(tin
             return tuple(-o for o in out) if isinstance(out, (tuple, list)) else -out
         return run
 
-    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.model.backends"):
         enc = compile_encoder(tiny, "torch.compile", "cpu", compile_options={"backend": backend_flipping_signs})
     assert (enc.backend, enc.requested) == ("eager", "torch.compile")
     assert "min cosine -1.0000 < 0.99" in enc.reason
@@ -154,7 +154,7 @@ def test_torch_compile_matches_eager(tiny):
 
 
 def test_tensorrt_on_cpu_falls_back_to_eager(tiny, caplog):
-    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.model.backends"):
         enc = compile_encoder(tiny, "tensorrt", "cpu")
     assert (enc.backend, enc.requested) == ("eager", "tensorrt")
     assert "no CUDA device" in enc.reason
@@ -167,7 +167,7 @@ def test_torch_compile_failure_falls_back_to_eager(tiny, caplog):
     def broken_backend(gm, example_inputs):
         raise RuntimeError("compiler exploded")
 
-    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.model.backends"):
         enc = compile_encoder(tiny, "torch.compile", "cpu", compile_options={"backend": broken_backend})
     assert (enc.backend, enc.requested) == ("eager", "torch.compile")
     assert "torch.compile failed at first call" in enc.reason and "compiler exploded" in enc.reason
@@ -189,7 +189,7 @@ def test_compiler_error_on_a_later_call_switches_to_eager(tiny, caplog):
     assert enc.backend == "torch.compile", enc.reason
     held_fn = enc.fn
     x = _images(4).to(memory_format=torch.channels_last)  # new strides -> dynamo recompiles
-    with caplog.at_level(logging.WARNING, logger="cliper_batch.compile"):
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.model.backends"):
         out = enc(x)
     assert len(compiles) == 2
     assert enc.backend == "eager" and "recompile exploded" in enc.reason

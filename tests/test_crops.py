@@ -1,11 +1,11 @@
-"""Reference crop/resize/normalise (cliper_batch.crops) against hand-computed cases and torch's resamplers."""
+"""Reference crop/resize/normalise (cliper_batch.crops.reference) against hand-computed cases and torch's resamplers."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from cliper_batch.crops import (
+from cliper_batch.crops.reference import (
     CLIP_MEAN,
     CLIP_STD,
     CropInputError,

@@ -16,10 +16,10 @@ import torch
 
 from cliper_batch import rows
 from cliper_batch.failures import classify, is_sticky_cuda_error, sticky_cuda_error
-from cliper_batch.pipeline import model_actor
+from cliper_batch.pipeline import scoring_model as model_actor
 from cliper_batch.pipeline.decode_stage import DecodeStage
 from cliper_batch.pipeline.fused_stage import FusedStage
-from cliper_batch.pipeline.model_actor import ScoringModel
+from cliper_batch.pipeline.scoring_model import ScoringModel
 from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef
 
 ILLEGAL = ("CUDA error: an illegal memory access was encountered\n"
@@ -178,7 +178,7 @@ def test_a_sticky_cuda_error_restarts_the_actor_and_the_video_is_annotated(ray_r
     import ray.cloudpickle
 
     import faulty_stage
-    from cliper_batch import query
+    from cliper_batch.output import query
     from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
     from cliper_batch.synthetic import write_expression_video
 

@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cliper_batch import query
+from cliper_batch.output import query
 from cliper_batch.output.recovery import recover_output
 from cliper_batch.output.writer import OutputWriter
 from cliper_batch.types import VideoRef

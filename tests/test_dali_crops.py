@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_batch.crops import CLIP_STD, center_square_box, crop_resize_normalize
+from cliper_batch.crops.reference import CLIP_STD, center_square_box, crop_resize_normalize
 from cliper_batch.decode.dali_backend import DaliDecoder, dali_available
-from cliper_batch.dali_crops import PAD_TOLERANCE, CropSpec, DaliBoxCropper, DaliCenterCropDecoder, box_windows
+from cliper_batch.crops.dali import PAD_TOLERANCE, CropSpec, DaliBoxCropper, DaliCenterCropDecoder, box_windows
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.decode.select import cuda_available
-from cliper_batch.probe import probe
+from cliper_batch.decode.probe import probe
 
 pytestmark = pytest.mark.skipif(not dali_available(), reason="nvidia.dali not installed")
 needs_cuda = pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")

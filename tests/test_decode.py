@@ -24,9 +24,9 @@ from cliper_batch.decode.select import (
     parse_device,
     select_decoder,
 )
-from cliper_batch.probe import probe
-from cliper_batch.sampling import frame_indices, plan_segments
-from cliper_batch.testvideos import VideoSpec, read_frame_code, render_frame, write_video
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import frame_indices, plan_segments
+from cliper_batch.decode.testvideos import VideoSpec, read_frame_code, render_frame, write_video
 from cliper_batch.types import VideoInfo
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="nvidia.dali not installed")

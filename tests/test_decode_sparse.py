@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from cliper_batch.decode.pyav_backend import PyAVDecoder
-from cliper_batch.probe import probe
-from cliper_batch.sampling import frame_indices, plan_segments
-from cliper_batch.testvideos import VideoSpec, read_frame_code, render_frame
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import frame_indices, plan_segments
+from cliper_batch.decode.testvideos import VideoSpec, read_frame_code, render_frame
 from conftest import write_vfr_video
 
 SPEC = VideoSpec(codec="h264", width=192, height=128, fps=25.0, duration_s=6.0, seed=11)

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import torch
 
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.model.factory import load_model
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.training.demo import (

@@ -10,15 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cliper_batch import query, schema
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.output import query, schema
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.model.cliper import score_clips
 from cliper_batch.model.factory import load_model
-from cliper_batch.crops import center_crop_plan
-from cliper_batch.probe import probe
-from cliper_batch.sampling import plan_segments
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.crops.reference import center_crop_plan
+from cliper_batch.decode.probe import probe
+from cliper_batch.decode.sampling import plan_segments
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 SEG, T = 1.0, 4
 

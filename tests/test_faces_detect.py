@@ -22,7 +22,7 @@ from cliper_batch.faces.detectors.base import Detection, FaceInputError
 from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
 from cliper_batch.faces.detectors.mtcnn.nets import CeilMaxPool, load_mtcnn_weights
 from cliper_batch.faces.detectors.mtcnn.pyramid import AreaPyramid
-from cliper_batch.mtcnn_weights import MTCNN_SHA256, WEIGHTS_FILE, DetectorUnavailable
+from cliper_batch.faces.detectors.mtcnn.weights import MTCNN_SHA256, WEIGHTS_FILE, DetectorUnavailable
 from cliper_batch.faces.track import iou
 
 ASTRONAUT_FACE = (181.05, 62.16, 267.75, 172.05)

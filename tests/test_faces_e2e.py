@@ -7,8 +7,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cliper_batch import query
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.output import query
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.pipeline.run import config_hash
 from cliper_batch.synthetic import render_scene, sample_identity
 from cliper_batch.types import AnnotateConfig

@@ -12,12 +12,12 @@ import polars as pl
 import pytest
 import torch
 
-from cliper_batch import query
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.output import query
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.decode.select import cuda_available
 from cliper_batch.faces.cuts import ShotCutDetector
 from cliper_batch import rows
-from cliper_batch.crop_primitives import select_crop_backend
+from cliper_batch.crops.primitives import select_crop_backend
 from cliper_batch.faces.cuts import subsample_for_cuts
 from cliper_batch.pipeline.fused_stage import FusedStage
 from cliper_batch.pipeline.run import plan_resources, resolve_worker
@@ -219,7 +219,7 @@ def test_a_scoring_error_leaves_nothing_queued_for_the_next_block(corpus, tiny_c
                     reason="nvidia.dali not installed")
 def test_dali_crop_primitive_scores_like_the_torch_crops(corpus, tiny_checkpoint):
     """The DALI crop primitive behind the shared algorithm (its CPU operators here): same scores as the torch crops."""
-    from cliper_batch.crop_primitives import CropBackendChoice
+    from cliper_batch.crops.primitives import CropBackendChoice
 
     refs = refs_for(corpus / "a.mp4", corpus / "b.webm")
     by = {}
@@ -273,7 +273,7 @@ def test_subsampling_for_cuts_keeps_cuts_and_scores():
 def test_dali_frame_tensors_match_host_frames(rotated_vp9_video):
     """The tensor path of the DALI decoder (here its CPU decoder) gives the same upright frames as iter_frames."""
     from cliper_batch.decode.dali_backend import DaliDecoder, dali_available
-    from cliper_batch.probe import probe
+    from cliper_batch.decode.probe import probe
 
     if not dali_available():
         pytest.skip("nvidia.dali is not installed")
@@ -331,9 +331,9 @@ def test_fused_on_cuda_scores_like_the_cpu_staged_run(ray_runtime, corpus, tiny_
 def test_nvdec_device_frames_are_the_frames_displayed_at_each_time(h264_video, vfr_video, video_dir):
     """DALI NVDEC frames kept on the GPU: frame codes vs frame_indices (H.264 with B-frames) and vs VFR start times."""
     from cliper_batch.decode.dali_backend import DaliDecoder
-    from cliper_batch.probe import probe
-    from cliper_batch.sampling import frame_indices
-    from cliper_batch.testvideos import read_frame_code
+    from cliper_batch.decode.probe import probe
+    from cliper_batch.decode.sampling import frame_indices
+    from cliper_batch.decode.testvideos import read_frame_code
     from conftest import write_vfr_video
 
     dec = DaliDecoder("gpu", device_id=0)
@@ -359,7 +359,7 @@ def test_a_model_actor_freezes_its_start_up_heap_and_nothing_else_does(ray_runti
 
     import ray
 
-    from cliper_batch.pipeline.model_actor import ScoringModel, freeze_actor_heap
+    from cliper_batch.pipeline.scoring_model import ScoringModel, freeze_actor_heap
 
     before = gc.get_freeze_count()
     assert freeze_actor_heap() is False and gc.get_freeze_count() == before

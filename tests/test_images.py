@@ -7,12 +7,12 @@ import torch
 from PIL import Image
 
 from cliper_batch import failures
-from cliper_batch.crop_primitives import uint8_crops
+from cliper_batch.crops.primitives import uint8_crops
 from cliper_batch.decode.select import choose_decoder
-from cliper_batch.images import ImageError, read_image, to_rgb8
-from cliper_batch.listing import list_videos
-from cliper_batch.probe import ProbeError, probe
-from cliper_batch.sampling import plan_for
+from cliper_batch.decode.images import ImageError, read_image, to_rgb8
+from cliper_batch.corpus.listing import list_videos
+from cliper_batch.decode.probe import ProbeError, probe
+from cliper_batch.decode.sampling import plan_for
 from cliper_batch.types import AnnotateConfig, VideoRef
 from cliper_batch.uris import media_kind, normalize_uri
 from cliper_batch.video_annotation import FramePrimitives, VideoAnnotator

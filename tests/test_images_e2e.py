@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from cliper_batch import query
+from cliper_batch.output import query
 from cliper_batch.pipeline.run import RunOptions, annotate
 from cliper_batch.report.build import ReportOptions, build_report
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 from cliper_batch.types import AnnotateConfig
 
 from stillimages import face_photo, write_image_zoo

@@ -4,8 +4,8 @@ import argparse
 import polars as pl
 import pytest
 
-from cliper_batch.cli import _parse_since
-from cliper_batch.incremental import STATE_SCHEMA, plan_work
+from cliper_batch.shell.annotate_cli import _parse_since
+from cliper_batch.corpus.incremental import STATE_SCHEMA, plan_work
 from cliper_batch.types import VideoRef
 
 

@@ -17,7 +17,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from cliper_batch.crops import CropInputError, boxes_tensor, crop_resize_normalize  # noqa: E402
+from cliper_batch.crops.reference import CropInputError, boxes_tensor, crop_resize_normalize  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -260,7 +260,7 @@ def test_the_device_guard_is_the_frames_cuda_device():
 
 def test_triton_self_test_passes_with_the_kernel_and_names_a_failing_launch():
     """Item 2: the self-test compares a tiny launch with the torch crop; a launch that fails or is wrong is named."""
-    from cliper_batch import crop_primitives as cp
+    from cliper_batch.crops import primitives as cp
 
     assert cp.triton_self_test("cpu", crop=crop_resize_normalize_triton) is None  # the interpreted kernel is right
 
@@ -282,7 +282,7 @@ def test_triton_self_test_passes_with_the_kernel_and_names_a_failing_launch():
 
 
 def test_a_failed_self_test_falls_back_with_one_logged_reason(monkeypatch, caplog):
-    from cliper_batch import crop_primitives as cp
+    from cliper_batch.crops import primitives as cp
 
     calls = []
 
@@ -293,7 +293,7 @@ def test_a_failed_self_test_falls_back_with_one_logged_reason(monkeypatch, caplo
     monkeypatch.setattr(cp, "load_triton_crop", lambda: crop_resize_normalize_triton)  # "imports fine"
     monkeypatch.setattr(cp, "triton_self_test", failing)
     monkeypatch.setattr(cp, "_SELF_TESTS", {})
-    with caplog.at_level("WARNING", logger="cliper_batch.crop_primitives"):
+    with caplog.at_level("WARNING", logger="cliper_batch.crops.primitives"):
         first = cp.select_crop_backend("cuda:0", dali_installed=False)
         again = cp.select_crop_backend("cuda:0", dali_installed=False)
         dali = cp.select_crop_backend("cuda:0", dali_installed=True)

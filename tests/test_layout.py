@@ -7,19 +7,18 @@ PACKAGE = "cliper_batch"
 
 # Data-flow order of the package's top-level modules: a module may import only from its own layer or the ones before.
 LAYERS = [
-    ["types", "labels", "uris", "store_retries", "failures", "schema", "testvideos", "devices", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead; store_retries: object-store retry settings and counts)
-    ["rows", "listing"],
-    ["probe", "sampling", "images"],  # images: a still image as a one-frame item (facts and pixels, Pillow)
-    ["decode"],
-    ["crops", "kernels", "dali_crops", "crop_primitives"],
-    ["faces", "mtcnn_weights"],  # mtcnn_weights: the detector file and its pinned hash, no torch (preflight reads it)
-    ["video_annotation"],
-    ["model", "compile"],
-    ["output", "compact", "incremental", "query", "progress"],
-    ["report", "overlay"],  # reads the output (query), re-decodes videos for thumbnails and overlays
-    ["pipeline", "ray_runtime"],  # ray_runtime: the job's own Ray runtime, start-up and shutdown (cli runs it)
-    ["cli", "preflight", "synthetic", "training"],
-    ["command"],  # `cliper SUBCOMMAND`: dispatches to each job's own command line, imported by name when run
+    ["types", "labels", "uris", "store_retries", "failures", "prefetch"],  # contracts and leaf helpers (prefetch: an iterator on a thread, one item ahead; store_retries: object-store retry settings and counts)
+    ["rows"],  # the row contract between pipeline stages
+    ["decode"],  # probe, segment plan, still images, decoders (+ the generated test videos the NVDEC self-test decodes)
+    ["crops", "kernels"],  # the torch reference crop, the Triton kernel, the DALI crop, the primitive a worker picks
+    ["faces"],  # detectors behind one protocol (MTCNN, its pinned weights file without torch), shot cuts, tracks, framing
+    ["video_annotation"],  # the per-video algorithm
+    ["model"],  # CLIPER, specs, checkpoints, scoring backends, which device
+    ["output"],  # writer, current view, lock, recovery, run records, schema, queries, compaction
+    ["corpus"],  # listing; incremental runs (reads the output's manifest)
+    ["report"],  # reads the output, re-decodes videos for thumbnails and overlays
+    ["pipeline"],  # Ray wiring: sizing, stages, executors, the progress line
+    ["shell", "synthetic", "training"],  # command lines, preflight, the Ray runtime; test data; training
 ]
 # (importer, imported) pairs still allowed to reach up, and why. Each must still be in use (else delete it here).
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}

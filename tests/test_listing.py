@@ -5,7 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cliper_batch.listing import CorpusNotFound, list_videos
+from cliper_batch.corpus.listing import CorpusNotFound, list_videos
 from cliper_batch.uris import InvalidURI, is_inside, normalize_uri, video_id_for
 
 

@@ -167,7 +167,7 @@ FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "
 
 @pytest.mark.slow
 def test_a_run_exports_its_metrics_on_the_heads_prometheus_endpoint(tiny_checkpoint, tmp_path):
-    from cliper_batch.testvideos import VideoSpec, write_video
+    from cliper_batch.decode.testvideos import VideoSpec, write_video
 
     from raycluster import LocalRayHead
 

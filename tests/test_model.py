@@ -537,7 +537,7 @@ def test_preprocessing_settings_round_trip_and_enter_the_model_id(tiny, crops, t
 
 
 def test_compiled_encoder_applies_the_input_adapter(tiny, crops):
-    from cliper_batch.compile import _encoder_of
+    from cliper_batch.model.backends import _encoder_of
 
     m = _variant(tiny, grey=True).eval()
     images = m.preprocess_uint8(crops[0])
@@ -558,7 +558,7 @@ def test_face_tower_is_registered_for_open_clip_and_checkpoints(tmp_path):
 
 
 def test_test_time_flip_scores_a_crop_and_its_mirror_alike(tiny, crops, tmp_path):
-    from cliper_batch.compile import _encoder_of
+    from cliper_batch.model.backends import _encoder_of
 
     m = _variant(tiny, flip=True).eval()
     images = m.preprocess_uint8(crops[0])

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cliper_batch import query
-from cliper_batch.cli import main as annotate_main
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.output import query
+from cliper_batch.shell.annotate_cli import main as annotate_main
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -14,8 +14,8 @@ import time
 import polars as pl
 import pytest
 
-from cliper_batch import query
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.output import query
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 from raycluster import LocalRayHead, LocalRayWorkerNode, alive_nodes
 

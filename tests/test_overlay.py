@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from annotated_people import annotated_people
-from cliper_batch import query
-from cliper_batch.overlay import main as overlay_main
+from cliper_batch.output import query
+from cliper_batch.report.overlay import main as overlay_main
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_overlay_refuses_failed_moved_and_unknown_videos(people, tmp_path, capsy
 
 
 def test_track_path_follows_moves_holds_and_stops_at_gaps():
-    from cliper_batch.overlay import TrackPath
+    from cliper_batch.report.overlay import TrackPath
 
     seg = pl.DataFrame({
         "start_s": [0.0, 1.0, 3.0], "end_s": [1.0, 2.0, 4.0], "label": ["happy", "sad", "fear"],

@@ -7,8 +7,8 @@ import fsspec
 import numpy as np
 import pytest
 
-from cliper_batch.probe import ProbeError, clockwise_rotation, probe, rotate_upright
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.probe import ProbeError, clockwise_rotation, probe, rotate_upright
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_probe_names_codec_canonically(tmp_path, encoder, codec):
         pytest.skip(f"{encoder} not in this FFmpeg build")
     spec = VideoSpec(duration_s=0.4)
     path = str(tmp_path / f"{codec}.mp4")
-    from cliper_batch.testvideos import render_frame
+    from cliper_batch.decode.testvideos import render_frame
 
     with av.open(path, "w") as container:
         stream = container.add_stream(encoder, rate=25)

@@ -1,7 +1,7 @@
 """The driver's progress line: videos done / total and video-s/s, throttled, always shown at the end."""
 import pytest
 
-from cliper_batch.progress import RunProgress
+from cliper_batch.pipeline.progress import RunProgress
 
 
 class Clock:

@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from cliper_batch import query
+from cliper_batch.output import query
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 from raycluster import VENV_BIN, LocalRayHead
 

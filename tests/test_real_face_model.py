@@ -13,8 +13,8 @@ import os
 import polars as pl
 import pytest
 
-from cliper_batch import query
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.output import query
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.labels import CANONICAL_CLASSES
 from cliper_batch.model.checkpoint import read_checkpoint_header
 from cliper_batch.model.spec import DEFAULT_MODEL, builtin_model_path

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from annotated_people import annotated_people
-from cliper_batch import query
+from cliper_batch.output import query
 from cliper_batch.report.__main__ import main as report_main
 from cliper_batch.uris import video_id_for
 

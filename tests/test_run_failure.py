@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 from cliper_batch.types import AnnotateConfig
 
 
@@ -57,7 +57,7 @@ def test_a_bad_file_among_them_is_data_not_a_broken_run(ray_runtime, tiny_checkp
 def test_the_command_exits_1_with_the_reason_and_0_otherwise(capsys, tmp_path):
     from dataclasses import replace
 
-    from cliper_batch import cli
+    from cliper_batch.shell import annotate_cli as cli
     from cliper_batch.pipeline.run import RunSummary
 
     ok = RunSummary("r", str(tmp_path), "m", 3, 2, 1, 5, 10, 10.0, 1.0, "eager@cpu", 1, 1)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import s3fs
 
-from cliper_batch import query
+from cliper_batch.output import query
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline.run import RunOptions, annotate
 from cliper_batch.types import AnnotateConfig
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 from s3server import BUCKET, s3_server
 from test_e2e import SEG, T, expected_probs
 

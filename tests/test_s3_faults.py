@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import s3fs
 
-from cliper_batch import query, store_retries
+from cliper_batch.output import query
+from cliper_batch import store_retries
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline.run import RunOptions, annotate
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 from cliper_batch.types import AnnotateConfig
 from cliper_batch.uris import filesystem_for
 from faulty_s3_proxy import Faults, faulty_s3_proxy

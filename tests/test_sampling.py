@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from cliper_batch.sampling import frame_indices, plan_segments
+from cliper_batch.decode.sampling import frame_indices, plan_segments
 
 
 def test_segments_cover_duration_with_uniform_centre_samples():

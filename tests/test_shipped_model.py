@@ -12,7 +12,7 @@ import os
 
 import polars as pl
 
-from cliper_batch.cli import main as annotate_main
+from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.training.demo import score_annotations
 

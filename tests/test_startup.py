@@ -22,18 +22,18 @@ import time
 import pytest
 
 from bench.startup import still_running
-from cliper_batch.devices import GPU_DEVICE_FILES
-from cliper_batch.testvideos import VideoSpec, write_video
+from cliper_batch.model.devices import GPU_DEVICE_FILES
+from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(REPO, "models", "cliper-demo.safetensors")
 HEAVY = ("torch", "open_clip", "torchvision", "timm")
 
-# Runs the job's own entry point (cliper_batch.cli.main) and reports which heavy modules
+# Runs the job's own entry point (cliper_batch.shell.annotate_cli.main) and reports which heavy modules
 # the driver holds when it starts Ray and when the run is over.
 DRIVER = """
 import json, sys
-from cliper_batch import cli, ray_runtime
+from cliper_batch.shell import annotate_cli as cli, ray_runtime
 HEAVY = %r
 seen = {}
 start_ray = ray_runtime.start
@@ -67,7 +67,7 @@ def short_tmp():
 def test_default_job_driver_never_imports_torch_or_open_clip(short_tmp):
     import polars as pl
 
-    from cliper_batch.query import scan_videos
+    from cliper_batch.output.query import scan_videos
 
     corpus = os.path.join(short_tmp, "videos")
     os.makedirs(corpus)
@@ -101,8 +101,8 @@ def test_device_name_answers_like_torch_where_it_imports_it():
     """With torch loaded (as here) the light function defers to torch.cuda, so both spellings agree."""
     import torch
 
-    from cliper_batch.compile import select_device
-    from cliper_batch.devices import DeviceError, device_name
+    from cliper_batch.model.backends import select_device
+    from cliper_batch.model.devices import DeviceError, device_name
 
     assert device_name("auto") == str(select_device("auto")) == ("cuda:0" if torch.cuda.is_available() else "cpu")
     assert device_name(" CPU ") == "cpu"
@@ -120,7 +120,7 @@ def test_a_checkpoint_only_the_workers_can_fault_fails_the_run_and_keeps_its_vid
     checkpoint's own message (exit 1) and its videos are recorded as ``WorkerLost``, retried next run."""
     import struct
 
-    from cliper_batch.query import scan_videos
+    from cliper_batch.output.query import scan_videos
 
     data = open(DEMO_MODEL, "rb").read()
     (n,) = struct.unpack("<Q", data[:8])
@@ -200,7 +200,7 @@ def test_the_job_stops_every_process_it_started_before_it_exits(short_tmp):
 SLOW_EXIT = """
 import json, os, sys, time
 import psutil, ray
-from cliper_batch import ray_runtime
+from cliper_batch.shell import ray_runtime
 
 before = ray_runtime.child_pids()
 how = ray_runtime.start(None)
@@ -249,7 +249,7 @@ NO_MONITOR = """
 import json, logging, os, sys
 import psutil, ray
 from ray._private import ray_constants, worker
-from cliper_batch import ray_runtime
+from cliper_batch.shell import ray_runtime
 
 logging.basicConfig(level=logging.WARNING)
 before = ray_runtime.child_pids()
@@ -299,7 +299,7 @@ QUICK_START = """
 import json, sys, time
 import ray
 from ray._private import node, ray_constants, services, worker
-from cliper_batch import cli, ray_runtime
+from cliper_batch.shell import annotate_cli as cli, ray_runtime
 
 originals = (services.get_node, services.start_api_server, node.Node.start_monitor)
 polled = []
@@ -363,7 +363,7 @@ def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_regi
 def test_the_node_poll_runs_the_waiting_work_once_between_polls_and_only_if_it_has_to_wait():
     from types import SimpleNamespace
 
-    from cliper_batch import ray_runtime
+    from cliper_batch.shell import ray_runtime
 
     def fake_state(tables):
         answers = iter(tables)
@@ -394,7 +394,7 @@ def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monke
 
     from ray._private import services
 
-    from cliper_batch import ray_runtime
+    from cliper_batch.shell import ray_runtime
 
     def broken():
         raise RuntimeError("no GCS here")
@@ -424,7 +424,7 @@ def test_quick_start_shortcuts_step_aside_when_asked_or_when_polling_fails(monke
 def test_every_private_ray_shortcut_still_applies_to_the_pinned_ray():
     """Each shortcut into ``ray._private`` (``ray_runtime.SHORTCUTS``) finds the symbols and signatures it
     needs. A Ray upgrade that moves one fails here, not silently as a slower start or exit."""
-    from cliper_batch import ray_runtime
+    from cliper_batch.shell import ray_runtime
 
     assert ray_runtime.shortcut_problems() == {}
 
@@ -434,7 +434,7 @@ def test_a_shortcut_that_no_longer_applies_is_skipped_and_said_once_at_debug(mon
 
     from ray._private import services
 
-    from cliper_batch import ray_runtime
+    from cliper_batch.shell import ray_runtime
 
     monkeypatch.setattr(ray_runtime, "_reported", set())
     monkeypatch.delattr(services, "start_api_server")
@@ -451,7 +451,7 @@ def test_a_shortcut_that_no_longer_applies_is_skipped_and_said_once_at_debug(mon
 
 
 def test_waiting_for_processes_counts_a_zombie_as_exited_and_returns_what_still_runs():
-    from cliper_batch.ray_runtime import wait_exited
+    from cliper_batch.shell.ray_runtime import wait_exited
 
     import psutil
 

@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cliper_batch import query
-from cliper_batch.incremental import DoneState, PlanTotals, done_state, manifest_state, plan_chunks
-from cliper_batch.listing import CHUNK, iter_videos, list_videos
+from cliper_batch.output import query
+from cliper_batch.corpus.incremental import DoneState, PlanTotals, done_state, manifest_state, plan_chunks
+from cliper_batch.corpus.listing import CHUNK, iter_videos, list_videos
 from cliper_batch.output.writer import OutputWriter
 from cliper_batch.pipeline import worklist
 from cliper_batch.pipeline.worklist import WorkList

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from cliper_batch.labels import CANONICAL_CLASSES
-from cliper_batch.testvideos import read_frame_code
+from cliper_batch.decode.testvideos import read_frame_code
 from cliper_batch.training.clips import (
     AUGMENTATIONS,
     ClipDataset,

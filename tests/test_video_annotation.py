@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cliper_batch.crop_primitives import normalized_crops, uint8_crops
-from cliper_batch.crops import CLIP_MEAN, CLIP_STD, center_crop_plan, crop_resize
+from cliper_batch.crops.primitives import normalized_crops, uint8_crops
+from cliper_batch.crops.reference import CLIP_MEAN, CLIP_STD, center_crop_plan, crop_resize
 from cliper_batch.pipeline.decode_stage import DecodeStage
 from cliper_batch import rows
 from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef

@@ -7,9 +7,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cliper_batch import query, schema
+from cliper_batch.output import query, schema
 from cliper_batch import rows
-from cliper_batch.sampling import plan_segments
+from cliper_batch.decode.sampling import plan_segments
 from cliper_batch.types import VideoInfo, VideoOutcome, VideoRef
 from cliper_batch.output.writer import OutputWriter
 

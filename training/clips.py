@@ -264,7 +264,7 @@ class ClipDataset(Dataset):
     def _frames_of_video(self, s: Sample) -> np.ndarray:
         from cliper_batch.decode.base import DecodeError
         from cliper_batch.decode.pyav_backend import PyAVDecoder
-        from cliper_batch.probe import ProbeError, probe
+        from cliper_batch.decode.probe import ProbeError, probe
 
         info = self._info_cache.get(s.path)
         if info is None:

@@ -101,7 +101,7 @@ def _segment_predictions(output: str):
     """One predicted label per (video_id, segment_index): the track seen in most frames of the segment."""
     import polars as pl
 
-    from cliper_batch import query
+    from cliper_batch.output import query
 
     tl = query.scan_timelines(output).collect()
     if tl.height == 0:

@@ -50,7 +50,7 @@ def load_crops(labeled: LabeledSet, size: int) -> torch.Tensor:
     """Every image of ``labeled`` as the engine's ``--faces none`` crop: uint8 ``[N, size, size, 3]``."""
     from PIL import Image
 
-    from cliper_batch.crops import center_crop_plan
+    from cliper_batch.crops.reference import center_crop_plan
 
     out = np.empty((len(labeled.samples), size, size, 3), dtype=np.uint8)
     for i, s in enumerate(labeled.samples):

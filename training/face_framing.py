@@ -1,7 +1,7 @@
 """How a face dataset's crops relate to the engine's detector crops, measured (``python -m cliper_batch.training.face_framing``).
 
 The engine crops a face as the square around its MTCNN box grown by ``margin``
-(the box's longer side times ``1 + 2 * margin``, :func:`cliper_batch.crops.square_box_with_margin`).
+(the box's longer side times ``1 + 2 * margin``, :func:`cliper_batch.crops.reference.square_box_with_margin`).
 A model trained on a dataset's own crops (FER2013: 48x48, tight, forehead to chin)
 sees the same framing in the engine only if the margin matches. This tool
 
@@ -12,7 +12,7 @@ sees the same framing in the engine only if the margin matches. This tool
   the median offset of the box centre from the image centre (which a margin cannot
   express);
 * ``evaluate``: with a model, scores the detector crops of the same frames through
-  the engine's crop function (:func:`cliper_batch.crops.crop_resize`) and the
+  the engine's crop function (:func:`cliper_batch.crops.reference.crop_resize`) and the
   model's scoring rule at several margins, next to the dataset's own crops, so the
   effect of the framing on accuracy is a number (docs/models.md).
 
@@ -139,7 +139,7 @@ def _accuracy(model, crops: torch.Tensor, labels: Sequence[str]) -> float:
 
 def evaluate(model, faces: Sequence[FramedFace], margins: Sequence[float]) -> dict[str, float]:
     """Accuracy on the dataset's own crops (the framed image's square) and on detector crops at each margin."""
-    from cliper_batch.crops import boxes_tensor, crop_resize, square_box_with_margin
+    from cliper_batch.crops.reference import boxes_tensor, crop_resize, square_box_with_margin
 
     found = [f for f in faces if f.face_box is not None]
     labels = [f.label for f in found]

@@ -3,7 +3,7 @@
 Why: :func:`cliper_batch.synthetic.write_image_dataset` renders tight, aligned
 face crops (like RAF-DB). The engine instead finds faces with MTCNN in whole
 frames and crops the detected box plus a margin (``FramingParams.margin``) straight
-to the model input size with the bilinear crop of :mod:`cliper_batch.crops`: the
+to the model input size with the bilinear crop of :mod:`cliper_batch.crops.reference`: the
 whole head, hair and some background, at another scale. A demo model trained on
 the tight crops reached 0.97 on held-out tight crops but 0.59 segment accuracy
 on the held-out videos (docs/training.md). This module renders each labelled
@@ -81,7 +81,7 @@ def write_framed_dataset(
     import torch
     from PIL import Image
 
-    from cliper_batch.crops import crop_resize, square_box_with_margin
+    from cliper_batch.crops.reference import crop_resize, square_box_with_margin
     from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
     from cliper_batch.faces.framing import FramingParams
 

@@ -46,7 +46,7 @@ def job_accuracy(data: str, split: str, model: str, workdir: str, extra_args: Se
     labeled = load_dataset(data, split)
     corpus, out = os.path.join(workdir, "images"), os.path.join(workdir, "out")
     truth = _link_split(labeled.samples, corpus)
-    cmd = [sys.executable, "-m", "cliper_batch.command", "annotate", "--input", corpus, "--output", out,
+    cmd = [sys.executable, "-m", "cliper_batch.shell.command", "annotate", "--input", corpus, "--output", out,
            "--model", model, "--faces", "none", *extra_args]
     t0 = time.perf_counter()
     job = subprocess.run(cmd, capture_output=True, text=True)

@@ -26,7 +26,7 @@ section, so even a killed run leaves what it measured):
   fp32, fp16 autocast, bf16 autocast, CUDA graphs (fp16, static batch),
   torch.compile (fp16, default mode) and Torch-TensorRT (if importable: one
   engine with the engine's own dynamic batch profile from
-  ``cliper_batch.compile``, called through ``CompiledEncoder``), with achieved
+  ``cliper_batch.model.backends``, called through ``CompiledEncoder``), with achieved
   TFLOP/s and % of the bf16 dense roofline. Each point is written to the JSON
   as soon as it is measured, so a section that times out keeps its points.
 * ``pipeline``: kernel (fp16 out) + fp16 encoder on GPU-resident frames at one batch.

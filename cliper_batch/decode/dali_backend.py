@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..probe import open_binary, rotate_upright
+from .probe import open_binary, rotate_upright
 from ..types import VideoInfo
 from .base import DecodeError, DecoderUnavailable, choose_frame, pre_rotation_size, time_eps, validate_request
 
@@ -71,7 +71,7 @@ def frame_timeline(uri: str, data: bytes) -> FrameTimeline:
     """Demux (not decode) ``data`` with PyAV and list the video frames' presentation times."""
     import av
 
-    from ..probe import canonical_codec_name
+    from .probe import canonical_codec_name
 
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
@@ -124,7 +124,7 @@ def torch_from_numpy(arr: np.ndarray):
 
 
 def _rotate_tensor(img, rotation: int):
-    """Torch twin of :func:`cliper_batch.probe.rotate_upright`: ``(H, W, C)`` turned ``rotation`` degrees clockwise."""
+    """Torch twin of :func:`cliper_batch.decode.probe.rotate_upright`: ``(H, W, C)`` turned ``rotation`` degrees clockwise."""
     import torch
 
     if rotation % 90:

@@ -1,6 +1,6 @@
 """The ``pillow`` decoder: a still image's one frame for every sampled timestamp (:class:`FrameDecoder`).
 
-A still image is a one-frame item (:mod:`cliper_batch.images`): its segment plan asks for
+A still image is a one-frame item (:mod:`cliper_batch.decode.images`): its segment plan asks for
 ``frames_per_segment`` frames at time 0, and this decoder answers each with the same
 upright RGB frame, scaled to the requested size. :func:`cliper_batch.decode.select.choose_decoder`
 picks it for every image, whatever ``--decoder`` says (PyAV and DALI decode videos).
@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ..images import read_image
+from .images import read_image
 from ..types import VideoInfo
 from .base import output_size, validate_request
 

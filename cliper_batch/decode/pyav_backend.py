@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from ..probe import clockwise_rotation, open_container, rotate_upright
+from .probe import clockwise_rotation, open_container, rotate_upright
 from ..types import VideoInfo
 from .base import DecodeError, choose_frame, frame_period, time_eps, validate_request
 

@@ -171,7 +171,7 @@ _NVCUVID = "libnvcuvid.so.1"
 
 def _self_test_clip() -> bytes:
     """A tiny H.264 .mp4 (128x64, 12 frames with frame codes), encoded in memory with PyAV."""
-    from ..testvideos import VideoSpec, write_video
+    from .testvideos import VideoSpec, write_video
 
     buf = io.BytesIO()
     write_video(buf, VideoSpec(codec="h264", fps=25.0, duration_s=_SELF_TEST_FRAMES / 25.0, width=128, height=64))
@@ -200,7 +200,7 @@ def nvdec_self_test(device_id: int) -> str | None:
     for DALI, no CUDA at all or a wrong frame order all make NVDEC unusable
     for this process. Logs the outcome once (WARNING on failure).
     """
-    from ..testvideos import read_frame_code
+    from .testvideos import read_frame_code
     from .dali_backend import DaliDecoder
 
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crops import square_box_with_margin
+from ..crops.reference import square_box_with_margin
 from ..types import DEFAULT_DETECT_STRIDE, Segment
 from .cuts import ShotCutDetector, subsample_for_cuts
 from .detectors.base import Detector

@@ -223,7 +223,7 @@ class CLIPER(nn.Module):
         self.face_margin: float | None = None if face_margin is None else float(face_margin)
         self.calibration: float = float(calibration)
         self.flip: bool = bool(flip)
-        # the first step of the image encoder (also inside compiled encoders, cliper_batch.compile)
+        # the first step of the image encoder (also inside compiled encoders, cliper_batch.model.backends)
         self.input_adapter: nn.Module = LumaInput(self.mean, self.std) if self.grey else nn.Identity()
 
         self.register_buffer("descriptors", F.normalize(descriptors.detach().float(), dim=-1).contiguous())
@@ -387,7 +387,7 @@ def score_clips(
 
     Crops move to the model's device as uint8 (4x less traffic than float) and
     are normalised there.  ``encoder`` replaces ``model.encode_frames`` (e.g. a
-    :class:`cliper_batch.compile.CompiledEncoder`); it gets normalised images
+    :class:`cliper_batch.model.backends.CompiledEncoder`); it gets normalised images
     ``[N,3,S,S]`` and returns ``[N,D]`` features.  ``autocast_dtype`` (e.g.
     ``torch.float16`` on CUDA) wraps the encoder call in ``torch.autocast``;
     pooling and descriptor logits always run in float32.  Runs under

@@ -4,7 +4,7 @@ Current, per (``video_id``, ``model_id``, ``config_hash``):
 
 * in ``videos/``: the latest manifest row (ok or failed): the video's state now;
 * in ``timelines/``: the rows of the latest run that annotated it successfully
-  (what :func:`cliper_batch.query.scan_timelines` returns).
+  (what :func:`cliper_batch.output.query.scan_timelines` returns).
 
 So after a finished run a plain ``pl.scan_parquet("<out>/timelines/**/*.parquet")``
 gives exactly ``scan_timelines``' rows, and ``videos/**`` one row per video. Every

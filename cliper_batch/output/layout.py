@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import schema
+from . import schema
 from ..uris import join
 
 TIMELINES = schema.TIMELINES

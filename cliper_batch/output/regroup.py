@@ -14,7 +14,8 @@ from typing import Protocol
 
 import numpy as np
 
-from .. import failures, schema
+from .. import failures
+from . import schema
 from .. import rows
 from ..types import VideoOutcome, VideoRef
 from ..uris import media_kind

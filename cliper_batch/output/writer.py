@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
-from .. import schema
+from . import schema
 from ..types import VideoRef
 from ..uris import filesystem_for
 from . import current, run_record

@@ -34,9 +34,9 @@ class DecodeStage:
         # names this class for Ray Data, never imports torch for a CPU run.
         import torch
 
-        from ..crop_primitives import uint8_crops
+        from ..crops.primitives import uint8_crops
         from ..video_annotation import FramePrimitives, VideoAnnotator
-        from .model_actor import end_actor_if_cuda_broken, freeze_actor_heap
+        from .scoring_model import end_actor_if_cuda_broken, freeze_actor_heap
 
         self._end_actor_if_cuda_broken = end_actor_if_cuda_broken
 

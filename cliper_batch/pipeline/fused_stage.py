@@ -7,8 +7,8 @@ runs the shared per-video algorithm (:class:`~cliper_batch.video_annotation.Vide
 with frames on the model's device (DALI NVDEC frames never touch the host),
 the face detector there, and a crop primitive that leaves normalised float
 crops on the device (Triton kernel on CUDA, the torch reference otherwise:
-:func:`~cliper_batch.crop_primitives.select_crop_backend`), and scores with
-the shared model setup (:class:`~cliper_batch.pipeline.model_actor.ScoringModel`).
+:func:`~cliper_batch.crops.primitives.select_crop_backend`), and scores with
+the shared model setup (:class:`~cliper_batch.pipeline.scoring_model.ScoringModel`).
 Nothing but boxes and scores crosses to the host (plus a subsampled copy for
 shot-cut detection, which is numpy code).
 
@@ -26,7 +26,7 @@ while *scoring* is not one video's fault and fails the task (Ray retries it,
 then the writer records its videos as ``WorkerLost``), as with ``ScoreStage``.
 A sticky CUDA error (:func:`~cliper_batch.failures.is_sticky_cuda_error`:
 illegal address, launch failure, ...), in a video's outcome or while scoring,
-ends the actor instead (:func:`~cliper_batch.pipeline.model_actor.end_actor_if_cuda_broken`):
+ends the actor instead (:func:`~cliper_batch.pipeline.scoring_model.end_actor_if_cuda_broken`):
 the process's CUDA context is broken, so Ray restarts the actor and retries the
 block there.
 """
@@ -46,7 +46,7 @@ from ..types import AnnotateConfig, VideoOutcome
 if TYPE_CHECKING:  # the driver only names this class for Ray Data: torch and the model load in the actor
     import torch
 
-    from ..crop_primitives import CropBackendChoice
+    from ..crops.primitives import CropBackendChoice
 
 BATCH_HISTORY = 4096  # scored batches remembered per actor (for tests and debugging; bounded for long runs)
 
@@ -88,7 +88,7 @@ def _in_inference_mode(crop):
     """``crop`` run under ``torch.inference_mode``: its crops are inference tensors, as the staged scorer's are.
 
     A ``torch.compile``d encoder is warmed up with inference tensors; a normal tensor would be
-    cloned by its wrapper (``cliper_batch.compile``) on every batch to avoid a recompile.
+    cloned by its wrapper (``cliper_batch.model.backends``) on every batch to avoid a recompile.
     """
     import torch
 
@@ -127,9 +127,9 @@ class FusedStage:
         decode_threads: int = 0,
         crop_backend: CropBackendChoice | None = None,
     ):
-        from ..crop_primitives import normalized_crops, select_crop_backend
+        from ..crops.primitives import normalized_crops, select_crop_backend
         from ..video_annotation import FramePrimitives, VideoAnnotator
-        from .model_actor import ScoringModel, end_actor_if_cuda_broken
+        from .scoring_model import ScoringModel, end_actor_if_cuda_broken
 
         self._end_actor_if_cuda_broken = end_actor_if_cuda_broken
 

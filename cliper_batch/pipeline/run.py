@@ -15,10 +15,10 @@ import ray
 
 from .. import store_retries
 from ..failures import common_setup_failure
-from ..incremental import PlanTotals, done_state, plan_chunks
-from ..listing import iter_videos
+from ..corpus.incremental import PlanTotals, done_state, plan_chunks
+from ..corpus.listing import iter_videos
 from ..model.spec import ModelInfo, describe_model
-from ..progress import RunProgress
+from .progress import RunProgress
 from ..types import WORKERS, AnnotateConfig, RunOptions, VideoRef
 from ..uris import check_locations
 from ..output import run_record
@@ -463,7 +463,7 @@ def _run_failure(output_uri: str, run_id: str, stats, storage_options) -> str | 
         return None
     import polars as pl
 
-    from ..query import scan_videos
+    from ..output.query import scan_videos
 
     failed = (
         scan_videos(output_uri, storage_options=storage_options)

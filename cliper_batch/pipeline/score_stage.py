@@ -1,7 +1,7 @@
 """Staged worker, second half: uint8 crop rows in, scored rows out (CLIPER).
 
 A callable class for ``Dataset.map_batches`` run in an actor pool: the model
-is set up once per actor (:class:`~cliper_batch.pipeline.model_actor.ScoringModel`),
+is set up once per actor (:class:`~cliper_batch.pipeline.scoring_model.ScoringModel`),
 then scores large batches of segments from many videos. Outcome rows pass
 through untouched (no compute).
 """
@@ -27,7 +27,7 @@ class ScoreStage:
         example_batch: int = 64,
         engine_cache: str | None = None,
     ):
-        from .model_actor import ScoringModel  # torch and the model: in the actor, never in the driver
+        from .scoring_model import ScoringModel  # torch and the model: in the actor, never in the driver
 
         self.scorer = ScoringModel(
             model_spec, device, compile_backend, num_threads, storage_options, example_batch, engine_cache, role="score"

@@ -1,6 +1,6 @@
 """The run's work list, streamed: what the planner chose, held in memory only while it is short.
 
-The planner hands over one listing chunk's plan at a time (:func:`cliper_batch.incremental.plan_chunks`).
+The planner hands over one listing chunk's plan at a time (:func:`cliper_batch.corpus.incremental.plan_chunks`).
 Up to :data:`IN_MEMORY` videos the work list stays a Python list, and the run is what it always was
 (``from_blocks`` over one Arrow table, the single-actor path for a few videos). Past that it is
 written, chunk by chunk, as Parquet files under the run's staging folder of the output
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import rows
-from ..incremental import WorkPlan
-from ..listing import CHUNK
+from ..corpus.incremental import WorkPlan
+from ..corpus.listing import CHUNK
 from ..output.layout import STAGING
 from ..types import VideoRef
 from ..uris import filesystem_for, join

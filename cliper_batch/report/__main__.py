@@ -9,7 +9,7 @@ import time
 
 import polars as pl
 
-from ..schema import SchemaMismatch
+from ..output.schema import SchemaMismatch
 from ..uris import InvalidURI
 from .build import ReportOptions, build_report
 from .data import ReportInputError

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from .. import query
+from ..output import query
 from ..uris import InvalidURI, filesystem_for, join, video_id_for
 
 

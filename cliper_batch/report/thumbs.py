@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from ..decode import DecodeError, select_decoder
-from ..images import ImageError
-from ..probe import ProbeError, probe
+from ..decode.images import ImageError
+from ..decode.probe import ProbeError, probe
 from .data import VideoDetail
 
 THUMB_HEIGHT = 96

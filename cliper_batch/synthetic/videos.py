@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..labels import CANONICAL_CLASSES
-from ..testvideos import CODECS
+from ..decode.testvideos import CODECS
 from ..uris import normalize_uri, video_id_for
 from .person import Pose, SyntheticError, expression_units, sample_identity, sample_pose_lighting
 from .render import SUPERSAMPLE, background, draw_faces, finish_frame, light_fields

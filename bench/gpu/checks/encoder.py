@@ -36,7 +36,7 @@ def encoder_phase(cfg: CheckConfig, device: torch.device, bench: Bench, budget: 
         raise SkipSection(f"open_clip not installed ({e}): carry the open_clip_torch, ftfy, wcwidth wheels") from None
     import torch.nn.functional as F
 
-    from cliper_batch.compile import compile_encoder
+    from cliper_batch.model.backends import compile_encoder
     from cliper_batch.model.cliper import score_images
     from cliper_batch.model.factory import load_model
 

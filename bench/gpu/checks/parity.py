@@ -39,8 +39,8 @@ class PathSpec:
 
 def build_worker(spec: str, faces: str, cfg: CheckConfig, path: PathSpec, crop_errors: list[float]):
     """A :class:`FusedStage` for ``path``; its crop primitive also reports its max error vs the torch reference."""
-    from cliper_batch.compile import compile_encoder
-    from cliper_batch.crop_primitives import normalized_crops
+    from cliper_batch.model.backends import compile_encoder
+    from cliper_batch.crops.primitives import normalized_crops
     from cliper_batch.pipeline.fused_stage import FusedStage, _in_inference_mode
     from cliper_batch.types import AnnotateConfig
 

@@ -63,7 +63,7 @@ def throughput_phase(cfg: CheckConfig, device: torch.device, bench: Bench, budge
         import av  # noqa: F401
     except ImportError as e:
         raise SkipSection(f"PyAV not installed ({e}): carry the av wheel") from None
-    from cliper_batch.testvideos import make_corpus
+    from cliper_batch.decode.testvideos import make_corpus
 
     models, note = shipped_models(cfg.smoke)
     spec = models[0]

@@ -19,9 +19,9 @@ def annotate_section(cfg: BenchConfig, device: torch.device, budget: float) -> d
     ends ok with the planned number of clips, crops on the device and finite,
     equal to the torch reference crop of the same frames; reports clips/s.
     """
-    from cliper_batch import crop_primitives
-    from cliper_batch.crops import CLIP_MEAN, CLIP_STD
-    from cliper_batch.testvideos import CODECS, VideoSpec, write_video
+    from cliper_batch.crops import primitives as crop_primitives
+    from cliper_batch.crops.reference import CLIP_MEAN, CLIP_STD
+    from cliper_batch.decode.testvideos import CODECS, VideoSpec, write_video
     from cliper_batch.types import AnnotateConfig, VideoRef
     from cliper_batch.uris import normalize_uri
     from cliper_batch.video_annotation import ClipPiece, FramePrimitives, VideoAnnotator

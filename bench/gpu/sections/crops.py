@@ -36,7 +36,7 @@ def kernel_section(cfg: BenchConfig, device: torch.device, budget: float) -> dic
         from cliper_batch.kernels.crop_resize import crop_resize_bytes_moved, crop_resize_normalize_triton
     except ImportError as e:
         raise SkipSection(f"cannot import cliper_batch.kernels.crop_resize: {e}") from None
-    from cliper_batch.crops import crop_resize_normalize
+    from cliper_batch.crops.reference import crop_resize_normalize
 
     kdev = torch.device("cpu") if interpret else device
     t_start = time.perf_counter()
@@ -103,7 +103,7 @@ def kernel_section(cfg: BenchConfig, device: torch.device, budget: float) -> dic
 
 
 def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, triton: dict) -> dict:
-    """The DALI crop primitive (per-box ROI crop, cliper_batch/dali_crops.py) on the kernel section's frames and boxes.
+    """The DALI crop primitive (per-box ROI crop, cliper_batch/crops/dali.py) on the kernel section's frames and boxes.
 
     Skipped where DALI is absent (the GPU test box has no DALI). ``triton`` is
     the kernel section's result, for the side-by-side ratio.
@@ -114,8 +114,8 @@ def dali_crop_section(cfg: BenchConfig, device: torch.device, budget: float, tri
         raise SkipSection("nvidia.dali not installed")
     from cliper_batch.kernels.crop_resize import crop_resize_bytes_moved
 
-    from cliper_batch.crops import crop_resize_normalize
-    from cliper_batch.dali_crops import PAD_TOLERANCE, DaliBoxCropper
+    from cliper_batch.crops.reference import crop_resize_normalize
+    from cliper_batch.crops.dali import PAD_TOLERANCE, DaliBoxCropper
 
     frames = random_frames(cfg, device, seed=1)
     boxes = random_boxes(cfg, cfg.kernel_boxes).to(device)

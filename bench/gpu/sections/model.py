@@ -186,7 +186,7 @@ class ModelBench:
             import torch_tensorrt
         except Exception as e:  # noqa: BLE001 - ImportError or a broken install (missing libnvinfer)
             raise SkipSection(f"torch_tensorrt not importable: {type(e).__name__}: {e}") from None
-        from cliper_batch.compile import (
+        from cliper_batch.model.backends import (
             DEFAULT_MAX_BATCH,
             CompiledEncoder,
             tensorrt_compile_kwargs,

@@ -78,7 +78,7 @@ frame. ``min_face_size`` is measured in that *detection* image (P-Net cannot
 see faces below 12 px there), so a 1920x1080 frame with ``max_side=640`` and
 ``min_face_size=20`` finds faces of roughly 60 original pixels and up.
 
-Box convention (shared with :mod:`cliper_batch.crops`): continuous pixel
+Box convention (shared with :mod:`cliper_batch.crops.reference`): continuous pixel
 coordinates ``(x0, y0, x1, y1)``; pixel ``(r, c)`` covers ``[c, c+1) x [r, r+1)``,
 so ``(0, 0, W, H)`` is the whole frame. Returned boxes are clipped to the frame.
 """

@@ -153,8 +153,8 @@ class FaceDetector:
     batch: frames per cascade call at most (a shorter call is padded with black frames to a power of two). Default:
         1 on CPU (bit-identical per frame), :data:`CUDA_BATCH` on CUDA (see the module docstring).
     weights_path: the MTCNN safetensors file; default: the one packaged with the engine
-        (:data:`cliper_batch.mtcnn_weights.WEIGHTS_FILE`). Any file must have the pinned sha256
-        :data:`cliper_batch.mtcnn_weights.MTCNN_SHA256`.
+        (:data:`cliper_batch.faces.detectors.mtcnn.weights.WEIGHTS_FILE`). Any file must have the pinned sha256
+        :data:`cliper_batch.faces.detectors.mtcnn.weights.MTCNN_SHA256`.
     """
 
     def __init__(

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ....mtcnn_weights import FIX, WEIGHTS_FILE, DetectorUnavailable, read_pinned_weights
+from .weights import FIX, WEIGHTS_FILE, DetectorUnavailable, read_pinned_weights
 
 NETS = ("pnet", "rnet", "onet")
 

@@ -4,7 +4,7 @@ Ray Data's own progress bars are off (they only draw on a TTY and say nothing
 about videos); the driver loop calls :meth:`RunProgress.update` after each
 batch it hands to the writer, and a line is logged at most every
 ``interval_s`` seconds, plus once when the last video is done. It goes to the
-``cliper_batch.progress`` logger at INFO, which the annotate command shows by
+``cliper_batch.pipeline.progress`` logger at INFO, which the annotate command shows by
 default (``--log-level WARNING`` hides it).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-log = logging.getLogger("cliper_batch.progress")
+log = logging.getLogger("cliper_batch.pipeline.progress")
 
 
 class RunProgress:

@@ -2,8 +2,8 @@
 
 An image in the corpus (``uris.IMAGE_EXTENSIONS``: .jpg .jpeg .png .webp .bmp) goes
 through the same per-item algorithm as a video (:mod:`cliper_batch.video_annotation`):
-:func:`cliper_batch.probe.probe` hands it to :func:`probe_image` (header only, no pixel
-decode), :func:`cliper_batch.sampling.plan_for` gives it one segment at time 0, and the
+:func:`cliper_batch.decode.probe.probe` hands it to :func:`probe_image` (header only, no pixel
+decode), :func:`cliper_batch.decode.sampling.plan_for` gives it one segment at time 0, and the
 ``pillow`` decoder (:mod:`cliper_batch.decode.image_backend`) delivers :func:`read_image`'s
 frame for each sampled timestamp. Framing, face detection, crops and scoring are the
 video path's own.
@@ -29,7 +29,7 @@ retried until the file changes): not an image of an accepted format, corrupt or
 truncated, more pixels than Pillow's decompression-bomb limit
 (``PIL.Image.MAX_IMAGE_PIXELS``, checked from the header before any pixel is
 decoded), or an unsupported pixel mode. Missing and empty files fail earlier, in
-:func:`cliper_batch.probe.probe`, like videos.
+:func:`cliper_batch.decode.probe.probe`, like videos.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from .types import VideoInfo
-from .uris import IMAGE, filesystem_for
+from ..types import VideoInfo
+from ..uris import IMAGE, filesystem_for
 
 __all__ = ["ImageError", "FORMATS", "probe_image", "read_image", "to_rgb8", "orientation_rotation"]
 

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from . import failures
-from .query import NoAnnotations, scan_videos
-from .types import VideoRef
+from .. import failures
+from ..output.query import NoAnnotations, scan_videos
+from ..types import VideoRef
 
 log = logging.getLogger(__name__)
 

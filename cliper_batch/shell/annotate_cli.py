@@ -9,8 +9,8 @@ import sys
 
 from . import ray_runtime
 from .preflight import gpu_fraction, positive_float, positive_int
-from .model.spec import DEFAULT_MODEL
-from .types import DEFAULT_DETECT_STRIDE, AnnotateConfig
+from ..model.spec import DEFAULT_MODEL
+from ..types import DEFAULT_DETECT_STRIDE, AnnotateConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -144,7 +144,7 @@ def _import_pipeline() -> None:
     """
     import ray.data  # noqa: F401
 
-    from .pipeline import run  # noqa: F401
+    from ..pipeline import run  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
 
     from .preflight import PreflightError, check_run
-    from .types import RunOptions  # light: the pipeline (Polars, Arrow, Ray Data) is imported while Ray starts
+    from ..types import RunOptions  # light: the pipeline (Polars, Arrow, Ray Data) is imported while Ray starts
 
     # Fail fast, before Ray starts: everything every video will need (see preflight.py).
     try:
@@ -211,11 +211,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _annotate(args: argparse.Namespace, config: AnnotateConfig, options, checked, log: logging.Logger) -> int:
     """Run :func:`~cliper_batch.pipeline.run.annotate` (Ray is up); print its summary; the exit status."""
-    from .listing import CorpusNotFound
-    from .output.lock import OutputBusy
-    from .pipeline.driver import RunStopped
-    from .pipeline.run import annotate
-    from .uris import InvalidURI
+    from ..corpus.listing import CorpusNotFound
+    from ..output.lock import OutputBusy
+    from ..pipeline.driver import RunStopped
+    from ..pipeline.run import annotate
+    from ..uris import InvalidURI
 
     try:
         summary = annotate(
@@ -251,7 +251,7 @@ def finish(summary) -> int:
 
 
 def run_process(argv: list[str] | None = None) -> int:
-    """The job as a whole process (``jobs/annotate.py``, ``cliper-annotate``, ``python -m cliper_batch.cli``).
+    """The job as a whole process (``jobs/annotate.py``, ``cliper-annotate``, ``python -m cliper_batch.shell.annotate_cli``).
 
     :func:`main`, then ``gc.freeze()`` just before the interpreter exits: its last
     garbage-collection passes over Ray's, Arrow's and pandas' module graph

@@ -12,11 +12,11 @@ from typing import Sequence
 
 # name -> (module, function, one line)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
-    "annotate": ("cliper_batch.cli", "run_process", "annotate videos and images with expression timelines (Parquet)"),
+    "annotate": ("cliper_batch.shell.annotate_cli", "run_process", "annotate videos and images with expression timelines (Parquet)"),
     "report": ("cliper_batch.report.__main__", "main", "an offline HTML report of an annotation output"),
-    "overlay": ("cliper_batch.overlay", "main", "a video re-encoded with each face track's box and label"),
-    "query": ("cliper_batch.query", "main", "summaries of an annotation output (Polars)"),
-    "compact": ("cliper_batch.compact", "main", "merge an output's small Parquet parts"),
+    "overlay": ("cliper_batch.report.overlay", "main", "a video re-encoded with each face track's box and label"),
+    "query": ("cliper_batch.output.query", "main", "summaries of an annotation output (Polars)"),
+    "compact": ("cliper_batch.output.compaction", "main", "merge an output's small Parquet parts"),
     "train": ("cliper_batch.training.train", "main", "train a CLIPER on Ray Train"),
     "models": ("cliper_batch.model.catalog", "main", "list the shipped models; describe a checkpoint"),
 }

@@ -24,8 +24,8 @@ from typing import IO, Any
 import numpy as np
 
 from .images import probe_image
-from .types import VideoInfo
-from .uris import IMAGE, filesystem_for, media_kind, normalize_uri
+from ..types import VideoInfo
+from ..uris import IMAGE, filesystem_for, media_kind, normalize_uri
 
 __all__ = [
     "ProbeError",
@@ -119,9 +119,9 @@ def probe(uri: str, **storage_options: Any) -> VideoInfo:
     empty, truncated or non-video input.
 
     A URI with an image extension (``uris.media_kind``) is a still image: after the
-    same missing/empty checks, :func:`cliper_batch.images.probe_image` reads its
+    same missing/empty checks, :func:`cliper_batch.decode.images.probe_image` reads its
     header into a one-frame ``VideoInfo`` (``kind="image"``) or raises
-    :class:`~cliper_batch.images.ImageError`.
+    :class:`~cliper_batch.decode.images.ImageError`.
     """
     import av
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from .types import Segment, VideoInfo
+from ..types import Segment, VideoInfo
 
 # A trailing partial segment shorter than this fraction of a segment is merged
 # into the previous one rather than scored on its own.

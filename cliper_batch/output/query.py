@@ -1,7 +1,7 @@
 """Query annotation output with Polars: lazy loaders, per-video expression shares, segment search, a summary CLI.
 
-    python -m cliper_batch.query summary ./annotations
-    python -m cliper_batch.query find ./annotations --label happy --min-confidence 0.6
+    python -m cliper_batch.output.query summary ./annotations
+    python -m cliper_batch.output.query find ./annotations --label happy --min-confidence 0.6
 
 ``scan_timelines`` returns only the *current* rows: for every (video, model,
 config) the rows of the latest run that annotated that video successfully, so
@@ -21,8 +21,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from . import schema
-from .output.layout import HISTORY
-from .uris import filesystem_for, is_local, join
+from .layout import HISTORY
+from ..uris import filesystem_for, is_local, join
 
 KEY = ("video_id", "model_id", "config_hash")
 
@@ -176,7 +176,7 @@ def summary(output: str, storage_options: dict | None = None) -> pl.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cliper_batch.query", description="Inspect cliper-batch output with Polars.")
+    p = argparse.ArgumentParser(prog="cliper_batch.output.query", description="Inspect cliper-batch output with Polars.")
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("summary", help="one line per video: status, segments, dominant expression")
     s.add_argument("output")

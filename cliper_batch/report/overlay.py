@@ -1,4 +1,4 @@
-"""Draw the annotation on the video: ``python -m cliper_batch.overlay OUTPUT VIDEO --out annotated.mp4``.
+"""Draw the annotation on the video: ``python -m cliper_batch.report.overlay OUTPUT VIDEO --out annotated.mp4``.
 
 Every frame of the source is decoded (PyAV), turned upright, drawn on and
 re-encoded with the source frame's own presentation time, so the result has the
@@ -30,11 +30,11 @@ import numpy as np
 import polars as pl
 from PIL import Image, ImageDraw, ImageFont
 
-from .probe import ProbeError, open_container, probe, rotate_upright
-from .report.data import OutputTables, ReportInputError
-from .report.palette import colours_for
-from .schema import SchemaMismatch
-from .uris import InvalidURI, filesystem_for, normalize_uri
+from ..decode.probe import ProbeError, open_container, probe, rotate_upright
+from .data import OutputTables, ReportInputError
+from .palette import colours_for
+from ..output.schema import SchemaMismatch
+from ..uris import InvalidURI, filesystem_for, normalize_uri
 
 ENCODERS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9"}
 MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -223,7 +223,7 @@ def _encode(video: str, out: str, muxer: str, encoder: str, info, painter: Paint
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m cliper_batch.overlay",
+        prog="python -m cliper_batch.report.overlay",
         description="Re-encode a video with each face track's box, id, label and confidence drawn on every frame.",
     )
     p.add_argument("output", help="the annotation output folder or URL")

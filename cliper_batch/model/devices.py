@@ -7,7 +7,7 @@ here, judged by a light probe (:func:`cuda_may_be_present`: the kernel driver's
 files, no library loaded). Where the probe finds none, ``auto`` is ``cpu`` and
 ``cuda`` is refused, exactly as ``torch.cuda.is_available()`` would answer;
 where it finds one, torch answers (``torch.cuda``), as before.
-:func:`cliper_batch.compile.select_device` is the same function returning a
+:func:`cliper_batch.model.backends.select_device` is the same function returning a
 ``torch.device``, for code that has torch anyway.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Only the annotate command line (``cli``) uses this module. Ray is pinned (``pyproject.toml``);
 everything below that reaches into ``ray._private`` is a *shortcut*: the job works without it,
 only slower. Each shortcut is kept because its gain was measured (docs/benchmarks.md), and each
-one steps aside, with one DEBUG log line per process (``cliper_batch.ray_runtime``), when Ray's
+one steps aside, with one DEBUG log line per process (``cliper_batch.shell.ray_runtime``), when Ray's
 private symbol is missing, has another signature, or fails; :func:`shortcut_problems` lists what
 would be skipped, and the test suite fails on any entry, so a Ray upgrade that moves one shows
 up in CI, not as a slower start.
@@ -138,7 +138,7 @@ def start(address: str | None, while_waiting: Callable[[], None] | None = None) 
     else:
         with quick_start(while_waiting=while_waiting):
             ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True)
-    # Progress is the driver's own line (cliper_batch.progress), on any terminal or log;
+    # Progress is the driver's own line (cliper_batch.pipeline.progress), on any terminal or log;
     # Ray Data's bars are off, and so is its note saying how to turn them on.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow.parquet as pq
 
-from .types import VideoRef
-from .uris import MEDIA_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
+from ..types import VideoRef
+from ..uris import MEDIA_EXTENSIONS, InvalidURI, filesystem_for, is_local, normalize_uri, normalized_id, protocol_of
 
 MANIFEST_URI_COLUMNS = ("video_uri", "uri", "path")
 # Videos per listing chunk: what the driver holds of the listing and of the plan at once (iter_videos).

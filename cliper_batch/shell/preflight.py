@@ -23,7 +23,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from .uris import InvalidURI, check_locations, filesystem_for, join, normalize_uri
+from ..uris import InvalidURI, check_locations, filesystem_for, join, normalize_uri
 
 
 class PreflightError(Exception):
@@ -81,9 +81,9 @@ def check_device(device: str, *, local: bool) -> str:
     On a Ray cluster the driver may sit on a CPU-only head while the GPUs are on
     the workers, so only the spelling is checked (the cluster's GPUs are checked
     when the run sizes its actors). Locally, torch is imported only where a GPU
-    driver exists (:func:`cliper_batch.devices.device_name`).
+    driver exists (:func:`cliper_batch.model.devices.device_name`).
     """
-    from .devices import DeviceError, device_name
+    from ..model.devices import DeviceError, device_name
 
     if not local:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device.strip().lower()):
@@ -97,7 +97,7 @@ def check_device(device: str, *, local: bool) -> str:
 
 def check_decoder(decoder: str) -> None:
     """``--decoder dali`` needs ``nvidia.dali`` importable here (the workers run the same environment)."""
-    from .decode.dali_backend import dali_available
+    from ..decode.dali_backend import dali_available
 
     if decoder == "dali" and not dali_available():
         raise PreflightError(
@@ -120,8 +120,8 @@ def check_model(model_spec: str, storage_options: dict | None = None):
     (``openclip:``) spec imports open_clip here: its id depends on its encoded
     descriptors.
     """
-    from .model.checkpoint import CheckpointError, check_header
-    from .model.spec import ModelSpecError, describe_model, parse_spec
+    from ..model.checkpoint import CheckpointError, check_header
+    from ..model.spec import ModelSpecError, describe_model, parse_spec
 
     try:
         parsed = parse_spec(model_spec)
@@ -134,7 +134,7 @@ def check_model(model_spec: str, storage_options: dict | None = None):
 
 def check_detector(weights_path: str | None = None) -> None:
     """The MTCNN weights are the pinned file (sha256, no torch); raises with the detector's own advice."""
-    from .mtcnn_weights import DetectorUnavailable, read_pinned_weights
+    from ..faces.detectors.mtcnn.weights import DetectorUnavailable, read_pinned_weights
 
     try:
         read_pinned_weights(weights_path)
@@ -168,7 +168,7 @@ def check_run(
     storage_options: dict | None = None,
 ) -> Checked:
     """Every check a run needs before Ray starts, cheapest first; raises :class:`PreflightError`."""
-    from .listing import CorpusNotFound, list_videos
+    from ..corpus.listing import CorpusNotFound, list_videos
 
     used_device = check_device(device, local=local)
     check_decoder(decoder)

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .devices import DeviceError, device_name
-from .model.cliper import CLIPER, autocast_for, encode_images
+from .cliper import CLIPER, autocast_for, encode_images
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ _DTYPE_NAMES = {
 def select_device(pref: str | torch.device = "auto") -> torch.device:
     """``'auto'`` -> the current CUDA device if available, else CPU; ``'cpu'``, ``'cuda'``, ``'cuda:N'`` validated.
 
-    :func:`cliper_batch.devices.device_name` as a ``torch.device`` (raises :class:`DeviceError`).
+    :func:`cliper_batch.model.devices.device_name` as a ``torch.device`` (raises :class:`DeviceError`).
     """
     return torch.device(device_name(pref))
 
@@ -331,7 +331,7 @@ def _try_tensorrt(
 
     cache_path = None
     if cache_dir:
-        from .model.checkpoint import model_id_of
+        from .checkpoint import model_id_of
 
         key = "-".join([
             model_id or model_id_of(model), str(dtype).replace("torch.", ""), f"s{s}", f"b{opt}-{max_batch}",

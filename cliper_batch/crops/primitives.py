@@ -3,7 +3,7 @@
 A crop primitive maps ``frames [F, H, W, 3]`` uint8 and ``boxes [N, 5]``
 float32 (both on the frames' device) to ``N`` model-sized crops:
 
-* :func:`uint8_crops`: the torch reference :func:`cliper_batch.crops.crop_resize`
+* :func:`uint8_crops`: the torch reference :func:`cliper_batch.crops.reference.crop_resize`
   (whole-pixel ``S x S`` boxes copied), uint8 ``[N, S, S, 3]``: what the staged
   worker ships through the object store (4x smaller than floats; normalised on
   the scoring device);
@@ -11,9 +11,9 @@ float32 (both on the frames' device) to ``N`` model-sized crops:
   the fused worker whose crops never leave the device: the Triton kernel
   (:mod:`cliper_batch.kernels.crop_resize`) on CUDA when it imports and passes
   its once-per-process self-test (:func:`triton_self_test`), else
-  DALI's operators (:class:`cliper_batch.dali_crops.DaliBoxCropper`)
+  DALI's operators (:class:`cliper_batch.crops.dali.DaliBoxCropper`)
   on CUDA when DALI is installed, else the torch reference
-  :func:`cliper_batch.crops.crop_resize_normalize` (:func:`select_crop_backend`
+  :func:`cliper_batch.crops.reference.crop_resize_normalize` (:func:`select_crop_backend`
   decides and says why). Triton stays first until the GPU check
   (``bench/gpu/run.py``: ``kernel`` vs ``kernel.dali_crops``) measures DALI
   faster; ``dali`` can be forced by passing the choice to the stage.
@@ -28,8 +28,8 @@ from functools import partial
 
 import torch
 
-from .crops import crop_resize, crop_resize_normalize
-from .failures import sticky_cuda_error
+from .reference import crop_resize, crop_resize_normalize
+from ..failures import sticky_cuda_error
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def load_triton_crop() -> Callable[..., torch.Tensor]:
     A module built for Triton's CPU interpreter (``TRITON_INTERPRET=1``) cannot
     run CUDA tensors, so it counts as unavailable here.
     """
-    from .kernels import crop_resize as mod
+    from ..kernels import crop_resize as mod
 
     if mod._interpreting():
         raise ImportError("the Triton crop kernel was imported under TRITON_INTERPRET=1 (CPU interpreter only)")
@@ -150,7 +150,7 @@ def select_crop_backend(
     if triton_available:
         return CropBackendChoice("triton", f"tensors on {dev} and Triton importable: fused crop_resize_normalize kernel")
     if dali_installed is None:
-        from .decode.dali_backend import dali_available
+        from ..decode.dali_backend import dali_available
 
         dali_installed = dali_available()
     if dali_installed:
@@ -161,7 +161,7 @@ def select_crop_backend(
 def uint8_crops(size: int) -> CropFn:
     """Crop + resize to uint8 ``[N, S, S, 3]`` on the host (the staged worker's primitive).
 
-    The torch reference :func:`~cliper_batch.crops.crop_resize`, except that
+    The torch reference :func:`~cliper_batch.crops.reference.crop_resize`, except that
     boxes which are whole-pixel ``S x S`` squares inside their frame (the centre
     crop of ``faces="none"``, decoded at short side ``S``) are copied: the same
     pixels (bilinear sampling at pixel centres is the identity; a test checks
@@ -208,7 +208,7 @@ def normalized_crops(
         return partial(load_triton_crop(), size=int(size), mean=mean_t, std=std_t, check_boxes=False,
                        out_dtype=out_dtype)
     if backend == "dali":
-        from .dali_crops import DaliBoxCropper
+        from .dali import DaliBoxCropper
 
         dev = torch.device(device)
         cropper = DaliBoxCropper(device="gpu" if dev.type == "cuda" else "cpu", device_id=dev.index)

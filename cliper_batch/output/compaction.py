@@ -1,6 +1,6 @@
 """Compaction: merge a run's small Parquet parts into one, without changing what queries return.
 
-    python -m cliper_batch.compact ./annotations
+    python -m cliper_batch.output.compaction ./annotations
 
 Runs with more than one part get one merged part per table, named after the part
 range it replaces (``part-00000-00041.parquet``). Before merging, compaction moves
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from .output import current
-from .output.layout import TABLES, PartName, commit_table, drop_staging, part_files, read_table
-from .output.lock import OutputBusy, OutputLock
-from .output.recovery import recover_output
-from .output.run_record import new_run_id
-from .uris import filesystem_for, join
+from . import current
+from .layout import TABLES, PartName, commit_table, drop_staging, part_files, read_table
+from .lock import OutputBusy, OutputLock
+from .recovery import recover_output
+from .run_record import new_run_id
+from ..uris import filesystem_for, join
 
 
 @dataclass
@@ -78,7 +78,7 @@ def compact(output_uri: str, *, min_parts: int = 2, storage_options: dict | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="cliper_batch.compact", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="cliper_batch.output.compaction", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output", help="an annotate output folder (local or fsspec URL)")
     p.add_argument("--min-parts", type=int, default=2, help="compact runs with at least this many parts (default 2)")
     a = p.parse_args(argv)

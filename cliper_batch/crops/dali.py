@@ -1,9 +1,9 @@
 """DALI crop primitives: the model's input crops made by DALI operators (GPU or CPU), not by torch or Triton.
 
-It sits with :mod:`cliper_batch.crops` in the data flow (after decoding: it
+It sits with :mod:`cliper_batch.crops.reference` in the data flow (after decoding: it
 uses the decoder's frame index for its decode-and-crop pipeline).
 
-Two primitives, both producing what :func:`cliper_batch.crops.crop_resize_normalize`
+Two primitives, both producing what :func:`cliper_batch.crops.reference.crop_resize_normalize`
 produces - float32 ``[N, 3, S, S]``, bilinear with the pixel-centre convention,
 no anti-aliasing, ``(v / 255 - mean) / std`` - so they can stand in for it:
 
@@ -41,10 +41,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .crops import CLIP_MEAN, CLIP_STD, _check_inputs, _check_stats, center_square_box
-from .decode.base import DecodeError, DecoderUnavailable, validate_request
-from .decode.dali_backend import CopyFence, DaliDecoder, _gpu_output_to_torch, dali_available
-from .types import VideoInfo
+from .reference import CLIP_MEAN, CLIP_STD, _check_inputs, _check_stats, center_square_box
+from ..decode.base import DecodeError, DecoderUnavailable, validate_request
+from ..decode.dali_backend import CopyFence, DaliDecoder, _gpu_output_to_torch, dali_available
+from ..types import VideoInfo
 
 __all__ = ["CropSpec", "DaliBoxCropper", "DaliCenterCropDecoder", "box_windows", "PAD_TOLERANCE"]
 
@@ -127,7 +127,7 @@ class _DaliRunner:
 
 
 class DaliBoxCropper(_DaliRunner):
-    """:func:`~cliper_batch.crops.crop_resize_normalize` with DALI operators: one sample per box (face tracks).
+    """:func:`~cliper_batch.crops.reference.crop_resize_normalize` with DALI operators: one sample per box (face tracks).
 
     Args:
         device: 'gpu' (frames are CUDA tensors, crops come back on the GPU) or 'cpu'.

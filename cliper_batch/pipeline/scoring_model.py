@@ -3,7 +3,7 @@
 Shared by both workers that hold the model (``ScoreStage`` in the staged
 layout, ``FusedStage`` in the fused one): device selection, torch threads on
 CPU, :func:`~cliper_batch.model.factory.load_model`,
-:func:`~cliper_batch.compile.compile_encoder`, fp16 autocast on CUDA for the
+:func:`~cliper_batch.model.backends.compile_encoder`, fp16 autocast on CUDA for the
 eager path, the backend label, and busy timing.
 
 ``score_busy_s`` (a column of every scored block, spread evenly over its rows)
@@ -143,7 +143,7 @@ class ScoringModel:
         engine_cache: str | None = None,
         role: str = "score",
     ) -> None:
-        from ..compile import compile_encoder, select_device, select_dtype
+        from ..model.backends import compile_encoder, select_device, select_dtype
         from ..model.factory import load_model
 
         self.device = select_device(device)

@@ -1,0 +1,1 @@
+"""Crops: boxes of frames resampled to the model's input. ``reference`` is the torch reference every other crop is checked against; ``primitives`` the crop a worker uses (torch, the Triton kernel of ``cliper_batch.kernels``, or ``dali``) and the choice between them."""
