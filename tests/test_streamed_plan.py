@@ -104,6 +104,35 @@ def test_compact_done_set_matches_the_string_state_over_several_runs(tmp_path):
     assert compact.equals(DoneState.from_state(manifest_state(str(out), "m", "c")).df)
 
 
+def test_done_set_reads_manifest_files_of_older_runs_and_other_configs(tmp_path):
+    """Files without the later columns (error_class, attempt) read as the string state reads them; rows of
+    another (model, config) and videos whose latest ok row has no fingerprint are kept apart and null."""
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "out"
+    write_run(out, RUN1, 4, seed=1, failed={3: "ProbeError"})
+    for f in query.manifest_files(str(out))[1]:  # the first run as written before error_class and attempt existed
+        t = pq.read_table(f)
+        pq.write_table(t.drop_columns(["error_class", "attempt"]).replace_schema_metadata(t.schema.metadata), f)
+    w = OutputWriter(str(out), CLASSES, run_id="20260102T000000Z-000002", model_id="m", config_hash="other")
+    from synthetic_output import feed_video
+    feed_video(w, VideoRef(f"{0:016x}", "/v/0.mp4", fingerprint="9"), np.random.default_rng(0))
+    w.close()
+    w = OutputWriter(str(out), CLASSES, run_id="20260103T000000Z-000003", model_id="m", config_hash="c")
+    feed_video(w, VideoRef(f"{1:016x}", "/v/1.mp4", fingerprint=None), np.random.default_rng(0))
+    feed_video(w, VideoRef(f"{2:016x}", "/v/2.mp4", fingerprint="1"), np.random.default_rng(0), failed="VideoTimeout")
+    w.close()
+    compact = done_state(str(out), "m", "c").df
+    assert compact.equals(DoneState.from_state(manifest_state(str(out), "m", "c")).df)
+    by_key = {r["key"]: r for r in compact.iter_rows(named=True)}
+    key = lambda i: pl.Series([f"{i:016x}"]).hash(seed=0)[0]
+    assert by_key[key(1)]["ever_ok"] and by_key[key(1)]["ok_fp"] is None  # latest ok row: unknown fingerprint
+    assert by_key[key(2)]["ever_ok"] and by_key[key(2)]["last_failed"] and not by_key[key(2)]["last_data"]
+    assert by_key[key(3)]["last_data"] and by_key[key(3)]["last_attempt"] == 1  # attempt absent from old files: 1
+    assert done_state(str(out), "m", "other").df.height == 1
+    assert done_state(str(out), "nope", "c").df.is_empty()
+
+
 def test_writer_accounts_for_a_spilled_work_list(tmp_path):
     """Videos of a spilled work list that never report become WorkerLost rows; an interrupted run drops them."""
     from synthetic_output import feed_video

@@ -25,9 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .. import failures
-from ..output.query import NoAnnotations, scan_videos
+from ..output.query import NoAnnotations, manifest_files, scan_videos
 from ..types import VideoRef
 
 log = logging.getLogger(__name__)
@@ -66,9 +68,7 @@ def manifest_state(output: str, model_id: str, config_hash: str, storage_options
         lf = scan_videos(output, storage_options=storage_options)
     except NoAnnotations:
         return pl.DataFrame(schema=STATE_SCHEMA)
-    cls = pl.col("error_class").fill_null(
-        pl.col("error_type").replace_strict(failures.ERROR_CLASSES, default=failures.TRANSIENT, return_dtype=pl.String)
-    )
+    cls = _failure_class()
     return (
         lf.filter((pl.col("model_id") == model_id) & (pl.col("config_hash") == config_hash))
         .select("video_id", "run_id", "status", "fingerprint", cls.alias("cls"), pl.col("attempt").fill_null(1))
@@ -88,16 +88,17 @@ def manifest_state(output: str, model_id: str, config_hash: str, storage_options
 
 
 # The done set, compact: per video the state above with its id and fingerprints as 64-bit hashes (Polars'
-# seeded hash, the same on the listing's side in this process), sorted by key. ~30 bytes a video, where
+# seeded hash, the same on the listing's side in this process), sorted by key. ~20 bytes a video, where
 # the string state (STATE_SCHEMA) takes several times that: the diff of each listing chunk looks its
-# videos up here (a binary search), so the driver never joins the whole listing at once.
+# videos up here (a binary search), so the driver never joins the whole listing at once. ``last_data``:
+# the latest row failed as bad data (the only use of its failure class).
 COMPACT_SCHEMA = {
     "key": pl.UInt64,
     "ever_ok": pl.Boolean,
     "ok_fp": pl.UInt64,
     "last_failed": pl.Boolean,
     "last_fp": pl.UInt64,
-    "last_class": pl.Categorical,
+    "last_data": pl.Boolean,
     "last_attempt": pl.Int32,
 }
 
@@ -109,6 +110,13 @@ def _key(col: pl.Expr) -> pl.Expr:
 def _fp(col: pl.Expr) -> pl.Expr:
     """A fingerprint's hash; null stays null (an unknown fingerprint matches nothing but another null)."""
     return pl.when(col.is_null()).then(None).otherwise(col.hash(seed=0))
+
+
+def _failure_class() -> pl.Expr:
+    """A manifest row's failure class: ``error_class``, or for rows written before that column, from ``error_type``."""
+    return pl.col("error_class").fill_null(
+        pl.col("error_type").replace_strict(failures.ERROR_CLASSES, default=failures.TRANSIENT, return_dtype=pl.String)
+    )
 
 
 @dataclass(frozen=True)
@@ -135,55 +143,88 @@ class DoneState:
                 _fp(pl.col("ok_fingerprint")).alias("ok_fp"),
                 (pl.col("last_status") == "failed").alias("last_failed"),
                 _fp(pl.col("last_fingerprint")).alias("last_fp"),
-                pl.col("last_class").cast(pl.Categorical),
+                (pl.col("last_class") == failures.DATA).fill_null(False).alias("last_data"),
                 pl.col("last_attempt").cast(pl.Int32),
             ).sort("key")
         )
 
 
-def done_state(output: str, model_id: str, config_hash: str, storage_options: dict | None = None) -> DoneState:
-    """:func:`manifest_state`, compact (:class:`DoneState`): strings never held for the whole manifest.
+# manifest columns the done set reads (error_class and attempt are absent from files of older runs: null)
+_READ = ("video_id", "model_id", "config_hash", "run_id", "status", "fingerprint", "error_type", "error_class", "attempt")
+_READ_TYPES = {"error_class": pl.String, "attempt": pl.Int32}
 
-    The manifest rows are read as hashes, a categorical run id and small columns (streaming), ordered by
-    run (the run ids' sorted order), and reduced to the latest row per video as :func:`manifest_state` does.
+
+def _file_rows(fs, path: str, model_id: str, config_hash: str, runs: dict[str, int]) -> dict[str, np.ndarray] | None:
+    """One manifest file's rows of (model, config) as compact numpy columns (run ids as codes into ``runs``)."""
+    with fs.open(path, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        names = set(pf.schema_arrow.names)
+        table = pf.read(columns=[c for c in _READ if c in names])
+    df = pl.from_arrow(table).with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _READ_TYPES.items() if c not in names)
+    df = df.filter((pl.col("model_id") == model_id) & (pl.col("config_hash") == config_hash))
+    if df.is_empty():
+        return None
+    for run in df["run_id"].unique().to_list():
+        runs.setdefault(run, len(runs))
+    ok = pl.col("status") == "ok"
+    df = df.select(
+        _key(pl.col("video_id")).alias("key"),
+        pl.col("run_id").replace_strict(runs, return_dtype=pl.UInt32).alias("run"),
+        ok.alias("ok"),
+        (pl.col("status") == "failed").alias("failed"),
+        pl.col("fingerprint").hash(seed=0).alias("fp"),
+        pl.col("fingerprint").is_not_null().alias("has_fp"),
+        ((_failure_class() == failures.DATA) & ~ok).fill_null(False).alias("data"),
+        pl.col("attempt").fill_null(1).cast(pl.Int32),
+    )
+    return {c: df[c].to_numpy() for c in df.columns}
+
+
+def _latest_per_video(columns: dict[str, np.ndarray], runs: dict[str, int]) -> pl.DataFrame:
+    """Reduce manifest rows (numpy columns) to :data:`COMPACT_SCHEMA`: per key, its rows in run order, the latest."""
+    rank = np.empty(len(runs), dtype=np.uint32)  # run code -> rank of the run id (run ids sort by time)
+    rank[[runs[r] for r in sorted(runs)]] = np.arange(len(runs), dtype=np.uint32)
+    order = np.lexsort((rank[columns.pop("run")], columns["key"]))
+    for c in list(columns):  # one column at a time: the peak is one column more than the rows
+        columns[c] = columns[c][order]
+    del order
+    key, n = columns["key"], len(columns["key"])
+    last = np.flatnonzero(np.append(key[1:] != key[:-1], True))  # each video's latest row
+    first = np.concatenate(([0], last[:-1] + 1))
+    ok, fp, has_fp = columns["ok"], columns["fp"], columns["has_fp"]
+    last_ok = np.maximum.reduceat(np.where(ok, np.arange(n), -1), first)  # each video's latest ok row, or -1
+    at = np.maximum(last_ok, 0)
+    ok_fp = pa.array(fp[at], mask=(last_ok < 0) | ~has_fp[at])
+    out = pa.table({
+        "key": key[last],
+        "ever_ok": last_ok >= 0,
+        "ok_fp": ok_fp,
+        "last_failed": columns["failed"][last],
+        "last_fp": pa.array(fp[last], mask=~has_fp[last]),
+        "last_data": columns["data"][last],
+        "last_attempt": columns["attempt"][last],
+    })
+    return pl.from_arrow(out)
+
+
+def done_state(output: str, model_id: str, config_hash: str, storage_options: dict | None = None) -> DoneState:
+    """:func:`manifest_state`, compact (:class:`DoneState`): strings never held for more than one manifest file.
+
+    The manifest is read file by file into numpy columns of hashes, run codes and flags (~28 bytes a row),
+    then ordered by (video, run) and reduced to each video's latest row with numpy: the driver's peak is a
+    small multiple of the rows' compact size, not of the manifest's strings.
     """
     try:
-        lf = scan_videos(output, storage_options=storage_options)
+        fs, files = manifest_files(output, storage_options=storage_options)
     except NoAnnotations:
         return DoneState.empty()
-    cls = pl.col("error_class").fill_null(
-        pl.col("error_type").replace_strict(failures.ERROR_CLASSES, default=failures.TRANSIENT, return_dtype=pl.String)
-    )
-    rows = (
-        lf.filter((pl.col("model_id") == model_id) & (pl.col("config_hash") == config_hash))
-        .select(
-            _key(pl.col("video_id")).alias("key"),
-            pl.col("run_id").cast(pl.Categorical).alias("run"),
-            (pl.col("status") == "ok").alias("ok"),
-            (pl.col("status") == "failed").alias("failed"),
-            _fp(pl.col("fingerprint")).alias("fp"),
-            cls.cast(pl.Categorical).alias("cls"),
-            pl.col("attempt").fill_null(1).cast(pl.Int32),
-        )
-        .collect(engine="streaming")
-    )
-    if rows.is_empty():
+    runs: dict[str, int] = {}
+    parts = [p for p in (_file_rows(fs, f, model_id, config_hash, runs) for f in files) if p is not None]
+    if not parts:
         return DoneState.empty()
-    runs = rows["run"].unique()  # a few: code -> rank of the run id in sorted order
-    codes = runs.to_physical().to_numpy()
-    rank = np.zeros(int(codes.max()) + 1, dtype=np.uint32)
-    rank[codes[np.argsort(np.array(runs.cast(pl.String).to_list()), kind="stable")]] = np.arange(len(codes), dtype=np.uint32)
-    rows = rows.with_columns(pl.Series("run", rank[rows["run"].to_physical().to_numpy()])).sort(["key", "run"])
-    df = rows.group_by("key", maintain_order=True).agg(
-        pl.col("ok").any().alias("ever_ok"),
-        pl.col("fp").filter(pl.col("ok")).last().alias("ok_fp"),
-        pl.col("failed").last().alias("last_failed"),
-        pl.col("fp").last().alias("last_fp"),
-        pl.when(~pl.col("ok")).then(pl.col("cls")).last().alias("last_class"),
-        pl.col("attempt").last().alias("last_attempt"),
-    )
-    del rows
-    return DoneState(df.select(list(COMPACT_SCHEMA)))
+    columns = {c: np.concatenate([p.pop(c) for p in parts]) for c in list(parts[0])}
+    del parts
+    return DoneState(_latest_per_video(columns, runs).select(list(COMPACT_SCHEMA)))
 
 
 def plan_work(
@@ -232,7 +273,7 @@ def plan_work(
     blocked = (
         pl.lit(not (force or retry_failed))
         & failed_same
-        & ((pl.col("last_class") == failures.DATA) | (pl.col("last_attempt") >= max_attempts)).fill_null(False)
+        & (pl.col("last_data") | (pl.col("last_attempt") >= max_attempts)).fill_null(False)
     )
     d = (
         pl.concat([listing, looked_up], how="horizontal")
@@ -240,7 +281,7 @@ def plan_work(
             old.alias("old"),
             done.alias("done"),
             blocked.alias("blocked"),
-            (pl.col("last_class") == failures.DATA).fill_null(False).alias("data"),
+            pl.col("last_data").fill_null(False).alias("data"),
             failed_same.alias("failed_same"),
             pl.col("ever_ok").fill_null(False).alias("had_ok"),
             pl.when(failed_same).then(pl.col("last_attempt").fill_null(1) + 1).otherwise(1).alias("attempt"),

@@ -74,6 +74,16 @@ def _timeline_schema_of(fs, path: str):
     return None if classes is None else schema.timeline_schema(classes)
 
 
+def manifest_files(output: str, *, check_schema: bool = True, storage_options: dict | None = None) -> tuple[object, list[str]]:
+    """The filesystem and every manifest file of every run (``history/`` included), for readers that go file by file."""
+    fs, files = _files(output, schema.VIDEOS, storage_options or {}, history=True)
+    if not files:
+        raise NoAnnotations(f"no {schema.VIDEOS} Parquet files under {output!r} (has an annotate run finished there?)")
+    if check_schema:
+        _check_versions(fs, files)
+    return fs, files
+
+
 def scan_videos(
     output: str, *, current_only: bool = False, check_schema: bool = True, storage_options: dict | None = None
 ) -> pl.LazyFrame:
