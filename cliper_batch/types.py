@@ -1,6 +1,8 @@
 """Dataclasses that cross module boundaries (listing -> probe -> sampling -> decode -> score -> write)."""
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass, field
 
 
@@ -58,6 +60,13 @@ class Segment:
 # detection"). A stride other than 1 enters config_hash, so outputs written at stride 1 (every version before this
 # default) are re-annotated by a default run (docs/faces.md; FACE_DETECTOR_VERSION below re-annotates them at any stride).
 DEFAULT_DETECT_STRIDE = 4
+# The choices of AnnotateConfig's string fields, written once (the command line, the checks and the decoder
+# choice read them here). Face detectors are named by cliper_batch.faces.detectors.DETECTORS; the default is
+# absent from config_hash (outputs written before the field existed keep their hash), any other name enters it.
+FACES_MODES = ("detect", "none")
+DECODERS = ("auto", "pyav", "dali")
+COMPILE_BACKENDS = ("eager", "torch.compile", "tensorrt")
+DEFAULT_FACE_DETECTOR = "mtcnn"
 # What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
 # re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
 SPARSE_TRACKING_VERSION = 2
@@ -79,6 +88,7 @@ class AnnotateConfig:
     # --faces detect: run the face detector on every Nth sampled frame, on every shot cut, and wherever the
     # tracker is not confident; boxes in between are interpolated (faces/sparse.py; 1 = every frame).
     detect_stride: int = DEFAULT_DETECT_STRIDE
+    face_detector: str = DEFAULT_FACE_DETECTOR  # --faces detect: a name of faces.detectors.DETECTORS
     decoder: str = "auto"  # auto | pyav | dali
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "eager"  # eager | torch.compile | tensorrt
@@ -94,12 +104,14 @@ class AnnotateConfig:
             raise ValueError(f"frames_per_segment must be >= 1, got {self.frames_per_segment}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.faces not in ("none", "detect"):
-            raise ValueError(f"faces must be 'none' or 'detect', got {self.faces!r}")
-        if self.decoder not in ("auto", "pyav", "dali"):
-            raise ValueError(f"decoder must be auto|pyav|dali, got {self.decoder!r}")
-        if self.compile not in ("eager", "torch.compile", "tensorrt"):
-            raise ValueError(f"compile must be eager|torch.compile|tensorrt, got {self.compile!r}")
+        if self.faces not in FACES_MODES:
+            raise ValueError(f"faces must be {'|'.join(FACES_MODES)}, got {self.faces!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder must be {'|'.join(DECODERS)}, got {self.decoder!r}")
+        if self.compile not in COMPILE_BACKENDS:
+            raise ValueError(f"compile must be {'|'.join(COMPILE_BACKENDS)}, got {self.compile!r}")
+        if not isinstance(self.face_detector, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_.-]*", self.face_detector):
+            raise ValueError(f"face_detector must be a detector's name (lower case), got {self.face_detector!r}")
         if not (self.video_timeout_s > 0):
             raise ValueError(f"video_timeout_s must be > 0, got {self.video_timeout_s}")
         if self.decode_chunk_segments < 1:
@@ -121,6 +133,8 @@ class AnnotateConfig:
             d["sparse_tracking"] = SPARSE_TRACKING_VERSION
         if self.faces == "detect":
             d["face_detector"] = FACE_DETECTOR_VERSION
+            if self.face_detector != DEFAULT_FACE_DETECTOR:  # FACE_DETECTOR_VERSION versions the default one
+                d["face_detector_name"] = self.face_detector
         return d
 
 

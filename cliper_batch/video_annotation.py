@@ -424,7 +424,7 @@ class VideoAnnotator:
             # detector runs fixed batches on the device, one at a time.
             device = torch.device(self.prims.detector_device)
             workers = torch.get_num_threads() if device.type == "cpu" else 1
-            self._detector = make_detector(device=device, workers=workers)
+            self._detector = make_detector(self.config.face_detector, device=device, workers=workers)
         return self._detector
 
     def _decoder_for(self, choice):

@@ -274,3 +274,48 @@ def test_the_worker_time_is_split_into_detect_and_crop_seconds(people_video, h26
         assert o.status == "ok" and 0 < o.extra["crop_s"] < o.extra["decode_s"]
     assert 0 < face.extra["detect_s"] < face.extra["decode_s"] - face.extra["crop_s"] + 1e-3
     assert none.extra["detect_s"] == 0.0
+
+
+class FixedBoxDetector:
+    """A second face detector, registered by name only: one face, the same box, in every frame."""
+
+    BOX = (8.0, 6.0, 40.0, 38.0)
+
+    def __init__(self, device=None, workers=1):
+        self.calls = 0
+
+    def detect(self, frames, frame_indices=None):
+        from cliper_batch.faces.detectors.base import Detection
+
+        idx = range(len(frames)) if frame_indices is None else frame_indices
+        return [[Detection(int(i), self.BOX, 0.99)] for i in idx]
+
+
+def test_a_detector_is_chosen_by_the_config_field_alone(h264_video, monkeypatch):
+    """The seam: a detector in faces.detectors.DETECTORS, named by AnnotateConfig.face_detector (hashed when not
+    the default), is what the per-video algorithm runs; nothing else names a detector class."""
+    from cliper_batch.faces import detectors
+    from cliper_batch.pipeline.run import config_hash
+
+    monkeypatch.setitem(detectors.DETECTORS, "fixed", ("test_video_annotation", "FixedBoxDetector", None))
+    detectors.check_detector("fixed")  # no weights to check
+    with pytest.raises(ValueError, match="unknown face detector 'nope'"):
+        detectors.check_detector("nope")
+    with pytest.raises(ValueError, match="face_detector must be"):
+        AnnotateConfig(face_detector="Not A Name")
+    cfg = dict(segment_seconds=0.5, frames_per_segment=2, faces="detect", decoder="pyav", detect_stride=1)
+    assert config_hash(AnnotateConfig(**cfg, face_detector="fixed")) != config_hash(AnnotateConfig(**cfg))
+    assert config_hash(AnnotateConfig(**cfg, face_detector="mtcnn")) == config_hash(AnnotateConfig(**cfg))
+    a = VideoAnnotator(AnnotateConfig(**cfg, face_detector="fixed"), S,
+                       FramePrimitives(CPU, "cpu", uint8_crops(S), "torch", CPU))
+    items = list(a.annotate(ref_for(h264_video[0])))
+    outcome = items[-1]
+    assert isinstance(outcome, VideoOutcome) and outcome.status == "ok", outcome.error
+    assert isinstance(a._face_detector(), FixedBoxDetector)
+    pieces = [p for p in items[:-1] if isinstance(p, ClipPiece)]
+    n = int(h264_video[1].duration_s / 0.5)
+    assert sum(p.n for p in pieces) == outcome.n_segments == n  # one track (the fixed box) in every segment
+    assert len(set(np.concatenate([p.rows["track_id"] for p in pieces]).tolist())) == 1
+    faces = {c: np.concatenate([p.rows[c] for p in pieces]) for c in ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")}
+    assert np.allclose(faces["face_score"], 0.99)
+    assert all(np.ptp(faces[c]) < 1e-6 for c in ("face_x0", "face_y0", "face_x1", "face_y1"))  # the one fixed box

@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..types import VideoInfo
+from ..types import DECODERS, VideoInfo
 from .base import DecodeError, DecoderUnavailable, FrameDecoder
 from .dali_backend import DALI_CPU_CODECS, DALI_GPU_CODECS, dali_available
 
@@ -127,8 +127,8 @@ def choose_decoder(preference: str, info: VideoInfo, device: str, dali_installed
     ``ValueError`` for an unknown preference/device.
     """
     pref = (preference or "auto").strip().lower()
-    if pref not in ("auto", "pyav", "dali"):
-        raise ValueError(f"decoder preference must be auto|pyav|dali, got {preference!r}")
+    if pref not in DECODERS:
+        raise ValueError(f"decoder preference must be {'|'.join(DECODERS)}, got {preference!r}")
     if info.kind == "image":  # a still image: one Pillow decode whatever the preference (PyAV/DALI decode videos)
         return DecoderChoice("pillow", None, f"still image ({info.codec}) -> Pillow")
     kind, index = parse_device(device)

@@ -57,12 +57,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..types import COMPILE_BACKENDS
+
 from .devices import DeviceError, device_name
 from .cliper import CLIPER, autocast_for, encode_images
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("eager", "torch.compile", "tensorrt")
+BACKENDS = COMPILE_BACKENDS
 # Compiled output must match eager to this cosine similarity (per frame), else fall back.
 MIN_COSINE_VS_EAGER = 0.99
 # Default batch profile of the compiled encoder (frames per call); see the module docstring for why.

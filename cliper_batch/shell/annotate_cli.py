@@ -10,7 +10,8 @@ import sys
 from . import ray_runtime
 from .preflight import gpu_fraction, positive_float, positive_int
 from ..model.spec import DEFAULT_MODEL
-from ..types import DEFAULT_DETECT_STRIDE, AnnotateConfig
+from ..faces.detectors import DETECTORS
+from ..types import COMPILE_BACKENDS, DECODERS, DEFAULT_DETECT_STRIDE, DEFAULT_FACE_DETECTOR, FACES_MODES, AnnotateConfig
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -47,9 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--faces",
         default="detect",
-        choices=["detect", "none"],
+        choices=FACES_MODES,
         help="detect (default): find, track and crop every face, one timeline per track; "
         "none: clips are already face-centred (DFEW/FERV39k style), each frame is centre-cropped",
+    )
+    p.add_argument(
+        "--face-detector",
+        default=DEFAULT_FACE_DETECTOR,
+        choices=sorted(DETECTORS),
+        help=f"--faces detect: the face detector (default {DEFAULT_FACE_DETECTOR}; another one enters config_hash)",
     )
     p.add_argument(
         "--detect-stride",
@@ -61,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--segment-seconds", type=positive_float, default=2.0, help="segment length in seconds (default 2.0)")
     p.add_argument("--frames-per-segment", type=positive_int, default=8, help="frames sampled per segment (default 8)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="segments per scoring batch (default: 128 on GPU, 8 on CPU)")
-    p.add_argument("--decoder", default="auto", choices=["auto", "pyav", "dali"], help="frame decoder (default: auto per device and codec)")
-    p.add_argument("--compile", default="eager", choices=["eager", "torch.compile", "tensorrt"], help="scoring backend; falls back (logged) when unavailable")
+    p.add_argument("--decoder", default="auto", choices=DECODERS, help="frame decoder (default: auto per device and codec)")
+    p.add_argument("--compile", default="eager", choices=COMPILE_BACKENDS, help="scoring backend; falls back (logged) when unavailable")
     p.add_argument("--engine-cache", default="~/.cache/cliper_batch/tensorrt", help="folder for compiled TensorRT engines (built once per model, GPU, versions and batch profile)")
     p.add_argument(
         "--worker",
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         checked = check_run(
             args.input, args.output, args.model,
             device=args.device, decoder=args.decoder, faces=args.faces, local=ray_address is None,
+            face_detector=args.face_detector,
         )
     except PreflightError as exc:
         print(f"annotate: error: {exc}", file=sys.stderr)
@@ -180,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         frames_per_segment=args.frames_per_segment,
         faces=args.faces,
         detect_stride=args.detect_stride,
+        face_detector=args.face_detector,
         decoder=args.decoder,
         device=args.device,
         compile=args.compile,

@@ -23,6 +23,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from ..types import DEFAULT_FACE_DETECTOR
 from ..uris import InvalidURI, check_locations, filesystem_for, join, normalize_uri
 
 
@@ -132,14 +133,17 @@ def check_model(model_spec: str, storage_options: dict | None = None):
         raise PreflightError(f"--model: {exc}") from exc
 
 
-def check_detector(weights_path: str | None = None) -> None:
-    """The MTCNN weights are the pinned file (sha256, no torch); raises with the detector's own advice."""
-    from ..faces.detectors.mtcnn.weights import DetectorUnavailable, read_pinned_weights
+def check_detector(name: str = DEFAULT_FACE_DETECTOR) -> None:
+    """The face detector ``name`` can run here (MTCNN: its weights are the pinned file; sha256, no torch)."""
+    from ..faces.detectors import check_detector as check
+    from ..faces.detectors.base import DetectorUnavailable
 
     try:
-        read_pinned_weights(weights_path)
+        check(name)
+    except ValueError as exc:
+        raise PreflightError(f"--face-detector: {exc}") from exc
     except DetectorUnavailable as exc:
-        raise PreflightError(f"--faces detect: face detector unavailable: {exc}") from exc
+        raise PreflightError(f"--faces detect: face detector unavailable ({name}): {exc}") from exc
 
 
 def check_output_writable(output_uri: str, storage_options: dict | None = None) -> None:
@@ -165,6 +169,7 @@ def check_run(
     decoder: str,
     faces: str,
     local: bool,
+    face_detector: str = DEFAULT_FACE_DETECTOR,
     storage_options: dict | None = None,
 ) -> Checked:
     """Every check a run needs before Ray starts, cheapest first; raises :class:`PreflightError`."""
@@ -179,7 +184,7 @@ def check_run(
         raise PreflightError(str(exc)) from exc
     info = check_model(model_spec, storage_options)
     if faces == "detect":
-        check_detector()
+        check_detector(face_detector)
     check_output_writable(normalize_uri(output), storage_options)
     return Checked(output=output, device=used_device, model=info)
 

@@ -11,22 +11,37 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from ...types import DEFAULT_FACE_DETECTOR as DEFAULT_DETECTOR
 from .base import Detector
 
-# name -> (module relative to this package, class)
-DETECTORS: dict[str, tuple[str, str]] = {
-    "mtcnn": (".mtcnn.detector", "FaceDetector"),
+# name (AnnotateConfig.face_detector, --face-detector) -> (module relative to this package, class, the check
+# that preflight runs before Ray starts, without torch: a function of that module's package taking no arguments
+# and raising DetectorUnavailable, or None)
+DETECTORS: dict[str, tuple[str, str, str | None]] = {
+    "mtcnn": (".mtcnn.detector", "FaceDetector", ".mtcnn.weights:read_pinned_weights"),
 }
-DEFAULT_DETECTOR = "mtcnn"
 
 
 def make_detector(name: str = DEFAULT_DETECTOR, **kwargs: Any) -> Detector:
     """The detector ``name`` (:data:`DETECTORS`), built with ``kwargs`` (e.g. ``device=``, ``workers=``)."""
-    try:
-        module, cls = DETECTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown face detector {name!r} (known: {', '.join(sorted(DETECTORS))})") from None
+    module, cls, _ = _entry(name)
     return getattr(import_module(module, __name__), cls)(**kwargs)
 
 
-__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "Detector", "make_detector"]
+def check_detector(name: str = DEFAULT_DETECTOR) -> None:
+    """What detector ``name`` needs before a run starts (its weights file), checked without torch; raises
+    ``ValueError`` for an unknown name and the detector's own error (with its advice) when it cannot run."""
+    check = _entry(name)[2]
+    if check is not None:
+        module, function = check.split(":")
+        getattr(import_module(module, __name__), function)()
+
+
+def _entry(name: str) -> tuple[str, str, str | None]:
+    try:
+        return DETECTORS[name]
+    except KeyError:
+        raise ValueError(f"unknown face detector {name!r} (known: {', '.join(sorted(DETECTORS))})") from None
+
+
+__all__ = ["DEFAULT_DETECTOR", "DETECTORS", "Detector", "check_detector", "make_detector"]

@@ -15,6 +15,10 @@ Box = tuple[float, float, float, float]
 Point = tuple[float, float]
 
 
+class DetectorUnavailable(RuntimeError):
+    """A detector cannot run here (e.g. its weights file is missing or not the pinned one: a broken install)."""
+
+
 class FaceInputError(ValueError):
     """Frames or parameters given to the face detector are malformed."""
 
@@ -51,4 +55,4 @@ class Detector(Protocol):
     def detect(self, frames: Any, frame_indices: Sequence[int] | None = None) -> list[list[Detection]]: ...
 
 
-__all__ = ["Box", "Detection", "Detector", "FaceInputError", "Point"]
+__all__ = ["Box", "Detection", "Detector", "DetectorUnavailable", "FaceInputError", "Point"]

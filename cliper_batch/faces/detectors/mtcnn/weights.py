@@ -13,6 +13,8 @@ import os
 
 import cliper_batch
 
+from ..base import DetectorUnavailable
+
 # The packaged weights: one safetensors file, keys ``pnet.*``, ``rnet.*``, ``onet.*`` (found from the
 # package's root, so this module can sit anywhere inside it).
 WEIGHTS_FILE = os.path.join(os.path.dirname(os.path.abspath(cliper_batch.__file__)), "faces", "weights", "mtcnn.safetensors")
@@ -22,10 +24,6 @@ FIX = (
     "reinstall cliper-batch (the weights ship inside the package; "
     "scripts/convert_mtcnn_weights.py rebuilds them from the facenet-pytorch 2.6.0 wheel)"
 )
-
-
-class DetectorUnavailable(RuntimeError):
-    """The MTCNN weights cannot be read or are not the expected ones (a broken install)."""
 
 
 def read_pinned_weights(path: str | None = None) -> bytes:
