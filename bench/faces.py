@@ -242,7 +242,7 @@ def main() -> int:
     p.add_argument("--sweep-only", action="store_true", help="only the stride sweep")
     p.add_argument("--layouts", default="auto,staged",
                    help="worker layouts, each run with every --runs entry, side by side (auto: the engine's sizing, "
-                   "pipeline.run.size_workers; staged: the CPU default before it)")
+                   "pipeline.sizing.size_workers; staged: the CPU default before it)")
     p.add_argument("--runs", default="none,detect,detect_every_frame", help="which of none,detect (the default stride),detect_every_frame,detect_stride_4")
     p.add_argument("--repeat", type=int, default=1, help="runs per layout and face mode (medians reported)")
     p.add_argument("--per-video", default=str(VERIFY_IOU),

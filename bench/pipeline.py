@@ -19,7 +19,7 @@ users does not inflate the way it inflates wall time.
 
 ``--layouts auto,staged`` runs the end-to-end job once per worker layout, side by
 side against the same model-only baseline (``auto`` is the engine's sizing,
-``pipeline.run.size_workers``; ``staged`` was the CPU default before it).
+``pipeline.sizing.size_workers``; ``staged`` was the CPU default before it).
 Per model the result also holds ``ms_per_crop_1_thread`` (the model on one core)
 and ``visual_gflops`` (the estimate from the checkpoint header that the sizing uses).
 """

@@ -151,7 +151,7 @@ class VideoOutcome:
     extra: dict = field(default_factory=dict)
 
 
-# How a run lays out its work on Ray (RunOptions.worker; pipeline.run.size_workers says what "auto" picks).
+# How a run lays out its work on Ray (RunOptions.worker; pipeline.sizing.size_workers says what "auto" picks).
 WORKERS = ("auto", "fused", "staged")
 
 

@@ -20,7 +20,7 @@ from cliper_batch import rows
 from cliper_batch.crops.primitives import select_crop_backend
 from cliper_batch.faces.cuts import subsample_for_cuts
 from cliper_batch.pipeline.fused_stage import FusedStage
-from cliper_batch.pipeline.run import plan_resources, resolve_worker
+from cliper_batch.pipeline.sizing import plan_resources, resolve_worker
 from cliper_batch.synthetic import write_expression_video
 from cliper_batch.types import AnnotateConfig, VideoRef
 from cliper_batch.uris import normalize_uri

@@ -1,4 +1,4 @@
-"""Worker sizing (``pipeline.run.size_workers``): a pure function of CPUs, GPUs, videos and model cost.
+"""Worker sizing (``pipeline.sizing.size_workers``): a pure function of CPUs, GPUs, videos and model cost.
 
 The model cost comes from a checkpoint header (``model.checkpoint.visual_gflops``); the
 header estimates are checked against the shipped demo model and a real ViT-B/16 layout.
@@ -11,7 +11,7 @@ import pytest
 
 from cliper_batch.model.checkpoint import read_checkpoint_header, visual_gflops
 from cliper_batch.model.spec import inspect_model
-from cliper_batch.pipeline.run import LIGHT_MODEL_GFLOPS, size_workers
+from cliper_batch.pipeline.sizing import LIGHT_MODEL_GFLOPS, size_workers
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
 LIGHT, HEAVY = 0.003, 34.0  # the demo model and ViT-B/16, GFLOPs per crop
@@ -141,7 +141,7 @@ def test_staged_decoders_on_a_gpu_cluster_decode_and_detect_on_the_host(monkeypa
     from cliper_batch.pipeline import run as run_mod
     from cliper_batch.types import AnnotateConfig
 
-    res = run_mod.size_workers(cpus=16, gpus=2, use_gpu=True, worker="staged")
+    res = size_workers(cpus=16, gpus=2, use_gpu=True, worker="staged")
     assert (res.worker, res.device, res.decode_device, res.score_num_gpus) == ("staged", "cuda", "cpu", 1.0)
     seen = []
     monkeypatch.setattr(run_mod, "_refs_dataset", lambda refs: "ds")

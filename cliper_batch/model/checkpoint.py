@@ -104,7 +104,7 @@ def visual_gflops(tensors: Mapping[str, tuple[str, tuple[int, ...]]], image_size
     (``visual.positional_embedding [T, W]`` or timm's ``pos_embed [1, T, W]``; ViT-B/16 at 224 px:
     197, estimate 34 GFLOPs, published 35), otherwise ``(image_size / 16)^2``, the resolution where
     a convolutional net spends most of its work. An order-of-magnitude figure for sizing workers
-    (``pipeline.run.size_workers``), not a profile.
+    (``pipeline.sizing.size_workers``), not a profile.
     """
     weights = 0
     positions = None
