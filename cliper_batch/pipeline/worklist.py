@@ -31,6 +31,7 @@ from ..uris import filesystem_for, join
 
 IN_MEMORY = CHUNK  # at most this many videos to do: the work list stays in the driver's memory
 MAX_BLOCKS = 10_000  # Ray Data blocks for the whole work list (tasks retry, and errored blocks drop, per block)
+READ_CONCURRENCY = 2  # work-list files read at once (each read task needs a Ray worker process)
 ROW_BYTES = 150  # about what one row (video_id, ref JSON) takes, for Ray Data's size estimates
 
 
@@ -107,7 +108,11 @@ class WorkList:
         step = -(-self.total // max(1, min(self.total, MAX_BLOCKS)))
         # num_cpus=0: the model actors hold every CPU of a CPU-only cluster from the start (a fixed pool); a
         # read task that waited for a CPU would never run. Reading one small Parquet file is I/O, not compute.
-        return ray.data.read_datasource(_source_class()(self.output_uri, self.storage_options, self.files, step), num_cpus=0)
+        # With no CPU to wait for, nothing else bounds how many read tasks run at once: Ray started one worker
+        # process per file (100 at 10^7 videos, ~150 MB each, filling the host's memory). READ_CONCURRENCY
+        # tasks at a time keep the consumers fed (a file is 100 000 videos, read in well under a second).
+        return ray.data.read_datasource(_source_class()(self.output_uri, self.storage_options, self.files, step),
+                                        num_cpus=0, concurrency=READ_CONCURRENCY)
 
 
 def _read(fs, path: str) -> pa.Table:
