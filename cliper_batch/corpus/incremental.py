@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import failures
+from ..output import schema
 from ..output.query import NoAnnotations, manifest_files, scan_videos
 from ..types import VideoRef
 
@@ -151,16 +152,27 @@ class DoneState:
 
 # manifest columns the done set reads (error_class and attempt are absent from files of older runs: null)
 _READ = ("video_id", "model_id", "config_hash", "run_id", "status", "fingerprint", "error_type", "error_class", "attempt")
-_READ_TYPES = {"error_class": pl.String, "attempt": pl.Int32}
+_LATER_COLUMNS = ("error_class", "attempt")
 
 
-def _file_rows(fs, path: str, model_id: str, config_hash: str, runs: dict[str, int]) -> dict[str, np.ndarray] | None:
-    """One manifest file's rows of (model, config) as compact numpy columns (run ids as codes into ``runs``)."""
+_BATCH_ROWS = 200_000  # manifest rows read before they are reduced to compact columns (a few files of strings)
+
+
+def _read_manifest_file(fs, path: str) -> pa.Table:
+    """The columns the done set reads from one manifest file; those its run predates are null."""
     with fs.open(path, "rb") as fh:
         pf = pq.ParquetFile(fh)
         names = set(pf.schema_arrow.names)
         table = pf.read(columns=[c for c in _READ if c in names])
-    df = pl.from_arrow(table).with_columns(pl.lit(None, dtype=t).alias(c) for c, t in _READ_TYPES.items() if c not in names)
+    for c in _LATER_COLUMNS:
+        if c not in names:
+            table = table.append_column(c, pa.nulls(table.num_rows, schema.video_schema().field(c).type))
+    return table.select(list(_READ))
+
+
+def _compact_rows(tables: list[pa.Table], model_id: str, config_hash: str, runs: dict[str, int]) -> dict[str, np.ndarray] | None:
+    """Manifest rows of (model, config) as compact numpy columns (run ids as codes into ``runs``)."""
+    df = pl.from_arrow(pa.concat_tables(tables, promote_options="permissive"))
     df = df.filter((pl.col("model_id") == model_id) & (pl.col("config_hash") == config_hash))
     if df.is_empty():
         return None
@@ -178,6 +190,19 @@ def _file_rows(fs, path: str, model_id: str, config_hash: str, runs: dict[str, i
         pl.col("attempt").fill_null(1).cast(pl.Int32),
     )
     return {c: df[c].to_numpy() for c in df.columns}
+
+
+def _compact_batches(fs, files: list[str], model_id: str, config_hash: str, runs: dict[str, int]) -> Iterator[dict]:
+    """The manifest files, read a few at a time (about :data:`_BATCH_ROWS` rows), as compact numpy columns."""
+    tables, rows = [], 0
+    for i, path in enumerate(files):
+        tables.append(_read_manifest_file(fs, path))
+        rows += tables[-1].num_rows
+        if rows >= _BATCH_ROWS or i == len(files) - 1:
+            part = _compact_rows(tables, model_id, config_hash, runs)
+            tables, rows = [], 0
+            if part is not None:
+                yield part
 
 
 def _latest_per_video(columns: dict[str, np.ndarray], runs: dict[str, int]) -> pl.DataFrame:
@@ -208,9 +233,9 @@ def _latest_per_video(columns: dict[str, np.ndarray], runs: dict[str, int]) -> p
 
 
 def done_state(output: str, model_id: str, config_hash: str, storage_options: dict | None = None) -> DoneState:
-    """:func:`manifest_state`, compact (:class:`DoneState`): strings never held for more than one manifest file.
+    """:func:`manifest_state`, compact (:class:`DoneState`): strings never held for more than a few manifest files.
 
-    The manifest is read file by file into numpy columns of hashes, run codes and flags (~28 bytes a row),
+    The manifest is read a few files at a time into numpy columns of hashes, run codes and flags (~28 bytes a row),
     then ordered by (video, run) and reduced to each video's latest row with numpy: the driver's peak is a
     small multiple of the rows' compact size, not of the manifest's strings.
     """
@@ -219,7 +244,7 @@ def done_state(output: str, model_id: str, config_hash: str, storage_options: di
     except NoAnnotations:
         return DoneState.empty()
     runs: dict[str, int] = {}
-    parts = [p for p in (_file_rows(fs, f, model_id, config_hash, runs) for f in files) if p is not None]
+    parts = list(_compact_batches(fs, files, model_id, config_hash, runs))
     if not parts:
         return DoneState.empty()
     columns = {c: np.concatenate([p.pop(c) for p in parts]) for c in list(parts[0])}
