@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cliper_batch.shell.annotate_cli import main as annotate_main
-from test_faces_e2e import write_two_scene_video
+from two_scene import write_two_scene_video
 
 
 @dataclass(frozen=True)

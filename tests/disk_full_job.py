@@ -4,7 +4,7 @@
 writing, or moving a file there) raises ``OSError(ENOSPC)`` from the Nth one on, counted from the first write into
 the output's ``_staging/`` (the first commit: 1 = its timelines file, 2 = moving it into place, 3 = its manifest
 file, 4 = moving that; later ones: the next commits, retiring superseded rows, the run record). The lock file is
-left alone (a full disk still lets a lock be removed). Used by tests/test_disk_full.py.
+left alone (a full disk still lets a lock be removed). Used by tests/output/test_disk_full.py.
 """
 import errno
 import os

@@ -16,7 +16,7 @@ from cliper_batch.types import AnnotateConfig, VideoOutcome, VideoRef
 from cliper_batch.uris import normalize_uri
 from cliper_batch.faces.framing import FramingParams
 from cliper_batch.video_annotation import ClipPiece, FramePrimitives, VideoAnnotator
-from test_faces_e2e import write_two_scene_video
+from two_scene import write_two_scene_video
 
 CPU = torch.device("cpu")
 S = 32

@@ -20,7 +20,7 @@ point, so a timeout keeps what was measured:
    On a GPU: A = CPU (torch crop, fp32 eager), B = CUDA as shipped (Triton crop, fp16 encoder, MTCNN on
    CUDA), and B again in strict fp32 (fp32 crops and encoder, TF32 off). With ``--smoke``: A = CPU
    torch crop + eager encoder; B = CPU, the Triton kernel run by Triton's interpreter (loaded privately,
-   as ``tests/test_kernels.py`` does) + the encoder through ``torch.compile`` (``aot_eager`` backend:
+   as ``tests/crops/test_kernels.py`` does) + the encoder through ``torch.compile`` (``aot_eager`` backend:
    dynamo graph capture and aten decomposition, no C++ build).
 2. ``throughput``: the fused worker on the device over a generated 720p corpus (``--faces none``):
    sampled frames/s, crops/s, model-busy share, GPU busy % (pynvml, sampled), peak memory.

@@ -19,7 +19,7 @@ no anti-aliasing, ``(v / 255 - mean) / std`` - so they can stand in for it:
   (layout ``FCHW``). Frame indices come from :class:`DaliDecoder` (same
   timeline, same chunking), so sampling is identical to the decode-only path.
 
-Agreement with the torch reference, measured on CPU (``tests/test_dali_crops.py``):
+Agreement with the torch reference, measured on CPU (``tests/crops/test_dali_crops.py``):
 boxes inside the frame agree to float rounding (< 1e-4); where a box leaves the
 frame the pad colour differs by up to half a grey level, because ``fn.slice``
 pads in the frame's uint8 type and the mean colour (e.g. 122.77) is rounded to

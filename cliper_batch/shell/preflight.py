@@ -14,7 +14,7 @@ Two layers, both ending in one clear message and exit status 2:
 Each failure raises :class:`PreflightError` whose message says what is wrong
 and what to do. Nothing here starts Ray or decodes a video, and for a
 checkpoint model nothing here imports torch or open_clip (the driver never
-computes; its workers import them): ``tests/test_startup.py`` holds that.
+computes; its workers import them): ``tests/shell/test_startup.py`` holds that.
 """
 from __future__ import annotations
 

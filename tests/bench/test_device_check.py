@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Not on the GPU machine (torch 2.11 + triton, torchvision, timm, numpy, pynvml; av/open_clip are carried wheels)
 ABSENT_ON_GPU_BOX = ("ray", "nvidia.dali", "torch_tensorrt", "polars")
 

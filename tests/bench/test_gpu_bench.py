@@ -14,7 +14,7 @@ import torch
 
 from cliper_batch.decode.dali_backend import dali_available
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # What the GPU test machine does not have (torch 2.11 + triton only): every module the bench imports must do without.
 ABSENT_ON_GPU_BOX = ("ray", "nvidia.dali", "torch_tensorrt", "polars", "av", "open_clip")
 

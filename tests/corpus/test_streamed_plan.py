@@ -93,8 +93,12 @@ def test_limit_counts_across_chunks_and_done_videos_are_skipped(tmp_path):
     assert (totals.listed, totals.skipped_done, totals.todo, totals.deferred_limit) == (12, 5, 4, 3)
 
 
-def test_compact_done_set_matches_the_string_state_over_several_runs(tmp_path):
+@pytest.mark.parametrize("batch_rows", [1, 5, 200_000])  # files reduced one at a time, a few at a time, all at once
+def test_compact_done_set_matches_the_string_state_over_several_runs(tmp_path, monkeypatch, batch_rows):
     """done_state (hashes, sorted, reduced with numpy) says per video what manifest_state (strings, group-by) says."""
+    from cliper_batch.corpus import incremental
+
+    monkeypatch.setattr(incremental, "_BATCH_ROWS", batch_rows)
     out = tmp_path / "out"
     write_run(out, RUN1, 6, seed=1, failed={5: "ProbeError"})
     write_run(out, "20260102T000000Z-000002", 4, seed=2, failed={1: "VideoTimeout", 2: "ProbeError"})
@@ -193,6 +197,11 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
     spilled = []  # files per run whose work list Ray Data read from staging
     read_back = worklist.WorkList.dataset
     monkeypatch.setattr(worklist.WorkList, "dataset", lambda self: spilled.append(len(self.files)) or read_back(self))
+    import ray.data
+
+    reads = []  # Ray Data's real read, its arguments recorded: the read tasks must be bounded (a worker process each)
+    read_datasource = ray.data.read_datasource
+    monkeypatch.setattr(ray.data, "read_datasource", lambda *a, **k: reads.append(k) or read_datasource(*a, **k))
     info = ModelInfo(spec="bench", kind="bench", classes=BENCH_CLASSES, descriptors_per_class=1, image_size=64,
                      model_id="bench")
     out = str(tmp_path / "out")
@@ -207,6 +216,8 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
     second = night(45)  # 30 done, 15 new: 45 > 10 still spills
     assert (second.listed, second.skipped_done, second.videos_total, second.videos_ok) == (45, 30, 15, 15)
     assert spilled == [3, 2]  # chunks of 7, spilled past 10: 14 + 14 + 2, then 12 + 3 (the 30 done are skipped)
+    assert [(k["num_cpus"], k["concurrency"]) for k in reads] == [(0, worklist.READ_CONCURRENCY)] * 2
+    assert worklist.READ_CONCURRENCY <= 2
     rows = query.scan_videos(out).collect()
     assert rows.height == 45 and rows["video_id"].n_unique() == 45 and set(rows["status"]) == {"ok"}
     with open(run_record.record_path(out, second.run_id)) as f:

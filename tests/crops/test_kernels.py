@@ -19,7 +19,7 @@ import torch  # noqa: E402
 
 from cliper_batch.crops.reference import CropInputError, boxes_tensor, crop_resize_normalize  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 PRIVATE_NAME = "_test_kernels_interpreted_crop_resize"

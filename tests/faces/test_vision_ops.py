@@ -12,7 +12,7 @@ import torch
 
 from cliper_batch.faces import vision_ops
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _python(code: str) -> dict:

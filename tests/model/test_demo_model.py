@@ -89,7 +89,7 @@ def test_demo_recipe_reaches_the_accuracy_target_on_held_out_videos(demo_run):
 
 def test_shipped_demo_checkpoint_loads_and_matches_the_recipe():
     """models/cliper-demo.safetensors (what scripts/demo.sh uses) is the recipe's architecture and classes."""
-    path = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "models", "cliper-demo.safetensors")
     loaded = load_model(path)
     assert loaded.model.arch == DEMO_ARCH and loaded.image_size == 64
     assert list(loaded.classes) == ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]

@@ -21,7 +21,7 @@ from cliper_batch.model.spec import DEFAULT_MODEL, builtin_model_path
 
 from realfaces import write_astronaut_video
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHIPPED = builtin_model_path("fer2013")
 CARD = os.path.join(REPO, "docs", "models.md")
 EVAL = os.path.join(REPO, "docs", "models", "fer2013-eval.json")

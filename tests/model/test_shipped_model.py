@@ -1,6 +1,6 @@
 """The shipped demo model gives meaningful timelines: it annotates held-out synthetic videos at >= 0.95 segment accuracy.
 
-Not the retraining (tests/test_demo_model.py, ~12 min): the checkpoint in
+Not the retraining (tests/model/test_demo_model.py, ~12 min): the checkpoint in
 models/ as shipped, on videos of a seed neither the training recipe (1000 for
 its held-out check) nor the README demo (7) uses, annotated by the real
 annotate job with the engine's defaults (--faces detect) on the embedded Ray,
@@ -16,7 +16,7 @@ from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.training.demo import score_annotations
 
-SHIPPED = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
+SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "models", "cliper-demo.safetensors")
 HELD_OUT_SEED = 4242
 
 

@@ -16,7 +16,7 @@ import pytest
 from cliper_batch.output import query
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none",
         "--commit-every", "1"]
 

@@ -8,19 +8,13 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from cliper_batch.output import query, schema
 from cliper_batch.shell.annotate_cli import main as annotate_main
-from cliper_batch.decode.pyav_backend import PyAVDecoder
-from cliper_batch.model.cliper import score_clips
 from cliper_batch.model.factory import load_model
-from cliper_batch.crops.reference import center_crop_plan
-from cliper_batch.decode.probe import probe
-from cliper_batch.decode.sampling import plan_segments
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 
-SEG, T = 1.0, 4
+from expected_scores import SEG, T, expected_probs
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +33,6 @@ def corpus(tmp_path_factory):
     good = open(d / "a.mp4", "rb").read()
     (d / "truncated.mp4").write_bytes(good[: len(good) // 3])
     return d, specs
-
-
-def expected_probs(model, path, size):
-    info = probe(path)
-    segs = plan_segments(info.duration_s, SEG, T)
-    (w, h), (x0, y0) = center_crop_plan(info.width, info.height, size)
-    ts = [t for s in segs for t in s.timestamps]
-    frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts, size=(w, h))))
-    crops = torch.from_numpy(frames[:, y0 : y0 + size, x0 : x0 + size].reshape(len(segs), T, size, size, 3).copy())
-    return segs, score_clips(model, crops).probs.numpy()
 
 
 def test_annotate_corpus_end_to_end(ray_runtime, corpus, tiny_checkpoint, tmp_path):

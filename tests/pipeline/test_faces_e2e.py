@@ -1,8 +1,6 @@
 """--faces detect end to end: two people, then a hard cut to a third; per-track timelines through real Ray."""
 import json
-from fractions import Fraction
 
-import av
 import numpy as np
 import polars as pl
 import pytest
@@ -10,35 +8,9 @@ import pytest
 from cliper_batch.output import query
 from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.pipeline.run import config_hash
-from cliper_batch.synthetic import render_scene, sample_identity
 from cliper_batch.types import AnnotateConfig
 
-W, H, FPS = 320, 240, 10
-# identities the detector finds (measured; one synthetic identity in ~8 is missed, see docs/faces.md)
-A, B, C = (sample_identity(np.random.default_rng(s)) for s in (3, 5, 6))
-
-
-def truth(t: float):
-    """Face boxes at time t: scene 1 (0-2 s) two faces drifting apart, scene 2 (2-4 s) one face."""
-    if t < 2.0:
-        dx = int(10 * t)
-        return [("happy", A, (30 - dx, 60, 110 - dx, 160)), ("sad", B, (200 + dx, 50, 280 + dx, 150))]
-    return [("neutral", C, (110, 50, 190, 150))]
-
-
-def write_two_scene_video(path: str) -> None:
-    with av.open(path, mode="w") as c:
-        s = c.add_stream("libx264", rate=Fraction(FPS))
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"crf": "16", "preset": "veryfast"}
-        for i in range(4 * FPS):
-            t = i / FPS
-            faces = [(lab, p, 1.0, box) for lab, p, box in truth(t)]
-            frame = render_scene(faces, W, H, np.random.default_rng(1 if t < 2 else 2))  # static background per scene
-            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
+from two_scene import H, W, truth, write_two_scene_video
 
 
 def iou(a, b):

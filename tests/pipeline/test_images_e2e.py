@@ -17,7 +17,7 @@ from cliper_batch.types import AnnotateConfig
 
 from stillimages import face_photo, write_image_zoo
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "models", "cliper-demo.safetensors")
 
 

@@ -18,7 +18,7 @@ import pytest
 from cliper_batch.output.regroup import WriterStats
 from cliper_batch.pipeline import metrics as M
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCS = os.path.join(REPO, "docs")
 
 

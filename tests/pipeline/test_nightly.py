@@ -15,7 +15,7 @@ from cliper_batch.shell.annotate_cli import main as annotate_main
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "4", "--faces", "none"]
 
 

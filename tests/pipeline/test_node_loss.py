@@ -19,7 +19,7 @@ from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 from raycluster import LocalRayHead, LocalRayWorkerNode, alive_nodes
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["--segment-seconds", "1", "--frames-per-segment", "2", "--batch-size", "2", "--faces", "none"]
 STALL_S = 45
 

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 NOISE = re.compile(
     r"\bWARNING\b|\bERROR\b|\bCRITICAL\b|Traceback|Warning:"  # Python logging, tracebacks, warnings.warn

@@ -16,7 +16,7 @@ from cliper_batch.pipeline.run import RunOptions, annotate
 from cliper_batch.types import AnnotateConfig
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 from s3server import BUCKET, s3_server
-from test_e2e import SEG, T, expected_probs
+from expected_scores import SEG, T, expected_probs
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from cliper_batch.types import AnnotateConfig
 from cliper_batch.uris import filesystem_for
 from faulty_s3_proxy import Faults, faulty_s3_proxy
 from s3server import BUCKET, s3_server
-from test_e2e import SEG, T, expected_probs
+from expected_scores import SEG, T, expected_probs
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from cliper_batch.model.checkpoint import read_checkpoint_header, visual_gflops
 from cliper_batch.model.spec import inspect_model
 from cliper_batch.pipeline.sizing import LIGHT_MODEL_GFLOPS, size_workers
 
-DEMO = os.path.join(os.path.dirname(__file__), "..", "models", "cliper-demo.safetensors")
+DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "models", "cliper-demo.safetensors")
 LIGHT, HEAVY = 0.003, 34.0  # the demo model and ViT-B/16, GFLOPs per crop
 
 

@@ -30,7 +30,7 @@ import pytest
 # a fresh venv unpacks ~7 GB of wheels: more than the suite's 900 s per-test limit on a loaded host
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_MODEL = os.path.join(REPO, "models", "cliper-demo.safetensors")
 
 

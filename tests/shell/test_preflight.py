@@ -16,7 +16,7 @@ from cliper_batch.shell import annotate_cli as cli, preflight, ray_runtime
 from cliper_batch.faces.detectors.mtcnn import weights as mtcnn_weights
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_MODEL = os.path.join(REPO, "models", "cliper-demo.safetensors")
 
 

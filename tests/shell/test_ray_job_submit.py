@@ -19,7 +19,7 @@ from cliper_batch.decode.testvideos import VideoSpec, write_video
 
 from raycluster import VENV_BIN, LocalRayHead
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from bench.startup import still_running
 from cliper_batch.model.devices import GPU_DEVICE_FILES
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_MODEL = os.path.join(REPO, "models", "cliper-demo.safetensors")
 HEAVY = ("torch", "open_clip", "torchvision", "timm")
 

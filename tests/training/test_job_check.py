@@ -9,7 +9,7 @@ from PIL import Image
 from cliper_batch.synthetic.images import read_image_dataset, write_image_dataset
 from cliper_batch.training.job_check import agrees, job_accuracy
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(ROOT, "models", "cliper-demo.safetensors")
 FER_FOLDER = {"anger": "angry"}  # FER2013's folder names differ from the canonical classes only here
 

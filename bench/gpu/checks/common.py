@@ -75,7 +75,7 @@ def strict_fp32() -> Iterator[None]:
 def load_interpreted_triton_crop() -> Callable[..., torch.Tensor]:
     """The Triton crop kernel executed by Triton's CPU interpreter, under a private module name.
 
-    Loaded as ``tests/test_kernels.py`` loads it: ``kernels/crop_resize.py`` executed afresh with
+    Loaded as ``tests/crops/test_kernels.py`` loads it: ``kernels/crop_resize.py`` executed afresh with
     ``TRITON_INTERPRET=1`` and never put in ``sys.modules`` (the engine's own import of the kernel stays a
     GPU one). The interpreter checks the variable again at launch, so the returned function sets it per call.
     """
