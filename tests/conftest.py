@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from fractions import Fraction
 
 import numpy as np
-import psutil
 import pytest
 
 from cliper_batch.decode.testvideos import CODECS, VideoSpec, render_frame, write_video
@@ -38,6 +36,9 @@ from cliper_batch.decode.testvideos import CODECS, VideoSpec, render_frame, writ
 # in-process first (the CLI asks for Ray's default, token mode) cannot switch it on for the rest of the session.
 # Heads started by tests/raycluster.py run with token auth on, as users start them.
 os.environ["RAY_AUTH_MODE"] = "disabled"
+
+# the `ray` marker and its watch (tests/ray_marker.py); pytester runs the watch's own test
+pytest_plugins = ["pytester", "ray_marker"]
 
 SMALL = dict(width=192, height=128, fps=25.0, duration_s=4.0)
 
@@ -297,70 +298,3 @@ def tiny_checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     model = load_model("openclip:Tiny-ViT-T-16").model
     return save_checkpoint(model, str(tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"))
-
-
-# ---------------------------------------------------------------------------------------------- the `ray` marker
-# A test that runs Ray carries the `ray` marker (pyproject.toml), so `pytest -m "not ray"` is the fast unit suite.
-# Tests using the session's `ray_runtime` fixture are marked here; a test that starts Ray otherwise (the CLI's
-# embedded runtime, `ray start`, a job submission) says so itself. The guard below holds the marker to the truth:
-# while a test without it is set up, run and torn down, this process's descendants are watched, and a Ray node
-# process appearing among them fails the test.
-RAY_NODE_PROCESSES = frozenset({"raylet", "gcs_server"})
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:  # `slow` tests are end-to-end runs of the job: Ray, by definition
-        if "ray_runtime" in item.fixturenames or item.get_closest_marker("slow") is not None:
-            item.add_marker(pytest.mark.ray)
-
-
-def _ray_node_descendants() -> set[int]:
-    found = set()
-    for proc in psutil.Process().children(recursive=True):
-        try:
-            if proc.name() in RAY_NODE_PROCESSES:
-                found.add(proc.pid)
-        except psutil.Error:
-            pass
-    return found
-
-
-class RayWatch:
-    """New Ray node processes among this process's descendants, polled on a thread until :meth:`stop`."""
-
-    def __init__(self, period_s: float = 0.2):
-        self.before = _ray_node_descendants()
-        self.started: set[int] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(period_s,), name="ray-marker-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self, period_s: float) -> None:
-        while not self._stop.wait(period_s):
-            self.started |= _ray_node_descendants() - self.before
-
-    def stop(self) -> set[int]:
-        self._stop.set()
-        self._thread.join()
-        self.started |= _ray_node_descendants() - self.before
-        return self.started
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item):
-    if item.get_closest_marker("ray") is None:
-        item.stash[_WATCH] = RayWatch()
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item, nextitem):
-    result = yield
-    watch = item.stash.get(_WATCH, None)
-    if watch is not None and watch.stop():
-        pytest.fail(f"{item.nodeid} started Ray (a raylet or GCS process) but has no `ray` marker: "
-                    f"add @pytest.mark.ray (or use the ray_runtime fixture)", pytrace=False)
-    return result
-
-
-_WATCH = pytest.StashKey[RayWatch]()
