@@ -61,8 +61,13 @@ class RssSampler:
         self._t.start()
 
     def _run(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.period_s):
             self.sample()
+            if time.monotonic() - last >= 60:  # a line a minute: a run that dies still says what it held
+                last = time.monotonic()
+                print(f"rss: phase {self.phase}, now {_status_kib('VmRSS') / 2**20:.3f} GiB, "
+                      f"peak {_status_kib('VmHWM') / 2**20:.3f} GiB", file=sys.stderr, flush=True)
 
     def sample(self) -> None:
         rss = _status_kib("VmRSS") / 2**20

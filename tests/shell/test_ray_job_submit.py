@@ -28,6 +28,7 @@ def head():
         yield h
 
 
+@pytest.mark.ray
 def test_job_submit_annotates_corpus(head, tmp_path):
     corpus = tmp_path / "videos"
     corpus.mkdir()
@@ -64,6 +65,7 @@ def test_job_submit_annotates_corpus(head, tmp_path):
     assert counts == {str(corpus / "one.mp4"): 2, str(corpus / "two.webm"): 3}
 
 
+@pytest.mark.ray
 def test_job_imports_kernels_and_training_by_their_one_name_from_the_working_dir(head):
     """`cliper_batch.kernels` / `cliper_batch.training` travel with `--working-dir .` (links to the top-level folders)."""
     probe = (
@@ -91,6 +93,7 @@ def test_job_imports_kernels_and_training_by_their_one_name_from_the_working_dir
     assert loop_module == "cliper_batch.training.loop", log
 
 
+@pytest.mark.ray
 def test_the_head_refuses_clients_without_the_token(head):
     """Token auth really is on: no token, or token mode not asked for (the README's export missing), is refused."""
     list_jobs = [os.path.join(VENV_BIN, "ray"), "job", "list", "--address", head.dashboard_url]

@@ -64,6 +64,7 @@ def short_tmp():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+@pytest.mark.ray
 def test_default_job_driver_never_imports_torch_or_open_clip(short_tmp):
     import polars as pl
 
@@ -114,6 +115,7 @@ def test_device_name_answers_like_torch_where_it_imports_it():
             device_name("cuda:0")
 
 
+@pytest.mark.ray
 def test_a_checkpoint_only_the_workers_can_fault_fails_the_run_and_keeps_its_videos_for_later(short_tmp):
     """What the header cannot show (a tower tensor renamed inside ``visual.*``) is found when the scoring
     actor loads the weights, as a corrupted content hash always was: the run stops with the
@@ -176,6 +178,7 @@ def _run_job_watching_its_processes(*argv: str, tmp: str) -> tuple[subprocess.Co
     return done, seen
 
 
+@pytest.mark.ray
 def test_the_job_stops_every_process_it_started_before_it_exits(short_tmp):
     """The embedded Ray's processes and its workers (the fused actor, Ray Data's own actors) are gone
     by the time the job's process has exited: the driver shuts Ray down itself and waits for its
@@ -227,6 +230,7 @@ if psutil.pid_exists(pid):
 """
 
 
+@pytest.mark.ray
 def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(short_tmp):
     env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
@@ -274,6 +278,7 @@ print("NO-MONITOR " + json.dumps({"how": how, "monitor_alive": monitor_alive, "r
 """
 
 
+@pytest.mark.ray
 def test_the_embedded_runtime_runs_on_without_its_autoscaler_monitor_and_shuts_down_cleanly(short_tmp):
     """The job kills the embedded runtime's autoscaler monitor before ``ray.shutdown()`` (its SIGTERM
     handler would report "the autoscaler failed" to a GCS that is already gone, costing Ray's 1 s
@@ -332,6 +337,7 @@ print("QUICK-START " + json.dumps({"how": how, "polled": polled, "restored": res
 """
 
 
+@pytest.mark.ray
 @pytest.mark.parametrize("auth", ["disabled", "token"])
 def test_the_embedded_start_skips_the_api_server_and_looks_its_node_up_once_registered(short_tmp, auth):
     """The embedded start (usage stats off) runs without Ray's API server process, and its node lookup
