@@ -1,4 +1,4 @@
-"""Helpers shared by the CPU benchmarks: peak memory of a process tree, result files."""
+"""Helpers shared by the CPU benchmarks: peak memory of a process tree, result files, benchmark videos."""
 from __future__ import annotations
 
 import json
@@ -118,9 +118,6 @@ def write_two_face_cut_video(path: str, seconds: float = 60.0, size=(640, 360), 
     changing expression. ``codec``: h264 (libx264 veryfast, B-frames, keyframe every
     2 s, .mp4) or vp9 (libvpx realtime, .webm).
     """
-    from fractions import Fraction
-
-    import av
     import numpy as np
 
     from cliper_batch.synthetic import render_scene, sample_identity
@@ -131,19 +128,35 @@ def write_two_face_cut_video(path: str, seconds: float = 60.0, size=(640, 360), 
     for i in range(8 * fps):
         faces = [(label, people[seed], 1.0, box) for label, seed, box in two_face_cut_truth(i / fps, size)]
         unit.append(render_scene(faces, w, h, np.random.default_rng(1 if i < 4 * fps else 2)))  # static background per shot
+    encode_video(path, (unit[i % len(unit)] for i in range(int(round(seconds * fps)))), size, fps, codec)
+    return {"seconds": seconds, "size": f"{w}x{h}", "fps": fps, "codec": codec, "faces_per_shot": [2, 1], "shot_s": 4.0}
+
+
+def encode_video(path: str, frames, size=(640, 360), fps: int = 25, codec: str = "h264") -> int:
+    """Encodes ``frames`` ((h, w, 3) uint8 RGB arrays, any iterable) to ``path``; returns how many.
+
+    ``codec``: h264 (libx264 veryfast, CRF 20, B-frames, keyframe every 2 s, .mp4) or
+    vp9 (libvpx realtime, .webm). Every benchmark video is written here.
+    """
+    from fractions import Fraction
+
+    import av
+
+    w, h = size
     enc, opts = (
         ("libx264", {"crf": "20", "preset": "veryfast", "g": str(2 * fps)})
         if codec == "h264"
         else ("libvpx-vp9", {"crf": "24", "b:v": "0", "deadline": "realtime", "cpu-used": "8", "g": str(2 * fps)})
     )
-    n = int(round(seconds * fps))
+    n = 0
     with av.open(path, mode="w") as out:
         s = out.add_stream(enc, rate=Fraction(fps))
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
         s.options = opts
-        for i in range(n):
-            for pkt in s.encode(av.VideoFrame.from_ndarray(unit[i % len(unit)], format="rgb24")):
+        for frame in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 out.mux(pkt)
+            n += 1
         for pkt in s.encode():
             out.mux(pkt)
-    return {"seconds": seconds, "size": f"{w}x{h}", "fps": fps, "codec": codec, "faces_per_shot": [2, 1], "shot_s": 4.0}
+    return n
