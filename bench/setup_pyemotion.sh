@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A separate venv with the PyPI `PyEmotion` package (1.0.0, MIT), for bench/fer2013_peers.py only
+# A separate venv with the PyPI `PyEmotion` package (1.0.0, MIT), for bench/fer2013_peers.py and bench/vs_fer.py only
 # (never a dependency of the engine: its weights are a pickle, loaded only inside this venv).
 #
 #   bench/setup_pyemotion.sh      -> bench/.pyemotion-venv
