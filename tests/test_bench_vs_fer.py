@@ -6,15 +6,22 @@ those tests are skipped elsewhere and say which venv is missing. No engine run h
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import os
+import subprocess
 
 import av
 import numpy as np
 import pytest
 
+from bench import vs_fer
 from bench.common import moving_faces_shots, moving_faces_truth, write_moving_faces_corpus, write_moving_faces_video
 
 W, H, FPS = 640, 360, 25
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FER_PY = os.path.join(ROOT, "bench", ".fer-venv", "bin", "python")
+PYEMOTION_PY = os.path.join(ROOT, "bench", ".pyemotion-venv", "bin", "python")
 
 
 def centre_and_height(box):
@@ -80,3 +87,42 @@ def test_corpus_is_distinct_videos(tmp_path):
     for p, t in out:
         with av.open(p) as c:
             assert sum(1 for _ in c.decode(video=0)) == t["frames"] == 10
+
+
+def test_matched_rate_and_frequency_order():
+    assert vs_fer.matched_frequency(25) == 6  # 8 frames per 2 s segment = 4 frames/s ~ every 6th of 25
+    assert vs_fer._frequencies("1,matched", 6, "--frequencies") == [6, 1]
+    assert vs_fer._frequencies("matched", 6, "--x") == [6]
+    with pytest.raises(SystemExit):
+        vs_fer._frequencies("0", 6, "--x")
+
+
+def test_peer_counts_against_truth():
+    faces_at = {"a.mp4": lambda t: 2 if t < 0.5 else 1}
+    r = vs_fer.peer_counts([{"path": "a.mp4", "faces_per_frame": [2, 1, 1, 0, 1]}], 6, faces_at)  # frames 0, 6, 12, 18, 24
+    assert r == {"frames": 5, "faces": 5, "true_faces": 8, "frames_with_a_face": 4, "frames_with_two_faces": 1,
+                 "true_frames_with_two_faces": 3, "faces_per_frame_max": 2}
+
+
+def _peer_json(cmd: list[str], cwd: str) -> dict:
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists(FER_PY), reason="no bench/.fer-venv (bench/setup_fer.sh)")
+def test_fer_script_analyses_every_nth_frame_of_each_video(video, tmp_path):
+    path, _ = video
+    r = _peer_json([FER_PY, "-c", vs_fer.FER_SCRIPT, "6", str(tmp_path), path, path], str(tmp_path))
+    assert [v["path"] for v in r["videos"]] == [path, path]
+    assert all(len(v["faces_per_frame"]) == 9 for v in r["videos"])  # frames 0, 6, ..., 48 of 50
+
+
+@pytest.mark.skipif(not os.path.exists(PYEMOTION_PY), reason="no bench/.pyemotion-venv (bench/setup_pyemotion.sh)")
+def test_pyemotion_script_analyses_every_nth_frame_and_returns_one_label_per_frame(video, tmp_path):
+    path, _ = video
+    r = _peer_json([PYEMOTION_PY, vs_fer.PYEMOTION_SCRIPT, "--every", "6", path, path], str(tmp_path))
+    assert r["every"] == 6 and r["version"] == "1.0.0"
+    for v in r["videos"]:
+        assert v["frames_read"] == 50 and len(v["faces_per_frame"]) == 9
+        assert sum(v["labels"].values()) == 9  # one label per analysed frame, however many faces
