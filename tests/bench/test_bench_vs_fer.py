@@ -19,7 +19,7 @@ from bench import vs_fer
 from bench.common import moving_faces_shots, moving_faces_truth, write_moving_faces_corpus, write_moving_faces_video
 
 W, H, FPS = 640, 360, 25
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FER_PY = os.path.join(ROOT, "bench", ".fer-venv", "bin", "python")
 PYEMOTION_PY = os.path.join(ROOT, "bench", ".pyemotion-venv", "bin", "python")
 
