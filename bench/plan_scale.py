@@ -141,6 +141,7 @@ def night(n: int, out: str, cpus: int) -> dict:
     from cliper_batch.corpus.listing import CHUNK
     from cliper_batch.model.spec import ModelInfo
     from cliper_batch.pipeline import run as run_mod
+    from cliper_batch.pipeline.executors import Stages
     from cliper_batch.types import AnnotateConfig, RunOptions
 
     tmp = tempfile.mkdtemp(prefix="rtps", dir=RAY_TMP)
@@ -164,7 +165,7 @@ def night(n: int, out: str, cpus: int) -> dict:
     t1 = time.perf_counter()
     summary = run_mod.annotate(
         "/synthetic/corpus", out, "bench", AnnotateConfig(device="cpu", faces="none"),
-        options=RunOptions(worker="fused"), model_info=info, fused_stage=InstantStage,
+        options=RunOptions(worker="fused"), model_info=info, stages=Stages(fused=InstantStage),
         listing=synthetic_listing(n, CHUNK),
     )
     run_s = time.perf_counter() - t1

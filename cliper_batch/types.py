@@ -169,6 +169,8 @@ class RunOptions:
     seconds_per_part: float = 120.0  # ... or every N seconds
     worker: str = "auto"  # auto (size_workers: fused on CUDA and for a light model on CPU) | fused | staged
     gpu_fraction: float = 1.0  # GPUs per fused actor (0.5 = two fused actors per GPU)
+    decode_workers: int | None = None  # staged: decoder actors (None: sized to the cluster; given: implies staged)
+    score_workers: int | None = None  # model actors, fused or scorers (None: sized to the cluster)
     videos_per_task: int = 8  # fused: at most this many videos per Ray task (size_workers spreads small corpora); batches span them; a task failing all retries makes them WorkerLost
     max_attempts: int = 3  # a transient/setup failure of an unchanged file is retried by later runs up to this many tries
     retry_failed: bool = False  # retry every failed video once more (data failures and exhausted ones included)
@@ -179,6 +181,10 @@ class RunOptions:
             raise ValueError(f"worker must be one of {'|'.join(WORKERS)}, got {self.worker!r}")
         if not (0.0 < self.gpu_fraction <= 1.0):
             raise ValueError(f"gpu_fraction must be in (0, 1], got {self.gpu_fraction}")
+        for name in ("decode_workers", "score_workers"):
+            n = getattr(self, name)
+            if n is not None and n < 1:
+                raise ValueError(f"{name} must be >= 1 (or None to size it), got {n}")
         if self.videos_per_task < 1:
             raise ValueError(f"videos_per_task must be >= 1, got {self.videos_per_task}")
         if self.max_attempts < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import secrets
+from dataclasses import asdict
 
 from ..uris import join
 from .layout import RUNS, STAGING
@@ -46,4 +47,53 @@ def write_record(fs, root: str, run_id: str, record: dict) -> str:
     return path
 
 
-__all__ = ["FINISHED", "INTERRUPTED", "STALLED", "has_record", "new_run_id", "record_path", "write_record"]
+def retries_record(driver: dict[str, int], workers: int) -> dict:
+    """The record's ``store_retries``: object-store requests botocore sent again (see the module docstring)."""
+    return {"total": sum(driver.values()) + workers, "driver": sum(driver.values()), "workers": workers,
+            "driver_by_reason": dict(sorted(driver.items()))}
+
+
+def build(*, summary, status: str, stopped_because: str, started: _dt.datetime, input_uri: str, model_spec: str,
+          config, config_hash: str, options, resources, executor: str, plan, recovery, retired, retries: dict,
+          stats) -> dict:
+    """The run record of a run that ended (``runs/<run_id>.json``), from its parts (dataclasses: the summary,
+    config, options, worker layout, plan totals, recovery, retired parts) and the writer's closing ``stats``."""
+    crops, wall = summary.crops, summary.wall_s
+    busy, window = stats.score_busy_s, stats.score_window_s
+    return {
+        "run_id": summary.run_id,
+        "status": status,
+        "stopped_because": stopped_because or None,
+        "started_at": started.isoformat(),
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+        "input": input_uri,
+        "output": summary.output,
+        "model_spec": model_spec,
+        "model_id": summary.model_id,
+        "config": asdict(config),
+        "config_hash": config_hash,
+        "options": asdict(options),
+        "resources": asdict(resources),
+        "executor": executor,
+        "listed": plan.listed,
+        "plan": plan.record(),
+        "recovery": asdict(recovery),
+        "retired": asdict(retired) if retired else None,
+        "summary": asdict(summary),
+        "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
+        "crops_per_s": summary.crops_per_s,
+        "store_retries": retries,
+        "scoring": {
+            "backends": sorted(stats.score_backends),  # what really ran (after any fallback)
+            "busy_s": busy,
+            "window_s": window,
+            "crops_per_busy_s": crops / busy if busy else None,
+            "crops_per_window_s": crops / window if window else None,
+            # busy / (window x actors): how much of the time the model had work
+            "busy_fraction": busy / (window * resources.score_workers) if window else None,
+        },
+    }
+
+
+__all__ = ["FINISHED", "INTERRUPTED", "STALLED", "build", "has_record", "new_run_id", "record_path",
+           "retries_record", "write_record"]

@@ -8,7 +8,7 @@ name: 'MapWorker(...)' ... has constructor arguments in the object store and
 max_restarts > 0`` per actor for that (ray-project/ray#57733, open), because such an
 actor's restart fails if those objects are lost (ray-project/ray#53727: creation
 arguments in the object store have no lineage). Our actors restart on purpose
-(``run._CRASH_RETRIES``: a video that kills its worker is retried, then recorded
+(``executors.CRASH_RETRIES``: a video that kills its worker is retried, then recorded
 ``WorkerLost``).
 
 Both objects are small (a few kB: a config, a model spec string, a class

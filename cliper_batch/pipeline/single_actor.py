@@ -11,7 +11,7 @@ torch and open_clip, on the one path the run waits for (docs/benchmarks.md: the 
 job on one 60 s video, 4 of 4 alternating runs 1.0-1.7 s faster, median 11.3 -> 10.0 s).
 
 Here the driver creates that one actor itself (``ray.remote``, with the resources and
-the crash retries :func:`~cliper_batch.pipeline.run._map_batches` gives Ray Data's
+the crash retries (:data:`~cliper_batch.pipeline.executors.CRASH_RETRIES`) Ray Data's
 actors) and calls it once per block of ``videos_per_task`` videos, as a streaming
 generator (what Ray Data's actors run too), the next block queued while one runs. What
 comes back is the blocks ``Dataset.iter_batches`` would give, to the same writer, the

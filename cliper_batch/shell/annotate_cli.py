@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         videos_per_part=args.commit_every,
         worker=args.worker,
         gpu_fraction=args.gpu_fraction,
+        decode_workers=args.decode_workers,
+        score_workers=args.score_workers,
         videos_per_task=args.videos_per_task,
         max_attempts=args.max_attempts,
         retry_failed=args.retry_failed,
@@ -232,8 +234,6 @@ def _annotate(args: argparse.Namespace, config: AnnotateConfig, options, checked
             args.output,
             args.model,
             config,
-            decode_workers=args.decode_workers,
-            score_workers=args.score_workers,
             model_info=checked.model,
             options=options,
         )

@@ -191,6 +191,7 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
     from cliper_batch.model.spec import ModelInfo
     from cliper_batch.output import run_record
     from cliper_batch.pipeline import run as run_mod
+    from cliper_batch.pipeline.executors import Stages
     from cliper_batch.types import AnnotateConfig, RunOptions
 
     monkeypatch.setattr(worklist, "IN_MEMORY", 10)
@@ -208,7 +209,7 @@ def test_annotate_with_a_spilled_work_list_on_ray(ray_runtime, tmp_path, monkeyp
 
     def night(n):
         return run_mod.annotate("/synthetic/corpus", out, "bench", AnnotateConfig(device="cpu", faces="none"),
-                                options=RunOptions(worker="fused"), model_info=info, fused_stage=InstantStage,
+                                options=RunOptions(worker="fused"), model_info=info, stages=Stages(fused=InstantStage),
                                 listing=synthetic_listing(n, 7))
 
     first = night(30)

@@ -179,7 +179,7 @@ def test_a_sticky_cuda_error_restarts_the_actor_and_the_video_is_annotated(ray_r
 
     import faulty_stage
     from cliper_batch.output import query
-    from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
+    from cliper_batch.pipeline.run import RunOptions, Stages, annotate, describe_model
     from cliper_batch.synthetic import write_expression_video
 
     ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
@@ -189,8 +189,8 @@ def test_a_sticky_cuda_error_restarts_the_actor_and_the_video_is_annotated(ray_r
     for seed, name in enumerate(names):
         write_expression_video(str(corpus / name), [(0, 1, "happy")], codec="h264", fps=10, size=(96, 72), seed=seed + 1)
     cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
-    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, fused_stage=faulty_stage.CudaFaultFusedStage,
-                 options=RunOptions(worker="fused", videos_per_task=1), score_workers=1,
+    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, stages=Stages(fused=faulty_stage.CudaFaultFusedStage),
+                 options=RunOptions(worker="fused", videos_per_task=1, score_workers=1),
                  model_info=describe_model(tiny_checkpoint))
     assert os.path.exists(str(corpus / "cuda_fault.mp4") + ".faulted")  # the fault did happen
     assert (s.videos_ok, s.videos_failed) == (3, 0)

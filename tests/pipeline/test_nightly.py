@@ -161,7 +161,7 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     import ray.cloudpickle
 
     import faulty_stage
-    from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
+    from cliper_batch.pipeline.run import RunOptions, Stages, annotate, describe_model
     from cliper_batch.types import AnnotateConfig
 
     ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
@@ -170,7 +170,7 @@ def test_a_video_that_kills_its_worker_is_recorded_and_the_run_goes_on(ray_runti
     for name, seed in (("a.mp4", 1), ("crash_me.mp4", 2), ("b.mp4", 3)):
         _write(corpus / name, seed=seed)
     cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
-    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, decode_stage=faulty_stage.CrashingDecodeStage,
+    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, stages=Stages(decode=faulty_stage.CrashingDecodeStage),
                  options=RunOptions(worker="staged"),
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (2, 1)
@@ -191,7 +191,7 @@ def test_a_video_that_kills_the_single_actor_is_recorded_and_the_run_goes_on(ray
     import ray.cloudpickle
 
     import faulty_stage
-    from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
+    from cliper_batch.pipeline.run import RunOptions, Stages, annotate, describe_model
     from cliper_batch.types import AnnotateConfig
 
     ray.cloudpickle.register_pickle_by_value(faulty_stage)  # workers can't import tests/
@@ -201,8 +201,8 @@ def test_a_video_that_kills_the_single_actor_is_recorded_and_the_run_goes_on(ray
     for seed, name in enumerate(names):
         _write(corpus / name, seed=seed + 1, duration=1.0)
     cfg = AnnotateConfig(segment_seconds=1.0, frames_per_segment=2, batch_size=4, decoder="pyav", faces="none")
-    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, fused_stage=faulty_stage.CrashingFusedStage,
-                 options=RunOptions(worker="fused", videos_per_task=1), score_workers=1,
+    s = annotate(str(corpus), str(tmp_path / "out"), tiny_checkpoint, cfg, stages=Stages(fused=faulty_stage.CrashingFusedStage),
+                 options=RunOptions(worker="fused", videos_per_task=1, score_workers=1),
                  model_info=describe_model(tiny_checkpoint))
     record = json.loads(next((tmp_path / "out" / "runs").glob("*.json")).read_text())
     assert record["executor"] == "single_actor"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from cliper_batch.pipeline.run import RunOptions, annotate, describe_model
+from cliper_batch.pipeline.run import RunOptions, Stages, annotate, describe_model
 from cliper_batch.decode.testvideos import VideoSpec, write_video
 from cliper_batch.types import AnnotateConfig
 
@@ -38,7 +38,7 @@ STAGED = RunOptions(worker="staged")  # the injected stage is a staged decode st
 
 def test_every_video_failing_for_one_setup_reason_fails_the_run(ray_runtime, tiny_checkpoint, tmp_path, broken_detector_stage):
     corpus = _corpus(tmp_path / "corpus", bad_file=False)
-    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage, options=STAGED,
+    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, stages=Stages(decode=broken_detector_stage), options=STAGED,
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (0, 2)
     assert s.failure_reason is not None
@@ -48,7 +48,7 @@ def test_every_video_failing_for_one_setup_reason_fails_the_run(ray_runtime, tin
 
 def test_a_bad_file_among_them_is_data_not_a_broken_run(ray_runtime, tiny_checkpoint, tmp_path, broken_detector_stage):
     corpus = _corpus(tmp_path / "corpus", bad_file=True)
-    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, decode_stage=broken_detector_stage, options=STAGED,
+    s = annotate(corpus, str(tmp_path / "out"), tiny_checkpoint, CFG, stages=Stages(decode=broken_detector_stage), options=STAGED,
                  model_info=describe_model(tiny_checkpoint))
     assert (s.videos_ok, s.videos_failed) == (0, 3)
     assert s.failure_reason is None  # mixed reasons, one of them the data's: not provably a setup failure
@@ -58,7 +58,7 @@ def test_the_command_exits_1_with_the_reason_and_0_otherwise(capsys, tmp_path):
     from dataclasses import replace
 
     from cliper_batch.shell import annotate_cli as cli
-    from cliper_batch.pipeline.run import RunSummary
+    from cliper_batch.pipeline.summary import RunSummary
 
     ok = RunSummary("r", str(tmp_path), "m", 3, 2, 1, 5, 10, 10.0, 1.0, "eager@cpu", 1, 1)
     assert cli.finish(ok) == 0 and capsys.readouterr().err == ""

@@ -138,17 +138,62 @@ def test_tiny_vit_checkpoint_is_light(tiny_checkpoint):
 
 def test_staged_decoders_on_a_gpu_cluster_decode_and_detect_on_the_host(monkeypatch):
     """Issue 24, item 9: staged decode actors hold no GPU share, so they must not open CUDA contexts."""
-    from cliper_batch.pipeline import run as run_mod
+    from cliper_batch.model.spec import ModelInfo
+    from cliper_batch.pipeline import executors
     from cliper_batch.types import AnnotateConfig
 
     res = size_workers(cpus=16, gpus=2, use_gpu=True, worker="staged")
     assert (res.worker, res.device, res.decode_device, res.score_num_gpus) == ("staged", "cuda", "cpu", 1.0)
     seen = []
-    monkeypatch.setattr(run_mod, "_refs_dataset", lambda refs: "ds")
-    monkeypatch.setattr(run_mod, "_map_batches", lambda ds, fn, **kw: seen.append((fn.__name__, kw)) or ds)
-    gen = run_mod._stream([], "spec", AnnotateConfig(), 224, res, None)
+    monkeypatch.setattr(executors, "_refs_dataset", lambda work: "ds")
+    monkeypatch.setattr(executors, "_map_batches", lambda ds, fn, **kw: seen.append((fn.__name__, kw)) or ds)
+    info = ModelInfo(spec="spec", kind="test", classes=["a", "b"], descriptors_per_class=1, image_size=224, model_id="m")
+    executor = executors.choose(executors.Job("spec", AnnotateConfig(), info, res), videos=3)
+    assert isinstance(executor, executors.StagedRayData)
+    gen = executor.batches(None)
     with pytest.raises(AttributeError):  # "ds" has no iter_batches: the stages were set up by then
         next(gen)
     decode = dict(seen)["DecodeStage"]
     assert decode["fn_constructor_kwargs"]["device"] == "cpu" and "num_gpus" not in decode
     assert dict(seen)["ScoreStage"]["fn_constructor_kwargs"]["device"] == "cuda"
+
+
+def test_choose_picks_the_executor_from_the_layout_and_refuses_an_unused_replacement_stage():
+    from cliper_batch.model.spec import ModelInfo
+    from cliper_batch.pipeline import executors, single_actor
+    from cliper_batch.types import AnnotateConfig
+
+    info = ModelInfo(spec="spec", kind="test", classes=["a", "b"], descriptors_per_class=1, image_size=64, model_id="m")
+
+    def job(res, **stages):
+        return executors.Job("spec", AnnotateConfig(), info, res, stages=executors.Stages(**stages))
+
+    staged = size_workers(cpus=4, gpus=0, use_gpu=False, worker="staged")
+    fused_one = size_workers(cpus=4, gpus=0, use_gpu=False, worker="fused", videos=3, score_workers=1)
+    fused_two = size_workers(cpus=4, gpus=0, use_gpu=False, worker="fused", videos=3, score_workers=2)
+    assert isinstance(executors.choose(job(staged), 3), executors.StagedRayData)
+    assert isinstance(executors.choose(job(fused_one), 3), executors.FusedSingleActor)
+    assert isinstance(executors.choose(job(fused_one), single_actor.MAX_VIDEOS + 1), executors.FusedRayData)
+    assert isinstance(executors.choose(job(fused_two), 3), executors.FusedRayData)
+    assert {executors.choose(job(r), 3).name for r in (staged, fused_one, fused_two)} == {"ray_data", "single_actor"}
+
+    class Replacement:
+        pass
+
+    with pytest.raises(ValueError, match="Replacement.*layout is fused"):
+        executors.choose(job(fused_one, decode=Replacement), 3)
+    with pytest.raises(ValueError, match="Replacement.*layout is fused"):
+        executors.choose(job(fused_two, score=Replacement), 3)
+    with pytest.raises(ValueError, match="Replacement.*layout is staged"):
+        executors.choose(job(staged, fused=Replacement), 3)
+    assert isinstance(executors.choose(job(staged, decode=Replacement), 3), executors.StagedRayData)
+
+
+def test_run_options_hold_the_worker_counts():
+    from cliper_batch.types import RunOptions
+
+    assert (RunOptions().decode_workers, RunOptions().score_workers) == (None, None)
+    assert RunOptions(decode_workers=2, score_workers=1).decode_workers == 2
+    for name in ("decode_workers", "score_workers"):
+        with pytest.raises(ValueError, match=name):
+            RunOptions(**{name: 0})
