@@ -35,6 +35,7 @@ TRAINING_LAYERS = [
     ["config"],  # TrainConfig
     ["loop"],  # the Ray Train worker
     ["train", "demo"],  # the driver and its command line; the demo recipe
+    ["average"],  # checkpoint averaging: reuses the driver's options
 ]
 
 

@@ -149,7 +149,8 @@ def _train_epoch(wrapped, tm, opt, loader, device, cfg: TrainConfig, soft: bool,
 
 
 @torch.no_grad()
-def _evaluate(tm, stage: int, loader, device, cfg: TrainConfig, soft: bool) -> dict[str, Any]:
+def evaluate(tm, stage: int, loader, device, cfg: TrainConfig, soft: bool) -> dict[str, Any]:
+    """Loss, WAR, UAR, per-class recall and the confusion matrix of ``tm`` on ``loader`` (summed over workers)."""
     cliper = tm.cliper
     cliper.eval()
     desc = tm.prompt_descriptors() if stage == 1 else cliper.descriptors
@@ -177,6 +178,24 @@ def _evaluate(tm, stage: int, loader, device, cfg: TrainConfig, soft: bool) -> d
         "confusion": scores.confusion,
         "test_samples": int(sums[1]),
     }
+
+
+def export_model(tm, cfg: TrainConfig, history: list[dict[str, Any]], last_stage: int) -> str:
+    """Write the inference checkpoint (``cfg.export``) of ``tm`` as trained so far; its URI."""
+    from cliper_batch.model.checkpoint import save_checkpoint
+
+    if last_stage == 1:
+        tm.fix_descriptors(cfg.center_descriptors)
+    final = history[-1] if history else {}
+    tm.cliper.set_preprocessing(grey=cfg.grey, face_margin=cfg.face_margin)  # what the engine must do to a crop
+    uri = save_checkpoint(tm.cliper, cfg.export, extra={"training": {
+        "run": cfg.name, "train_data": cfg.train_data, "test_data": cfg.test_data or cfg.train_data,
+        "epochs": len(history), "stage1_epochs": cfg.stage1_epochs, "stage2_epochs": cfg.stage2_epochs,
+        "final": {k: final.get(k) for k in ("epoch", "war", "uar", "test_loss", "train_loss")},
+        **({"averaged_from": final["averaged_from"]} if "averaged_from" in final else {}),
+    }})
+    log.info("exported the inference checkpoint to %s", uri)
+    return uri
 
 
 def _write_run_metrics(cfg: TrainConfig, history: list[dict[str, Any]]) -> None:
@@ -296,7 +315,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         train_time = time.perf_counter() - t0
         global_step += row.pop("steps")
         sched.step()
-        row.update(_evaluate(tm, stage, test_loader, device, cfg, soft))
+        row.update(evaluate(tm, stage, test_loader, device, cfg, soft))
         row.update({
             "global_step": global_step,
             "train_time_s": train_time,
@@ -328,16 +347,4 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             )
 
     if cfg.export and rank == 0:
-        from cliper_batch.model.checkpoint import save_checkpoint
-
-        last_stage = current_stage or (state.stage if state else 1)
-        if last_stage == 1:
-            tm.fix_descriptors(cfg.center_descriptors)
-        final = history[-1] if history else {}
-        tm.cliper.set_preprocessing(grey=cfg.grey, face_margin=cfg.face_margin)  # what the engine must do to a crop
-        uri = save_checkpoint(tm.cliper, cfg.export, extra={"training": {
-            "run": cfg.name, "train_data": cfg.train_data, "test_data": cfg.test_data or cfg.train_data,
-            "epochs": len(history), "stage1_epochs": cfg.stage1_epochs, "stage2_epochs": cfg.stage2_epochs,
-            "final": {k: final.get(k) for k in ("epoch", "war", "uar", "test_loss", "train_loss")},
-        }})
-        log.info("exported the inference checkpoint to %s", uri)
+        export_model(tm, cfg, history, current_stage or (state.stage if state else 1))
