@@ -86,12 +86,18 @@ def drive(
     stop: StopSignals | None = None,
     poll_s: float = 0.5,
     tick: Callable[[float, int], None] | None = None,
+    join_s: float = 5.0,
 ) -> tuple[str, str]:
     """Feed ``batches`` to ``sink`` on this thread; return (status, why): ``finished``, ``interrupted`` or ``stalled``.
 
-    An exception of the pipeline is raised here. On ``interrupted``/``stalled`` the pump
-    thread is left blocked in the iterator (a daemon); the caller commits, then the
-    process (or ``ray.shutdown``) ends the pipeline.
+    An exception of the pipeline is raised here. However the loop ends, the pump thread is told to
+    stop and ``batches`` is closed on it (a generator's ``close``: Ray Data's iterator shuts its
+    streaming executor down), and this waits up to ``join_s`` for that: once the iterator hands over
+    its next block, which a running pipeline does within a batch's time. Left to itself, the pump
+    would still be inside Ray Data's iterator when the caller shuts Ray down and the interpreter
+    exits, a daemon thread in native code: a crash at exit (SIGSEGV) or a late "core worker has
+    already been shutdown" error was seen so, after the right message. Only where the pipeline
+    delivers nothing more (a stall) is the pump left behind, blocked, after ``join_s``.
 
     ``tick(idle_s, waiting)``, if given, is called at every poll (at most every ``poll_s``) and
     before each batch: seconds since the last batch, and batches fetched but not yet sunk (the
@@ -100,20 +106,27 @@ def drive(
     q: queue.Queue = queue.Queue(maxsize=2)
     quit_ = threading.Event()
 
+    def hand_over(item) -> bool:
+        """Put ``item`` on the queue unless told to quit first."""
+        while not quit_.is_set():
+            try:
+                q.put(item, timeout=poll_s)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def pump() -> None:
+        it = iter(batches)
         try:
-            for b in batches:
-                while not quit_.is_set():
-                    try:
-                        q.put(b, timeout=poll_s)
-                        break
-                    except queue.Full:
-                        continue
-                if quit_.is_set():
+            for b in it:
+                if not hand_over(b):
                     return
-            q.put(_END)
+            hand_over(_END)
         except BaseException as exc:  # noqa: BLE001 - handed to the driver thread
-            q.put(exc)
+            hand_over(exc)
+        finally:
+            _close(it)
 
     t = threading.Thread(target=pump, name="batch-pump", daemon=True)
     t.start()
@@ -146,6 +159,21 @@ def drive(
             last = time.monotonic()  # the sink's own time (a commit) is not the cluster's idleness
     finally:
         quit_.set()
+        t.join(join_s)
+        if t.is_alive():
+            log.debug("the batch pump is still waiting on the pipeline %.0f s after the run loop ended; left behind",
+                      join_s)
+
+
+def _close(it) -> None:
+    """Close a generator (its ``finally`` blocks run now, on this thread); log what closing raised."""
+    close = getattr(it, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # noqa: BLE001 - the run is ending either way; Ray Data's shutdown is its own business
+        log.debug("closing the pipeline's iterator raised %s: %s", type(exc).__name__, exc)
 
 
 __all__ = ["RunStopped", "StopSignals", "drive"]
