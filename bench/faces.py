@@ -42,14 +42,14 @@ from bench.common import PeakRSS, machine, two_face_cut_truth, write_result, wri
 from cliper_batch.decode.pyav_backend import PyAVDecoder
 from cliper_batch.faces import framing as ff
 from cliper_batch.faces.detectors.mtcnn.detector import FaceDetector
-from cliper_batch.faces.sparse import VERIFY_IOU, track_sparse
+from cliper_batch.faces.sparse import VERIFY_IOU, DetectionCounts, track_sparse
 from cliper_batch.faces.track import iou
 from cliper_batch.model.checkpoint import save_checkpoint
 from cliper_batch.model.factory import load_model
 from cliper_batch.pipeline import run as pipeline_run
 from cliper_batch.pipeline.run import RunOptions
 from cliper_batch.decode.probe import probe
-from cliper_batch.decode.sampling import plan_segments
+from cliper_batch.decode.sampling import plan_for, plan_segments
 from cliper_batch.synthetic import write_video_corpus
 from cliper_batch.types import AnnotateConfig
 
@@ -147,6 +147,52 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     return out
 
 
+def sampled_frame_index(t: float, fps: float) -> int:
+    """The frame the decoder returns for sample time ``t`` (the one on screen then): where drawn truth is looked up."""
+    return int(math.floor(t * fps + 1e-6))
+
+
+def sample_for_detection(path: str, config: AnnotateConfig | None = None) -> tuple:
+    """A video's sampled frames as ``--faces detect``'s pass 1 decodes them (PyAV, long side <= ``detect_side``).
+
+    Returns (probe info, sample timestamps, frames ``[n, H, W, 3]`` uint8, (W, H)); ``config``'s
+    segment length and frames per segment (default: the job's) decide the samples.
+    """
+    cfg = config or AnnotateConfig()
+    info = probe(path)
+    ts = [t for s in plan_for(info, cfg.segment_seconds, cfg.frames_per_segment) for t in s.timestamps]
+    W, H = ff.detection_size(info.width, info.height, ff.FramingParams().detect_side)
+    frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts, size=(W, H))))
+    return info, ts, frames, (W, H)
+
+
+def replay_tracks(frames: np.ndarray, every: list, **sparse) -> tuple[list, DetectionCounts]:
+    """Pass 1 of ``--faces detect`` (``faces.framing.find_tracks``: its chunks and tracker settings) over ``frames``.
+
+    The detector's answer for frame ``i`` is ``every[i]`` (the detector run once on every frame: it is
+    deterministic per frame, so any stride can be replayed without running it again). ``sparse`` goes to
+    ``track_sparse`` (``stride``, ``gap_rule``, ``verify_iou``). Returns the tracks and the frames the
+    detector was asked for (each at most once).
+    """
+    from cliper_batch.faces.cuts import ShotCutDetector, subsample_for_cuts
+
+    params = ff.FramingParams()
+    asked: list[int] = []
+
+    def detect(x, frame_indices):
+        asked.extend(frame_indices)
+        return [every[i] for i in frame_indices]
+
+    counts = DetectionCounts()
+    tracks = track_sparse(
+        (frames[i : i + params.chunk_frames] for i in range(0, len(frames), params.chunk_frames)), detect,
+        cut_detector=ShotCutDetector(), cut_input=subsample_for_cuts, counts=counts, max_gap=params.max_gap,
+        min_track_length=params.min_track_length, max_faces=params.max_faces, **sparse,
+    )
+    assert len(set(asked)) == len(asked) == counts.detected, sparse  # each frame detected at most once
+    return tracks, counts
+
+
 def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...] = (VERIFY_IOU,)) -> dict:
     """Per corpus video: frames the detector runs on, and how close the boxes are, per gap rule, same frames.
 
@@ -169,11 +215,7 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
     """
     import pyarrow.parquet as pq
 
-    from cliper_batch.faces.cuts import ShotCutDetector, subsample_for_cuts
-    from cliper_batch.faces.sparse import DetectionCounts
-
     drawn = pq.read_table(os.path.join(videos, "face_boxes.parquet")).to_pylist()
-    params = ff.FramingParams()
     det = FaceDetector()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
@@ -182,10 +224,7 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
     out: dict = {"stride": stride, "torch_threads": 1, "videos": {}}
     totals = {name: [0, 0] for name in rules}
     for path in sorted(os.path.join(videos, f) for f in os.listdir(videos) if f.endswith((".mp4", ".webm"))):
-        info = probe(path)
-        ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
-        W, H = ff.detection_size(info.width, info.height, params.detect_side)
-        frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts, size=(W, H))))
+        info, ts, frames, (W, H) = sample_for_detection(path)
         det.detect(frames[:1])
         c0 = time.process_time()
         every = det.detect(frames, frame_indices=list(range(len(frames))))
@@ -193,23 +232,12 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
         name = os.path.basename(path)
         boxes = {r["frame_index"]: (r["x0"], r["y0"], r["x1"], r["y1"]) for r in drawn if r["video_uri"].endswith("/" + name)}
         sx, sy = W / info.width, H / info.height
-        truth = [boxes.get(int(math.floor(t * info.fps + 1e-6))) for t in ts]
+        truth = [boxes.get(sampled_frame_index(t, info.fps)) for t in ts]
         truth = [None if b is None else (b[0] * sx, b[1] * sy, b[2] * sx, b[3] * sy) for b in truth]
         per: dict = {"samples": len(ts), "detector_cpu_s_per_frame": per_frame_s}
         ref_shape = None
         for rule, kw in rules.items():
-            asked: list[int] = []
-
-            def detect(x, frame_indices):
-                asked.extend(frame_indices)
-                return [every[i] for i in frame_indices]
-
-            counts = DetectionCounts()
-            tracks = track_sparse(
-                (frames[i : i + params.chunk_frames] for i in range(0, len(frames), params.chunk_frames)), detect,
-                cut_detector=ShotCutDetector(), cut_input=subsample_for_cuts, counts=counts, max_gap=params.max_gap,
-                min_track_length=params.min_track_length, max_faces=params.max_faces, **kw,
-            )
+            tracks, counts = replay_tracks(frames, every, **kw)
             shape = [(t.track_id, t.frame_indices) for t in tracks]
             ref_shape = shape if ref_shape is None else ref_shape
             vs_drawn = [iou(b, truth[f]) for t in tracks for f, b in zip(t.frame_indices, t.boxes) if truth[f] is not None]
@@ -223,7 +251,6 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
                 "vs_detector_iou_mean": float(np.mean(vs_det)) if vs_det else None,
                 "vs_detector_iou_min": float(np.min(vs_det)) if vs_det else None,
             }
-            assert len(set(asked)) == len(asked) == counts.detected, (rule, name)  # each frame detected at most once
             totals[rule][0] += counts.detected
             totals[rule][1] += len(ts)
             print(f"{name} {rule}", {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
