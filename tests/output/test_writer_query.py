@@ -148,3 +148,20 @@ def test_file_url_output(tmp_path):
     assert (tmp_path / "furl" / "timelines" / "20260101T000000Z-000004").is_dir()
     assert query.scan_timelines(out).collect()["label"].to_list() == ["happy"]
     assert query.scan_timelines(str(tmp_path / "furl")).collect().height == 1
+
+
+def test_in_sorted_is_isin_for_a_sorted_unique_array():
+    """The writer's check for videos that never reported (a spilled work list against the sorted reported ids)."""
+    import numpy as np
+
+    from cliper_batch.output.regroup import in_sorted
+
+    rng = np.random.default_rng(0)
+    for n, m in ((0, 5), (1, 5), (1000, 300), (5, 0)):
+        done = np.unique(rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64, endpoint=True))
+        keys = np.concatenate([rng.choice(done, size=min(m, len(done))) if len(done) else np.array([], np.uint64),
+                               rng.integers(0, 2**64 - 1, size=m, dtype=np.uint64, endpoint=True),
+                               np.array([0, 2**64 - 1], dtype=np.uint64)])
+        np.testing.assert_array_equal(in_sorted(keys, done), np.isin(keys, done))
+    top = np.array([2**64 - 1], dtype=np.uint64)  # the largest key, past every other: the last index is checked
+    assert in_sorted(top, top).tolist() == [True] and in_sorted(np.array([5], np.uint64), top).tolist() == [False]
