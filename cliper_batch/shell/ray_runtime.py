@@ -269,25 +269,21 @@ def stop(how: str, children_before: set[int]) -> None:
     Ray (SIGTERM, SIGKILL after 1 s, one after another); its workers are the raylet's
     children and exit by themselves once it is gone, so the runtime's whole process tree
     (this process's children that were not there before :func:`start`, ``children_before``,
-    and all their descendants), listed before the shutdown, is waited for
-    (``REAP_GRACE_S``, then SIGKILL): no process of the job outlives it.
+    and all their descendants, :func:`runtime_tree`), listed before the shutdown, and any worker
+    its raylet started that the listing missed (:func:`raylet_workers`, swept after it) are waited
+    for (``REAP_GRACE_S``, then SIGKILL): no process of the job outlives it.
     """
     import psutil
     import ray
 
     t0 = time.perf_counter()
-    tree: dict[psutil.Process, str] = {}  # process -> its command line, read while it runs
+    tree: dict[psutil.Process, str] = runtime_tree(children_before) if how == EMBEDDED else {}
     if how == EMBEDDED:
-        for child in psutil.Process().children():
-            if child.pid not in children_before:
-                try:
-                    for proc in (child, *child.children(recursive=True)):
-                        tree[proc] = " ".join(proc.cmdline())[:80]
-                except psutil.Error:  # gone already, or unreadable: nothing to wait for
-                    pass
         stop_autoscaler_monitor()
     ray.shutdown()
     t1 = time.perf_counter()
+    if how == EMBEDDED:
+        tree.update(raylet_workers({p.pid for p, name in tree.items() if "raylet" in name}, set(tree)))
     alive = wait_exited(tree, REAP_GRACE_S)
     for proc in alive:
         # a normal end (a worker that takes Ray's own exit grace): a detail, not a problem of the run
@@ -297,6 +293,55 @@ def stop(how: str, children_before: set[int]) -> None:
             proc.kill()
     wait_exited(alive, 5.0)
     log.debug("ray.shutdown %.2f s, its processes gone %.2f s later", t1 - t0, time.perf_counter() - t1)
+
+
+def runtime_tree(children_before: set[int]) -> dict:
+    """The embedded runtime's processes now: this process's children that were not there before
+    :func:`start` (``children_before``) and all their descendants, ``{process: command line}``.
+
+    Each process is read on its own: one that exits or turns zombie while the tree is read (an
+    actor Ray Data is stopping) is left out alone, never the rest of the tree with it.
+    """
+    import psutil
+
+    tree: dict = {}
+    for child in psutil.Process().children():
+        if child.pid in children_before:
+            continue
+        try:
+            procs = [child, *child.children(recursive=True)]
+        except psutil.Error:  # the child itself is gone
+            continue
+        for proc in procs:
+            try:
+                tree[proc] = " ".join(proc.cmdline())[:80]
+            except psutil.ZombieProcess:
+                tree[proc] = "(zombie)"
+            except psutil.Error:  # gone already, or unreadable: nothing to wait for
+                pass
+    return tree
+
+
+def raylet_workers(raylet_pids: set[int], known: set) -> dict:
+    """Processes started by one of ``raylet_pids`` (Ray sets ``RAY_RAYLET_PID`` in every worker it
+    starts) that are not in ``known``: a worker the raylet started while the runtime was shutting
+    down, or one re-parented before the tree was read. ``{process: command line}``."""
+    import psutil
+
+    if not raylet_pids:
+        return {}
+    wanted = {str(pid) for pid in raylet_pids}
+    found: dict = {}
+    known_pids = {p.pid for p in known}
+    for proc in psutil.process_iter():
+        if proc.pid in known_pids:
+            continue
+        try:
+            if proc.environ().get("RAY_RAYLET_PID") in wanted:
+                found[proc] = " ".join(proc.cmdline())[:80]
+        except psutil.Error:  # another user's, gone, or a zombie: not a worker to wait for
+            pass
+    return found
 
 
 def wait_exited(procs, timeout_s: float) -> list:

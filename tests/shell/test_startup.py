@@ -234,16 +234,25 @@ if psutil.pid_exists(pid):
 def test_shutdown_waits_for_a_worker_that_is_slow_to_exit_and_then_kills_it(short_tmp):
     env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    seen = {}
-    for mode in ("job", "plain"):
+
+    def run(mode: str) -> dict:
         out = subprocess.run([sys.executable, "-c", SLOW_EXIT, mode], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=300)
         line = next((ln for ln in out.stdout.splitlines() if ln.startswith("SLOW-EXIT ")), None)
         assert line, f"{mode}: rc {out.returncode}\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
-        seen[mode] = json.loads(line[len("SLOW-EXIT "):])
-    assert seen["job"]["how"] == "embedded"
-    assert seen["plain"]["alive"], "the contrast case no longer shows a worker outliving ray.shutdown()"
-    assert not seen["job"]["alive"], "the job's shutdown left the slow worker running"
+        return json.loads(line[len("SLOW-EXIT "):])
+
+    job = run("job")
+    assert job["how"] == "embedded"
+    assert not job["alive"], "the job's shutdown left the slow worker running"
+    # The contrast: whether a plain ray.shutdown() leaves the worker running is a race inside Ray
+    # (told to exit by its raylet, the worker runs its atexit hook and lives on; finding the raylet
+    # gone first, it exits at once, skipping it). It was seen to lose once in a loaded CI run, so it
+    # gets three tries: it shows the slow worker is real, not that Ray always leaves it behind.
+    plain: list[dict] = []
+    while len(plain) < 3 and not any(p["alive"] for p in plain):
+        plain.append(run("plain"))
+    assert any(p["alive"] for p in plain), f"no plain ray.shutdown() in 3 left the worker running: {plain}"
 
 
 # A driver that starts a local runtime with its autoscaler monitor (plain ray.init; the job's own
