@@ -19,7 +19,8 @@ retirement of superseded rows and the run record.
   (:func:`cliper_batch.corpus.incremental.done_state`): time, size, peak RSS.
 
 Reports wall time and the driver's peak RSS (``VmHWM``; sampled ``VmRSS`` gives the peak
-per phase: before the run, after planning, during execution) per night. Results:
+per phase: before the run, after planning, during execution, the close) per night, and
+the close's time (from the writer's accounting of unreported videos to ``annotate``'s return). Results:
 ``bench/results/plan_scale.json``.
 """
 from __future__ import annotations
@@ -160,7 +161,17 @@ def night(n: int, out: str, cpus: int) -> dict:
         marks["plan_s"] = time.perf_counter() - t1
         sampler.mark("execute")
 
+    from cliper_batch.output.regroup import Regrouper
+
+    real_finish = Regrouper.finish
+
+    def finish(self, *a, **kw):  # only to mark the start of the close (unreported videos, commit, run record)
+        marks["close_t"] = time.perf_counter()
+        sampler.mark("close")
+        return real_finish(self, *a, **kw)
+
     run_mod.plan_chunks = plan_chunks
+    Regrouper.finish = finish
     sampler.mark("plan")
     t1 = time.perf_counter()
     summary = run_mod.annotate(
@@ -169,6 +180,8 @@ def night(n: int, out: str, cpus: int) -> dict:
         listing=synthetic_listing(n, CHUNK),
     )
     run_s = time.perf_counter() - t1
+    Regrouper.finish = real_finish
+    close_s = time.perf_counter() - marks.get("close_t", float("nan"))
     peaks = sampler.stop()
     hwm = _status_kib("VmHWM") / 2**20
     ray.shutdown()
@@ -177,7 +190,7 @@ def night(n: int, out: str, cpus: int) -> dict:
         "listed": summary.listed, "annotated": summary.videos_total, "ok": summary.videos_ok,
         "failed": summary.videos_failed, "skipped_done": summary.skipped_done,
         "ray_init_s": round(ray_s, 1), "plan_s": round(marks.get("plan_s", float("nan")), 1),
-        "run_s": round(run_s, 1), "peak_rss_gib": round(hwm, 3), "rss_peak_by_phase_gib": peaks,
+        "run_s": round(run_s, 1), "close_s": round(close_s, 1), "peak_rss_gib": round(hwm, 3), "rss_peak_by_phase_gib": peaks,
     }
 
 
@@ -267,7 +280,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         res[str(n)] = {"n": n, "done": m, "nights": nights, "load_avg_1m_after": os.getloadavg()[0]}
         last = nights[-1]
-        print(f"{n:>10} videos ({m} done before): plan {last['plan_s']} s, run {last['run_s']} s (ray init {last['ray_init_s']} s), "
+        print(f"{n:>10} videos ({m} done before): plan {last['plan_s']} s, run {last['run_s']} s, close {last['close_s']} s (ray init {last['ray_init_s']} s), "
               f"driver peak RSS {last['peak_rss_gib']:.2f} GiB {json.dumps(last['rss_peak_by_phase_gib'])}; "
               f"annotated {last['annotated']} ok {last['ok']} skipped {last['skipped_done']}", flush=True)
     print("->", write_result("plan_scale", res))
