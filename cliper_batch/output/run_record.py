@@ -55,9 +55,11 @@ def retries_record(driver: dict[str, int], workers: int) -> dict:
 
 def build(*, summary, status: str, stopped_because: str, started: _dt.datetime, input_uri: str, model_spec: str,
           config, config_hash: str, options, resources, executor: str, plan, recovery, retired, retries: dict,
-          stats) -> dict:
+          stats, stage_seconds: dict[str, float] | None = None) -> dict:
     """The run record of a run that ended (``runs/<run_id>.json``), from its parts (dataclasses: the summary,
-    config, options, worker layout, plan totals, recovery, retired parts) and the writer's closing ``stats``."""
+    config, options, worker layout, plan totals, recovery, retired parts), the writer's closing ``stats`` and the
+    seconds per stage summed over the run (``pipeline.metrics.RunMetrics.stage_seconds``: worker seconds of decode,
+    detect and crop, the model's busy seconds, the driver's commit seconds)."""
     crops, wall = summary.crops, summary.wall_s
     busy, window = stats.score_busy_s, stats.score_window_s
     return {
@@ -83,6 +85,7 @@ def build(*, summary, status: str, stopped_because: str, started: _dt.datetime, 
         "video_seconds_per_s": summary.video_seconds / max(wall, 1e-9),
         "crops_per_s": summary.crops_per_s,
         "store_retries": retries,
+        "stage_seconds": {k: round(v, 3) for k, v in (stage_seconds or {}).items()},
         "scoring": {
             "backends": sorted(stats.score_backends),  # what really ran (after any fallback)
             "busy_s": busy,

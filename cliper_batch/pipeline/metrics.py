@@ -40,6 +40,7 @@ STAGE_CROP = "crop"  # cutting and resizing the crops
 STAGE_SCORE = "score"  # the model's busy time on scored batches
 STAGE_WRITE = "write"  # the driver committing parts (Parquet to staging, then moved into place)
 # the queues of ``cliper_queue_depth``
+STAGES = (STAGE_DECODE, STAGE_DETECT, STAGE_CROP, STAGE_SCORE, STAGE_WRITE)
 QUEUE_DRIVER_INBOX = "driver_inbox"  # scored blocks fetched from Ray, not yet handed to the writer (at most 2)
 QUEUE_WRITER_INCOMPLETE = "writer_incomplete"  # videos with some rows at the writer, waiting for the rest
 QUEUE_WRITER_UNCOMMITTED = "writer_uncommitted"  # complete videos waiting for the next commit
@@ -147,6 +148,8 @@ class RunMetrics:
         self._crops = 0
         self._seen = {"ok": 0, "failed": 0, "video_seconds": 0.0}
         self._failed_by_class: dict[str, int] = {}
+        # seconds per stage (STAGES), summed over the run: what ``cliper_stage_seconds`` counts, kept for the run record
+        self.stage_seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
         self._tags = {"run_id": self.run_id}
         self._set("cliper_videos_todo", self.videos_total)
         self._set("cliper_videos_remaining", self.videos_total)
@@ -179,12 +182,16 @@ class RunMetrics:
 
     _set = _inc = _observe = _record
 
+    def _stage(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] += seconds
+        self._inc("cliper_stage_seconds", seconds, stage=stage)
+
     # -- what the driver calls ----------------------------------------------------------------
 
     def batch(self, batch: dict[str, np.ndarray]) -> None:
-        """A scored block arrived at the driver: crops, per-video worker time, model busy time, batch fill."""
-        if not self.enabled:
-            return
+        """A scored block arrived at the driver: crops, per-video worker time, model busy time, batch fill.
+
+        The stage seconds are summed also when Ray's metrics are off: the run record reports them."""
         try:
             kinds = batch["row_kind"]
             is_seg = kinds == rows.SEGMENT
@@ -194,7 +201,7 @@ class RunMetrics:
                 self._inc("cliper_crops", n_seg * self.frames_per_segment)
                 self._set("cliper_crops_per_second", self._crops / max(time.monotonic() - self._t0, 1e-9))
             if "score_busy_s" in batch:
-                self._inc("cliper_stage_seconds", float(np.sum(batch["score_busy_s"])), stage=STAGE_SCORE)
+                self._stage(STAGE_SCORE, float(np.sum(batch["score_busy_s"])))
             if n_seg and "score_t0" in batch:  # rows of one model batch share its start time
                 _, counts = np.unique(np.asarray(batch["score_t0"])[is_seg], return_counts=True)
                 for c in counts:
@@ -205,9 +212,9 @@ class RunMetrics:
                 s = times.get("decode_s")
                 if s is not None and s > 0:
                     detect, crop = times.get("detect_s", 0.0), times.get("crop_s", 0.0)
-                    self._inc("cliper_stage_seconds", max(0.0, s - detect - crop), stage=STAGE_DECODE)
-                    self._inc("cliper_stage_seconds", detect, stage=STAGE_DETECT)
-                    self._inc("cliper_stage_seconds", crop, stage=STAGE_CROP)
+                    self._stage(STAGE_DECODE, max(0.0, s - detect - crop))
+                    self._stage(STAGE_DETECT, detect)
+                    self._stage(STAGE_CROP, crop)
                     self._observe("cliper_video_decode_seconds", s)
         except Exception as exc:  # noqa: BLE001 - a block of an unexpected shape: skip its metrics
             log.debug("metrics of a block skipped: %s: %s", type(exc).__name__, exc)
@@ -234,9 +241,9 @@ class RunMetrics:
 
     def after_batch(self, batch: dict[str, np.ndarray], writer) -> None:
         """The driver handed ``batch`` to ``writer`` (an :class:`~cliper_batch.output.writer.OutputWriter`)."""
+        self.batch(batch)
         if not self.enabled:
             return
-        self.batch(batch)
         regroup = writer.regroup
         self.written(writer.stats, incomplete=len(getattr(regroup, "_pending", ())),
                      uncommitted=len(regroup.ready_videos))
@@ -244,7 +251,7 @@ class RunMetrics:
     def committed(self, seconds: float, videos: int = 0) -> None:
         """One part committed by the writer, in ``seconds``."""
         self._observe("cliper_commit_seconds", max(float(seconds), 0.0))
-        self._inc("cliper_stage_seconds", float(seconds), stage=STAGE_WRITE)
+        self._stage(STAGE_WRITE, float(seconds))
 
     def tick(self, idle_s: float, inbox: int) -> None:
         """The driver loop's heartbeat (every poll): seconds since the last block, blocks waiting for the writer."""
@@ -274,4 +281,4 @@ def _worker_seconds(outcome_json: str) -> dict[str, float]:
         return {}
 
 
-__all__ = ["BY_NAME", "DEFINITIONS", "MetricDef", "PREFIX", "RunMetrics"]
+__all__ = ["BY_NAME", "DEFINITIONS", "MetricDef", "PREFIX", "RunMetrics", "STAGES"]

@@ -94,7 +94,7 @@ def annotate(
             summary=summary, status=status, stopped_because=why, started=started, input_uri=input_uri,
             model_spec=model_spec, config=config, config_hash=chash, options=options, resources=res,
             executor=executor.name, plan=plan, recovery=recovery, retired=writer.retired, retries=retries,
-            stats=stats,
+            stats=stats, stage_seconds=metrics.stage_seconds,
         ))
     if writer.unwritable is not None and error is not writer.unwritable:  # the run record itself was refused
         summary.status, status, why, error = "failed", "failed", str(writer.unwritable), writer.unwritable

@@ -84,6 +84,11 @@ def test_annotate_corpus_end_to_end(ray_runtime, corpus, tiny_checkpoint, tmp_pa
     record = json.loads(runs[0].read_text())
     assert record["status"] == "finished" and record["scoring"]["backends"] == ["eager@cpu"]
     assert record["summary"]["videos_ok"] == 3 and 0 < record["scoring"]["busy_fraction"] <= 1.0 + 1e-6
+    # where the workers' and the driver's seconds went (--faces none: no detection)
+    stages = record["stage_seconds"]
+    assert set(stages) == {"decode", "detect", "crop", "score", "write"}
+    assert stages["decode"] > 0 and stages["score"] > 0 and stages["write"] > 0 and stages["detect"] == 0
+    assert stages["score"] == pytest.approx(record["scoring"]["busy_s"], rel=1e-3, abs=1e-3)
 
 
 def test_dali_cpu_decoder_on_vp9_gives_same_scores(ray_runtime, corpus, tiny_checkpoint, tmp_path):

@@ -93,6 +93,8 @@ def test_driver_records_counts_stages_fill_and_queues(recorded):
     assert _total(c, "inc", "cliper_stage_seconds", stage="detect") == 0.75
     assert _total(c, "inc", "cliper_stage_seconds", stage="crop") == 0.25
     assert _total(c, "inc", "cliper_stage_seconds", stage="write") == 0.25
+    # the same totals, kept for the run record
+    assert m.stage_seconds == pytest.approx({"decode": 0.5, "detect": 0.75, "crop": 0.25, "score": 0.6, "write": 0.25})
     assert sorted(v for o, n, v, t in c if n == "cliper_batch_fill") == [0.25, 1.0]
     assert [v for o, n, v, t in c if n == "cliper_video_decode_seconds"] == [1.5]
     assert [v for o, n, v, t in c if n == "cliper_commit_seconds"] == [0.25]
@@ -123,6 +125,11 @@ def test_without_ray_recording_is_a_no_op(recorded, monkeypatch):
     m.tick(1.0, 0)
     m.finish(WriterStats(videos_ok=1), "finished")
     assert recorded == []
+    # the run record's stage seconds are still summed
+    m.batch({"row_kind": np.array(["video"], dtype=object),
+             "outcome": np.array([json.dumps({"extra": {"decode_s": 2.0, "detect_s": 1.5, "crop_s": 0.0}})], dtype=object),
+             "score_busy_s": np.array([0.0])})
+    assert m.stage_seconds["detect"] == 1.5 and m.stage_seconds["decode"] == 0.5
 
 
 def test_a_broken_metrics_api_never_breaks_the_run(monkeypatch):
