@@ -1,9 +1,10 @@
 """Where a whole `annotate` process spends its time and CPU, from launch to exit: start-up profile.
 
-    .venv/bin/python -m bench.startup [--seconds 60] [--repeats 1] [--baseline DIR]
+    .venv/bin/python -m bench.startup [--seconds 60] [--repeats 1] [--baseline DIR] [--workload moving --videos 8]
 
 Runs the default job (``jobs/annotate.py``, embedded Ray, CPU) on the laptop benchmark
-video (``bench.common.write_two_face_cut_video``) and samples every process it starts
+video (``bench.common.write_two_face_cut_video``), or with ``--workload moving`` on
+``--videos`` videos of ``bench.vs_fer``'s moving-faces corpus, and samples every process it starts
 (every 0.1 s): when each one appeared after launch and the CPU seconds it used, grouped
 as driver / Ray system processes / Ray internal actors / fused or decode actor / scoring
 actor. It also times the driver's own output lines as they arrive, which splits the
@@ -21,6 +22,10 @@ Each run also records how many of the host's cores were busy, per 0.5 s (``/proc
 host-wide, so other load shows too): a phase at ~1 core on an idle 2-core host is a serial
 chain (one process's imports, a fixed sleep in Ray's start-up) with a core left over.
 
+The run record's ``stage_seconds`` say where the workers' time went inside the
+``dataset`` phase (decode, detect, crop: worker seconds; score: the model's busy seconds;
+write: the driver's commits).
+
 Then the driver's imports alone (``python -X importtime``), the heaviest top-level
 packages by cumulative import time. CPU seconds are robust to other load on a shared
 host; wall times are not, so ``--baseline DIR`` (another checkout of this repository,
@@ -31,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import glob
+import json
 import os
 import re
 import statistics
@@ -43,7 +50,7 @@ import time
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-from bench.common import machine, write_result, write_two_face_cut_video
+from bench.common import machine, write_moving_faces_corpus, write_result, write_two_face_cut_video
 
 GROUPS = [  # (group, regex on the command line), first match wins
     ("fused or decode actor", r"MapBatches\(DecodeStage\)|FusedStage"),
@@ -118,6 +125,8 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
     # always the tree's own package, also for this tree: an editable install elsewhere (the main
     # checkout's .venv) would otherwise win over a worktree's code
     env["PYTHONPATH"] = tree + os.pathsep + env.get("PYTHONPATH", "")
+    me = psutil.Process()
+    before = {q.pid for q in me.children(recursive=True)}  # the bench's own (e.g. the corpus renderer's resource tracker)
     t0 = time.time()
     p = subprocess.Popen(
         [sys.executable, os.path.join(tree, "jobs", "annotate.py"), "--input", video_dir, "--output", out, "--model", model],
@@ -130,9 +139,10 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
         r.start()
     seen: dict[tuple[int, float], tuple[str, float, float]] = {}
     host = [(0.0, _host_jiffies())]
-    me = psutil.Process()
     while p.poll() is None:
         for q in me.children(recursive=True):
+            if q.pid in before:
+                continue
             try:
                 with q.oneshot():
                     c = q.cpu_times()
@@ -155,6 +165,8 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
         g["processes"] += 1
         g["first_at_s"] = start if g["first_at_s"] is None else min(g["first_at_s"], start)
     m = re.search(r"execution finished in ([0-9.]+) seconds", text)
+    records = sorted(glob.glob(os.path.join(out, "runs", "*.json")))
+    stage_seconds = json.load(open(records[-1])).get("stage_seconds") if records else None
     processes = sorted(
         ({"cmd": name[:120], "group": _group(name), "cpu_s": round(cpu, 2), "at_s": round(start, 1)}
          for name, cpu, start in seen.values()),
@@ -170,6 +182,7 @@ def profile_run(video_dir: str, out: str, model: str, tree: str = ROOT) -> dict:
         "phases_s": phases,
         "groups": dict(groups),
         "processes": processes,
+        "stage_seconds": stage_seconds,  # the run record's: worker seconds of decode / detect / crop, model busy, commits
         "left_alive": left,  # processes of the run still alive after the driver exited (should be none)
         "busy_cores": busy_cores_timeline(host),  # the whole host's, so other users' load shows too
     }
@@ -214,6 +227,8 @@ def _print_run(label: str, run: dict, verbose: bool) -> None:
           f"{'; LEFT ALIVE: ' + str(run['left_alive']) if run['left_alive'] else ''}")
     for name, g in sorted(run["groups"].items(), key=lambda kv: -kv[1]["cpu_s"]):
         print(f"  {name:22s} {g['cpu_s']:6.1f} CPU s  {g['processes']:2d} process(es), first at +{g['first_at_s']:.1f} s")
+    if run.get("stage_seconds"):
+        print("  run record stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in run["stage_seconds"].items()))
     if run.get("busy_cores"):
         print("  busy cores per 0.5 s (host-wide): " + " ".join(f"{t:g}:{c:.1f}" for t, c in run["busy_cores"]))
     if verbose:
@@ -241,11 +256,18 @@ def main() -> int:
     p.add_argument("--model", default=os.path.join(ROOT, "models", "cliper-demo.safetensors"))
     p.add_argument("--repeats", type=int, default=1, help="runs of each tree (default 1)")
     p.add_argument("--baseline", default=None, help="another checkout of this repository to run alternately with this one")
+    p.add_argument("--workload", choices=("laptop", "moving"), default="laptop",
+                   help="laptop: the two-face laptop video (faces drift slowly); moving: --videos videos of "
+                        "bench.vs_fer's corpus (faces drift, zoom, roll and turn every frame; seeds 0..)")
+    p.add_argument("--videos", type=int, default=1, help="videos of the moving workload (default 1)")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="cbstartup")
     videos = os.path.join(tmp, "videos")
     os.makedirs(videos)
-    write_two_face_cut_video(os.path.join(videos, "two_faces_cut.mp4"), seconds=a.seconds)
+    if a.workload == "moving":
+        write_moving_faces_corpus(videos, n=a.videos, seconds=a.seconds)
+    else:
+        write_two_face_cut_video(os.path.join(videos, "two_faces_cut.mp4"), seconds=a.seconds)
     trees = ([("baseline", os.path.abspath(a.baseline))] if a.baseline else []) + [("this", ROOT)]
     runs: dict[str, list[dict]] = {label: [] for label, _ in trees}
     for k in range(a.repeats):
