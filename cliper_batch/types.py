@@ -76,6 +76,11 @@ SPARSE_TRACKING_VERSION = 2
 # hash): the detector up to 2026-11-30. 2: pyramid levels as sparse area products, strided max pools (boxes
 # within 0.001 px of version 1 on the benchmark frames; docs/benchmarks.md).
 FACE_DETECTOR_VERSION = 2
+# --faces detect: the smallest face side searched for, in pixels of the detection frame (the video's frame shrunk
+# so its long side is at most 640: a 640x360 or 1920x1080 video's 640-pixel-wide frame). P-Net's image pyramid
+# starts at 12 / min_face, so its largest level and most of its cost come from this bound: 40 px costs ~0.6x of
+# 20 px per frame (docs/benchmarks.md). The default is absent from config_hash; any other value enters it.
+DEFAULT_MIN_FACE = 20
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class AnnotateConfig:
     # tracker is not confident; boxes in between are interpolated (faces/sparse.py; 1 = every frame).
     detect_stride: int = DEFAULT_DETECT_STRIDE
     face_detector: str = DEFAULT_FACE_DETECTOR  # --faces detect: a name of faces.detectors.DETECTORS
+    min_face: int = DEFAULT_MIN_FACE  # --faces detect: smallest face side searched, in detection-frame pixels
     decoder: str = "auto"  # auto | pyav | dali
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: str = "eager"  # eager | torch.compile | tensorrt
@@ -118,6 +124,8 @@ class AnnotateConfig:
             raise ValueError("decode_chunk_segments must be >= 1")
         if isinstance(self.detect_stride, bool) or not isinstance(self.detect_stride, int) or self.detect_stride < 1:
             raise ValueError(f"detect_stride must be an int >= 1, got {self.detect_stride!r}")
+        if isinstance(self.min_face, bool) or not isinstance(self.min_face, int) or not 12 <= self.min_face <= 640:
+            raise ValueError(f"min_face must be an int from 12 (the detector's smallest cell) to 640 pixels, got {self.min_face!r}")
 
     def semantic_dict(self) -> dict:
         """The fields that change results (not speed): used for the config hash."""
@@ -135,6 +143,8 @@ class AnnotateConfig:
             d["face_detector"] = FACE_DETECTOR_VERSION
             if self.face_detector != DEFAULT_FACE_DETECTOR:  # FACE_DETECTOR_VERSION versions the default one
                 d["face_detector_name"] = self.face_detector
+            if self.min_face != DEFAULT_MIN_FACE:  # other faces found: another hash
+                d["min_face"] = self.min_face
         return d
 
 

@@ -424,7 +424,8 @@ class VideoAnnotator:
             # detector runs fixed batches on the device, one at a time.
             device = torch.device(self.prims.detector_device)
             workers = torch.get_num_threads() if device.type == "cpu" else 1
-            self._detector = make_detector(self.config.face_detector, device=device, workers=workers)
+            self._detector = make_detector(self.config.face_detector, device=device, workers=workers,
+                                           min_face_size=self.config.min_face)
         return self._detector
 
     def _decoder_for(self, choice):

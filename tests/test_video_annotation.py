@@ -281,8 +281,9 @@ class FixedBoxDetector:
 
     BOX = (8.0, 6.0, 40.0, 38.0)
 
-    def __init__(self, device=None, workers=1):
+    def __init__(self, device=None, workers=1, min_face_size=20):
         self.calls = 0
+        self.min_face_size = min_face_size
 
     def detect(self, frames, frame_indices=None):
         from cliper_batch.faces.detectors.base import Detection
@@ -306,12 +307,13 @@ def test_a_detector_is_chosen_by_the_config_field_alone(h264_video, monkeypatch)
     cfg = dict(segment_seconds=0.5, frames_per_segment=2, faces="detect", decoder="pyav", detect_stride=1)
     assert config_hash(AnnotateConfig(**cfg, face_detector="fixed")) != config_hash(AnnotateConfig(**cfg))
     assert config_hash(AnnotateConfig(**cfg, face_detector="mtcnn")) == config_hash(AnnotateConfig(**cfg))
-    a = VideoAnnotator(AnnotateConfig(**cfg, face_detector="fixed"), S,
+    a = VideoAnnotator(AnnotateConfig(**cfg, face_detector="fixed", min_face=36), S,
                        FramePrimitives(CPU, "cpu", uint8_crops(S), "torch", CPU))
     items = list(a.annotate(ref_for(h264_video[0])))
     outcome = items[-1]
     assert isinstance(outcome, VideoOutcome) and outcome.status == "ok", outcome.error
     assert isinstance(a._face_detector(), FixedBoxDetector)
+    assert a._face_detector().min_face_size == 36  # --min-face reaches the detector
     pieces = [p for p in items[:-1] if isinstance(p, ClipPiece)]
     n = int(h264_video[1].duration_s / 0.5)
     assert sum(p.n for p in pieces) == outcome.n_segments == n  # one track (the fixed box) in every segment
@@ -319,3 +321,16 @@ def test_a_detector_is_chosen_by_the_config_field_alone(h264_video, monkeypatch)
     faces = {c: np.concatenate([p.rows[c] for p in pieces]) for c in ("face_x0", "face_y0", "face_x1", "face_y1", "face_score")}
     assert np.allclose(faces["face_score"], 0.99)
     assert all(np.ptp(faces[c]) < 1e-6 for c in ("face_x0", "face_y0", "face_x1", "face_y1"))  # the one fixed box
+
+
+def test_min_face_is_checked_and_enters_the_hash_only_when_not_the_default():
+    from cliper_batch.pipeline.run import config_hash
+    from cliper_batch.types import DEFAULT_MIN_FACE
+
+    for bad in (11, 641, 20.0, True, "40"):
+        with pytest.raises(ValueError, match="min_face must be"):
+            AnnotateConfig(min_face=bad)
+    cfg = dict(faces="detect")
+    assert config_hash(AnnotateConfig(**cfg, min_face=DEFAULT_MIN_FACE)) == config_hash(AnnotateConfig(**cfg))
+    assert config_hash(AnnotateConfig(**cfg, min_face=40)) != config_hash(AnnotateConfig(**cfg))
+    assert "min_face" not in AnnotateConfig(faces="none", min_face=40).semantic_dict()  # no detector, no effect

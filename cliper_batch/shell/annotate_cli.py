@@ -8,10 +8,11 @@ import os
 import sys
 
 from . import ray_runtime
-from .preflight import gpu_fraction, positive_float, positive_int
+from .preflight import face_side, gpu_fraction, positive_float, positive_int
 from ..model.spec import DEFAULT_MODEL
 from ..faces.detectors import DETECTORS
-from ..types import COMPILE_BACKENDS, DECODERS, DEFAULT_DETECT_STRIDE, DEFAULT_FACE_DETECTOR, FACES_MODES, AnnotateConfig
+from ..types import (COMPILE_BACKENDS, DECODERS, DEFAULT_DETECT_STRIDE, DEFAULT_FACE_DETECTOR, DEFAULT_MIN_FACE, FACES_MODES,
+                     AnnotateConfig)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -64,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_DETECT_STRIDE,
         help=f"--faces detect: run the face detector on every Nth sampled frame, every shot cut and wherever "
         f"tracking is unsure, interpolating boxes in between; 1 = every frame (default {DEFAULT_DETECT_STRIDE})",
+    )
+    p.add_argument(
+        "--min-face",
+        type=face_side,
+        default=DEFAULT_MIN_FACE,
+        help=f"--faces detect: smallest face side searched for, in pixels of the detection frame (long side <= 640); "
+        f"larger is faster and misses smaller faces (default {DEFAULT_MIN_FACE}; another value enters config_hash)",
     )
     p.add_argument("--segment-seconds", type=positive_float, default=2.0, help="segment length in seconds (default 2.0)")
     p.add_argument("--frames-per-segment", type=positive_int, default=8, help="frames sampled per segment (default 8)")
@@ -189,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         faces=args.faces,
         detect_stride=args.detect_stride,
         face_detector=args.face_detector,
+        min_face=args.min_face,
         decoder=args.decoder,
         device=args.device,
         compile=args.compile,

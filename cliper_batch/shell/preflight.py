@@ -34,6 +34,18 @@ class PreflightError(Exception):
 # --------------------------------------------------------------------------- option values
 
 
+def face_side(text: str) -> int:
+    """argparse type: ``--min-face``, a whole number of pixels from 12 (the detector's smallest cell) to 640
+    (the detection frame's long side)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
+    if not 12 <= value <= 640:
+        raise argparse.ArgumentTypeError(f"must be 12 to 640 pixels (of the detection frame), got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -198,6 +210,7 @@ __all__ = [
     "check_model",
     "check_output_writable",
     "check_run",
+    "face_side",
     "gpu_fraction",
     "positive_float",
     "positive_int",

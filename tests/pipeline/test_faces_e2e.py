@@ -76,3 +76,18 @@ def test_the_detection_stride_is_part_of_the_configuration(people_run):
     current = query.scan_videos(str(out), current_only=True).collect()
     assert sorted(current["config_hash"].to_list()) == sorted([default, every_frame])
     assert set(current["status"].to_list()) == {"ok"} and set(current["n_tracks"].to_list()) == {3}
+
+
+def test_min_face_bounds_the_faces_found_and_is_its_own_configuration(people_run):
+    """``--min-face`` reaches the detector in the workers: under the drawn faces' size (80x100 px) the same three
+    tracks are found; over it, none. Each value is its own configuration (annotated anew, its own hash)."""
+    out, args = people_run
+    base = dict(segment_seconds=1.0, frames_per_segment=4)
+    for min_face, tracks in ((40, 3), (160, 0)):
+        assert annotate_main([*args, "--min-face", str(min_face)]) == 0
+        h = config_hash(AnnotateConfig(**base, min_face=min_face))
+        v = query.scan_videos(str(out)).filter(pl.col("config_hash") == h).collect()
+        assert v.height == 1 and v["status"].to_list() == ["ok"] and v["n_tracks"].to_list() == [tracks]
+        n_rows = query.scan_timelines(str(out)).filter(pl.col("config_hash") == h).collect().height
+        assert (n_rows > 0) == (tracks > 0)
+    assert annotate_main([*args, "--min-face", "11"]) != 0  # under the detector's smallest cell: refused

@@ -1,7 +1,8 @@
 """Face detectors behind one small protocol (:class:`.base.Detector`), chosen by name.
 
-A detector is a module (or package) here whose class takes ``device=`` and ``workers=``
-(frames in parallel on CPU) and answers :meth:`~.base.Detector.detect`; :data:`DETECTORS`
+A detector is a module (or package) here whose class takes ``device=``, ``workers=``
+(frames in parallel on CPU) and ``min_face_size=`` (``--min-face``, pixels of the detection frame) and
+answers :meth:`~.base.Detector.detect`; :data:`DETECTORS`
 names it. Nothing else in the engine names a detector class: the per-video algorithm asks
 :func:`make_detector`, framing and tracking see :class:`~.base.Detection` only.
 Importing this package imports no detector (nor torch).
