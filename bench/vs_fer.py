@@ -303,6 +303,9 @@ def main() -> int:
     p.add_argument("--skip-pyemotion", action="store_true", help="no PyEmotion runs (no PyEmotion venv)")
     p.add_argument("--old-video", action="store_true", help="the video of the earlier results (write_two_face_cut_video) instead")
     p.add_argument("--every-frame", action="store_true", help="also run the engine with --detect-stride 1 (the old behaviour)")
+    p.add_argument("--engine-min-face", type=int, default=None,
+                   help="also run the engine with --min-face N (e.g. 50: fer's own default min_face_size), compared with "
+                        "the peers at the matched rate next to the default job")
     p.add_argument("--gen-jobs", type=int, default=None, help="processes rendering the corpus (default: one per CPU)")
     p.add_argument("--keep", action="store_true", help="keep the videos and outputs (printed folder) instead of deleting them")
     a = p.parse_args()
@@ -325,6 +328,7 @@ def main() -> int:
     print(f"videos written in {time.perf_counter() - t0:.0f} s under {tmp}")
     # per repeat: the engine, then at each rate (matched first) fer and PyEmotion, so load hits all tools alike
     tools = [("engine", 0)] + [("engine_detect_stride_1", 0)] * a.every_frame
+    tools += [("engine_min_face", 0)] * (a.engine_min_face is not None)
     for f in sorted(set(fer_freqs) | set(pye_freqs), key=lambda f: (f != matched, f)):
         tools += [(f"fer_every_{f}", f)] * (f in fer_freqs) + [(f"pyemotion_every_{f}", f)] * (f in pye_freqs)
     runs: dict[str, dict[str, list]] = {wl: {name: [] for name, _ in tools} for wl in workloads}
@@ -335,6 +339,9 @@ def main() -> int:
                     r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}"), model)
                 elif name == "engine_detect_stride_1":
                     r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}-stride1"), model, ("--detect-stride", "1"))
+                elif name == "engine_min_face":
+                    r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}-minface"), model,
+                                   ("--min-face", str(a.engine_min_face)))
                 elif name.startswith("fer"):
                     r = run_fer(a.fer_python, w["paths"], every, os.path.join(tmp, f"fer-{wl}-{k}-every{every}"), faces_at)
                 else:
@@ -343,13 +350,16 @@ def main() -> int:
                 print(f"[{k + 1}/{a.repeats}] {w['label']}: {name}", _short(r), flush=True)
 
     comparisons = []
+    engines = ["engine"] + ["engine_min_face"] * (a.engine_min_face is not None)
     for every in [matched] + sorted({f for _, f in tools if f and f != matched}):
         for wl, w in workloads.items():
-            e = runs[wl]["engine"]
-            for name in (n for n, f in tools if f == every):
-                pr = runs[wl][name]
+            for engine, name in ((en, n) for en in engines for n, f in tools if f == every):
+                if engine != "engine" and every != matched:
+                    continue  # a variant of the engine is compared at the matched rate only
+                e, pr = runs[wl][engine], runs[wl][name]
                 comparisons.append({
                     "rate": "matched" if every == matched else _every(every),
+                    "engine": engine if engine == "engine" else f"engine --min-face {a.engine_min_face}",
                     "workload": wl, "peer": name.split("_every_")[0], "every": every, "peer_frames_per_s": FPS / every,
                     "engine_frames_per_s": FPS / matched, "video_s": w["video_s"],
                     "engine_wall_s": _med(e, "wall_s"), "engine_cpu_s": _med(e, "cpu_s"),
@@ -362,7 +372,7 @@ def main() -> int:
     res = {
         "comparisons": comparisons, "runs": runs, "matched_frequency": matched, "fps": FPS, "model": model,
         "fer_frequencies": fer_freqs, "pyemotion_frequencies": pye_freqs, "repeats": a.repeats,
-        "order": [n for n, _ in tools], "video_kind": "two_face_cut" if a.old_video else "moving_faces",
+        "order": [n for n, _ in tools], "engine_min_face": a.engine_min_face, "video_kind": "two_face_cut" if a.old_video else "moving_faces",
         "workloads": {wl: {k: v for k, v in w.items() if k not in ("dir", "paths")} for wl, w in workloads.items()},
         **machine(),
     }
@@ -389,9 +399,11 @@ def print_table(comparisons: list[dict], runs: dict, workloads: dict, tools: lis
 
     shown = set()
     for c in comparisons:
-        if (c["rate"], c["workload"]) not in shown:
-            row(c["rate"], c["workload"], "engine (default job)", "engine")
-            shown.add((c["rate"], c["workload"]))
+        if (c["rate"], c["workload"], c["engine"]) not in shown:
+            default = c["engine"] == "engine"
+            row(c["rate"], c["workload"], "engine (default job)" if default else c["engine"],
+                "engine" if default else "engine_min_face")
+            shown.add((c["rate"], c["workload"], c["engine"]))
         row(c["rate"], c["workload"], f"{PEERS[c['peer']]} {_every(c['every'])}", f"{c['peer']}_every_{c['every']}",
             f"{c['peer_over_engine_wall']:>7.2f} {c['peer_over_engine_cpu']:>6.2f}")
     for wl in workloads:
