@@ -69,7 +69,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.common import encode_video, machine, moving_faces_shots, moving_faces_truth, write_moving_faces_corpus, write_result
-from cliper_batch.types import DEFAULT_DETECT_STRIDE
+from cliper_batch.types import DEFAULT_DETECT_STRIDE, DEFAULT_MIN_FACE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_MODEL = os.path.join(ROOT, "models", "cliper-demo.safetensors")
@@ -382,8 +382,11 @@ def rows_agree(replayed: dict, job: dict, tol: float = 1e-4) -> float:
 
 
 def run_section(name: str, videos: Sequence[TruthVideo], input_dir: str, out_root: str, model: str,
-                strides: Sequence[int], batch_size: int = 64) -> dict:
-    """The job once per stride on ``input_dir`` (Ray must be up), scored; plus the replay. Rows: one per stride."""
+                strides: Sequence[int], batch_size: int = 64, min_faces: Sequence[int] = (DEFAULT_MIN_FACE,)) -> dict:
+    """The job once per (minimum face size, stride) on ``input_dir`` (Ray must be up), scored; plus the replay.
+
+    Rows: one per setting. The reference of every row is stride 1 at the default minimum face size
+    (the first of ``min_faces`` when it is not among them)."""
     import torch
 
     from cliper_batch.faces.detectors import make_detector
@@ -392,40 +395,44 @@ def run_section(name: str, videos: Sequence[TruthVideo], input_dir: str, out_roo
 
     base = AnnotateConfig(faces="detect", batch_size=batch_size)
     T = base.frames_per_segment
-    detector = make_detector(base.face_detector, device=torch.device("cpu"), workers=torch.get_num_threads())
-    truths, replay = [], {}
+    detectors = {mf: make_detector(base.face_detector, device=torch.device("cpu"), workers=torch.get_num_threads(),
+                                   min_face_size=mf) for mf in min_faces}
+    truths, replay = [], {mf: {} for mf in min_faces}
     for v in videos:  # one video's frames in memory at a time
         vt, frames = video_truth(v, base)
         truths.append(vt)
-        replay_video(vt, frames, detector, strides, T, replay)
+        for mf in min_faces:
+            replay_video(vt, frames, detectors[mf], strides, T, replay[mf])
     rows = []
-    for s in strides:
-        out = os.path.join(out_root, f"{name}-stride{s}")
-        shutil.rmtree(out, ignore_errors=True)
-        cfg = AnnotateConfig(faces="detect", detect_stride=s, batch_size=batch_size)
-        t0 = time.perf_counter()
-        summary = annotate(input_dir, out, model, cfg, options=RunOptions(force=True))
-        wall = time.perf_counter() - t0
-        if summary.videos_failed or summary.videos_ok != len(videos):
-            raise RuntimeError(f"{name} stride {s}: {summary.videos_ok} of {len(videos)} videos annotated ({summary})")
-        score = score_output(out, truths, T)
-        r = replay[s]
-        ious = r["ious"]
-        rows.append({
-            "section": name, "stride": s, "videos": len(videos), "video_seconds": summary.video_seconds,
-            **score,
-            "detector_frames": r["detected"], "sampled_frames": r["samples"], "detector_share": r["detected"] / max(1, r["samples"]),
-            "track_iou_median": float(statistics.median(ious)) if ious else 0.0,
-            "track_iou_share_05": float(np.mean([v >= 0.5 for v in ious])) if ious else 0.0,
-            "face_frames": len(ious), "replay_matches_job": rows_agree(r["rows"], job_rows(out)),
-            "wall_s": wall, "load_average_1m": os.getloadavg()[0],
-        })
-        print(name, f"stride {s}:", {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()
-                                     if k not in ("confusions", "outcomes")}, flush=True)
-    ref = next((r for r in rows if r["stride"] == 1), rows[0])
+    for mf in min_faces:
+        for s in strides:
+            out = os.path.join(out_root, f"{name}-stride{s}" + (f"-minface{mf}" if mf != DEFAULT_MIN_FACE else ""))
+            shutil.rmtree(out, ignore_errors=True)
+            cfg = AnnotateConfig(faces="detect", detect_stride=s, batch_size=batch_size, min_face=mf)
+            t0 = time.perf_counter()
+            summary = annotate(input_dir, out, model, cfg, options=RunOptions(force=True))
+            wall = time.perf_counter() - t0
+            if summary.videos_failed or summary.videos_ok != len(videos):
+                raise RuntimeError(f"{name} stride {s}: {summary.videos_ok} of {len(videos)} videos annotated ({summary})")
+            score = score_output(out, truths, T)
+            r = replay[mf][s]
+            ious = r["ious"]
+            rows.append({
+                "section": name, "stride": s, "min_face": mf, "videos": len(videos), "video_seconds": summary.video_seconds,
+                **score,
+                "detector_frames": r["detected"], "sampled_frames": r["samples"], "detector_share": r["detected"] / max(1, r["samples"]),
+                "track_iou_median": float(statistics.median(ious)) if ious else 0.0,
+                "track_iou_share_05": float(np.mean([v >= 0.5 for v in ious])) if ious else 0.0,
+                "face_frames": len(ious), "replay_matches_job": rows_agree(r["rows"], job_rows(out)),
+                "wall_s": wall, "load_average_1m": os.getloadavg()[0],
+            })
+            print(name, f"min face {mf}, stride {s}:", {k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()
+                                                        if k not in ("confusions", "outcomes")}, flush=True)
+    ref_face = DEFAULT_MIN_FACE if DEFAULT_MIN_FACE in min_faces else min_faces[0]
+    ref = next((r for r in rows if r["stride"] == 1 and r["min_face"] == ref_face), rows[0])
     for r in rows:
         r["accuracy_minus_stride1_points"] = 100.0 * (r["accuracy"] - ref["accuracy"])
-    for r in rows:  # paired: which face-segments the stride turned right or wrong
+    for r in rows:  # paired: which face-segments the setting turned right or wrong
         r["gained_vs_stride1"] = sum(ok and not ref["outcomes"][k] for k, ok in r["outcomes"].items())
         r["lost_vs_stride1"] = sum(ref["outcomes"][k] and not ok for k, ok in r["outcomes"].items())
     for r in rows:
@@ -441,8 +448,9 @@ def verdict(sections: dict[str, dict], default: int = DEFAULT_DETECT_STRIDE, tol
     """Does ``default`` lose at most ``tolerance`` points against stride 1 in every section; the largest stride that does."""
     strides = sorted({r["stride"] for s in sections.values() for r in s["rows"]})
 
-    def loss(stride: int) -> float:
-        return max(-r["accuracy_minus_stride1_points"] for s in sections.values() for r in s["rows"] if r["stride"] == stride)
+    def loss(stride: int, min_face: int = DEFAULT_MIN_FACE) -> float:
+        return max((-r["accuracy_minus_stride1_points"] for s in sections.values() for r in s["rows"]
+                    if r["stride"] == stride and r.get("min_face", DEFAULT_MIN_FACE) == min_face), default=float("nan"))
 
     ok = [s for s in strides if loss(s) <= tolerance + 1e-9]
     largest = max(ok) if ok else None
@@ -450,6 +458,8 @@ def verdict(sections: dict[str, dict], default: int = DEFAULT_DETECT_STRIDE, tol
     holds_up_to = max((s for s in strides if all(t in ok for t in strides if t <= s)), default=None)
     out = {"default_stride": default, "tolerance_points": tolerance, "loss_points": {s: loss(s) for s in strides},
            "largest_ok_stride": largest, "largest_stride_all_below_ok": holds_up_to}
+    faces = sorted({r.get("min_face", DEFAULT_MIN_FACE) for s in sections.values() for r in s["rows"]} - {DEFAULT_MIN_FACE})
+    out["min_face_loss_points"] = {f"min_face {mf}, stride {st}": loss(st, mf) for mf in faces for st in strides}
     if default in strides:
         out["default_ok"] = loss(default) <= tolerance + 1e-9
         out["text"] = (f"default stride {default} loses {loss(default):.2f} points at most (tolerance {tolerance}): "
@@ -461,13 +471,13 @@ def verdict(sections: dict[str, dict], default: int = DEFAULT_DETECT_STRIDE, tol
 
 
 def markdown_table(sections: dict[str, dict]) -> str:
-    head = ("| section | stride | detector frames | track IoU median | IoU >= 0.5 | faces found | segment acc. "
+    head = ("| section | min face | stride | detector frames | track IoU median | IoU >= 0.5 | faces found | segment acc. "
             "| vs stride 1 (points) | right / wrong vs stride 1 | acc. of found | wall s |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, sec in sections.items():
         for r in sec["rows"]:
             lines.append(
-                f"| {name} | {r['stride']} | {r['detector_frames']} ({100 * r['detector_share']:.0f}%) | {r['track_iou_median']:.3f} "
+                f"| {name} | {r.get('min_face', DEFAULT_MIN_FACE)} | {r['stride']} | {r['detector_frames']} ({100 * r['detector_share']:.0f}%) | {r['track_iou_median']:.3f} "
                 f"| {100 * r['track_iou_share_05']:.1f}% | {r['found']}/{r['face_segments']} | {r['correct']}/{r['face_segments']} = "
                 f"{100 * r['accuracy']:.1f}% | {r['accuracy_minus_stride1_points']:+.1f} | +{r['gained_vs_stride1']} / -{r['lost_vs_stride1']} | {100 * r['accuracy_found']:.1f}% | {r['wall_s']:.0f} |")
     return "\n".join(lines)
@@ -487,6 +497,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--fer-seconds", type=float, default=40.0)
     p.add_argument("--model", default="builtin:fer2013", help="model for the real faces (the job's default)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE_POINTS, help="points of segment accuracy the default may lose")
+    p.add_argument("--min-faces", default=str(DEFAULT_MIN_FACE),
+                   help=f"--min-face values to run each stride at (default {DEFAULT_MIN_FACE}); the reference is stride 1 at "
+                        f"{DEFAULT_MIN_FACE} when listed")
     a = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -506,7 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     render_s = time.perf_counter() - t0
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        sections = {name: run_section(name, videos, vdir, os.path.join(a.out_dir, "out"), model, strides)
+        min_faces = [int(v) for v in a.min_faces.split(",")]
+        sections = {name: run_section(name, videos, vdir, os.path.join(a.out_dir, "out"), model, strides, min_faces=min_faces)
                     for name, videos, vdir, model in plan}
     finally:
         ray.shutdown()
