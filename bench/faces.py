@@ -111,7 +111,7 @@ def stride_sweep(tmp: str, strides: list[int], seconds: float = 24.0) -> dict:
     info = probe(path)
     ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
     frames = np.stack(list(PyAVDecoder().iter_frames(path, info, ts)))
-    det = FaceDetector()
+    det = FaceDetector(min_face_size=AnnotateConfig().min_face)  # as the job's pass 1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
     det.detect(frames[:2])
@@ -216,7 +216,7 @@ def sparse_per_video(videos: str, stride: int = 4, verify_ious: tuple[float, ...
     import pyarrow.parquet as pq
 
     drawn = pq.read_table(os.path.join(videos, "face_boxes.parquet")).to_pylist()
-    det = FaceDetector()
+    det = FaceDetector(min_face_size=AnnotateConfig().min_face)  # as the job's pass 1
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the job's decode actor (Ray gives a 1-CPU actor OMP_NUM_THREADS=1)
     rules: dict = {"every_frame": dict(stride=1), "ends": dict(stride=stride, gap_rule="ends")}
@@ -299,7 +299,7 @@ def main() -> int:
     info = probe(paths[0])
     ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
     frames = np.stack(list(PyAVDecoder().iter_frames(paths[0], info, ts, size=ff.detection_size(info.width, info.height, 640))))
-    det = FaceDetector()
+    det = FaceDetector(min_face_size=AnnotateConfig().min_face)  # as the job's pass 1
     det.detect(frames[:4])
     t0 = time.perf_counter()
     found = det.detect(frames)

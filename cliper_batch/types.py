@@ -77,10 +77,15 @@ SPARSE_TRACKING_VERSION = 2
 # within 0.001 px of version 1 on the benchmark frames; docs/benchmarks.md).
 FACE_DETECTOR_VERSION = 2
 # --faces detect: the smallest face side searched for, in pixels of the detection frame (the video's frame shrunk
-# so its long side is at most 640: a 640x360 or 1920x1080 video's 640-pixel-wide frame). P-Net's image pyramid
-# starts at 12 / min_face, so its largest level and most of its cost come from this bound: 40 px costs ~0.6x of
-# 20 px per frame (docs/benchmarks.md). The default is absent from config_hash; any other value enters it.
-DEFAULT_MIN_FACE = 20
+# so its long side is at most 640: a 640x360 video's own pixels, a third of a 1080p video's). Crops are cut from
+# that same frame, so a face under ~40 px there is under the 48 px of the faces the real-face model learnt from.
+# P-Net's image pyramid starts at 12 / min_face, so its largest level and most of its cost come from this bound:
+# 40 px costs ~0.6x of 20 px per frame. 40 by default since 2026-12-06: at stride 4 it is within 0.5 points of
+# stride 1 at 20 px on both sections of bench/stride_quality.py (20 px at stride 4 was not: -0.7), see
+# docs/benchmarks.md. Absent from config_hash means 20 (every output before): any other value enters it, the
+# default 40 too, so a default run re-annotates older outputs instead of mixing them; --min-face 20 keeps them.
+DEFAULT_MIN_FACE = 40
+HASHLESS_MIN_FACE = 20
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,7 @@ class AnnotateConfig:
             d["face_detector"] = FACE_DETECTOR_VERSION
             if self.face_detector != DEFAULT_FACE_DETECTOR:  # FACE_DETECTOR_VERSION versions the default one
                 d["face_detector_name"] = self.face_detector
-            if self.min_face != DEFAULT_MIN_FACE:  # other faces found: another hash
+            if self.min_face != HASHLESS_MIN_FACE:  # other faces found: another hash
                 d["min_face"] = self.min_face
         return d
 

@@ -323,7 +323,7 @@ def test_a_detector_is_chosen_by_the_config_field_alone(h264_video, monkeypatch)
     assert all(np.ptp(faces[c]) < 1e-6 for c in ("face_x0", "face_y0", "face_x1", "face_y1"))  # the one fixed box
 
 
-def test_min_face_is_checked_and_enters_the_hash_only_when_not_the_default():
+def test_min_face_is_checked_and_enters_the_hash_unless_it_is_the_20_px_of_older_outputs():
     from cliper_batch.pipeline.run import config_hash
     from cliper_batch.types import DEFAULT_MIN_FACE
 
@@ -331,6 +331,9 @@ def test_min_face_is_checked_and_enters_the_hash_only_when_not_the_default():
         with pytest.raises(ValueError, match="min_face must be"):
             AnnotateConfig(min_face=bad)
     cfg = dict(faces="detect")
+    assert DEFAULT_MIN_FACE == 40
     assert config_hash(AnnotateConfig(**cfg, min_face=DEFAULT_MIN_FACE)) == config_hash(AnnotateConfig(**cfg))
-    assert config_hash(AnnotateConfig(**cfg, min_face=40)) != config_hash(AnnotateConfig(**cfg))
-    assert "min_face" not in AnnotateConfig(faces="none", min_face=40).semantic_dict()  # no detector, no effect
+    assert AnnotateConfig(**cfg).semantic_dict()["min_face"] == 40  # the default is hashed: it finds other faces ...
+    assert "min_face" not in AnnotateConfig(**cfg, min_face=20).semantic_dict()  # ... than 20, the hash of older outputs
+    assert config_hash(AnnotateConfig(**cfg, min_face=56)) != config_hash(AnnotateConfig(**cfg))
+    assert "min_face" not in AnnotateConfig(faces="none", min_face=56).semantic_dict()  # no detector, no effect

@@ -21,13 +21,13 @@ FER_CLASSES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"
 def test_strides_1_and_4_through_the_real_job(ray_runtime, tmp_path):
     vdir = str(tmp_path / "videos")
     videos = sq.synthetic_videos(vdir, 2, 6.0)
-    sec = sq.run_section("synthetic", videos, vdir, str(tmp_path / "out"), sq.DEMO_MODEL, [1, 4], min_faces=(20, 48))
-    one, four, one_48, four_48 = sec["rows"]
-    assert [(r["min_face"], r["stride"]) for r in sec["rows"]] == [(20, 1), (20, 4), (48, 1), (48, 4)]
-    for r in (one_48, four_48):  # a larger minimum face: judged against stride 1 at the default 20 px
-        assert r["replay_matches_job"] == 1.0, r  # the job ran with --min-face 48 as the replay did
+    sec = sq.run_section("synthetic", videos, vdir, str(tmp_path / "out"), sq.DEMO_MODEL, [1, 4], min_faces=(20, 40))
+    one, four, one_40, four_40 = sec["rows"]
+    assert [(r["min_face"], r["stride"]) for r in sec["rows"]] == [(20, 1), (20, 4), (40, 1), (40, 4)]
+    for r in (one_40, four_40):  # a larger minimum face (the job's default): judged against stride 1 at 20 px
+        assert r["replay_matches_job"] == 1.0, r  # the job ran with --min-face 40 as the replay did
         assert r["accuracy_minus_stride1_points"] == pytest.approx(100 * (r["accuracy"] - one["accuracy"]))
-    assert one_48["detector_frames"] == one["detector_frames"]  # stride 1 detects every frame at any size bound
+    assert one_40["detector_frames"] == one["detector_frames"]  # stride 1 detects every frame at any size bound
     for r in (one, four):
         assert r["face_segments"] >= 3, r  # 2 videos x 3 segments, one or two faces each, some left out at cuts
         assert 0.0 <= r["accuracy"] <= r["accuracy_found"] <= 1.0 and 0.0 <= r["faces_found"] <= 1.0, r
@@ -45,10 +45,10 @@ def test_strides_1_and_4_through_the_real_job(ray_runtime, tmp_path):
     assert four["accuracy_minus_stride1_points"] == pytest.approx(100 * (four["accuracy"] - one["accuracy"]))
     assert four["gained_vs_stride1"] - four["lost_vs_stride1"] == four["correct"] - one["correct"]
     table = sq.markdown_table({"synthetic": sec})
-    assert table.count("\n| synthetic | ") == 4 and "| synthetic | 20 | 4 | " in table and "| synthetic | 48 | 4 | " in table
-    v = sq.verdict({"synthetic": sec})
-    assert v["default_stride"] == 4 and v["default_ok"] == (-four["accuracy_minus_stride1_points"] <= 0.5 + 1e-9)
-    assert v["min_face_loss_points"]["min_face 48, stride 4"] == pytest.approx(-four_48["accuracy_minus_stride1_points"])
+    assert table.count("\n| synthetic | ") == 4 and "| synthetic | 20 | 4 | " in table and "| synthetic | 40 | 4 | " in table
+    v = sq.verdict({"synthetic": sec})  # the job's default: stride 4 at 40 px
+    assert v["default_stride"] == 4 and v["default_ok"] == (-four_40["accuracy_minus_stride1_points"] <= 0.5 + 1e-9)
+    assert v["min_face_loss_points"]["min_face 20, stride 4"] == pytest.approx(-four["accuracy_minus_stride1_points"])
 
 
 def fer_tree(root, per_class: int = 3) -> None:

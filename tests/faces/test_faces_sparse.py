@@ -210,7 +210,8 @@ def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only(
     assert AnnotateConfig().detect_stride == DEFAULT_DETECT_STRIDE == 4
     assert config_hash(AnnotateConfig(detect_stride=1)) != config_hash(AnnotateConfig(detect_stride=4))
     # the default enters the hash like any stride != 1, and the hash is a pure function of the config
-    assert config_hash(AnnotateConfig()) == config_hash(AnnotateConfig(detect_stride=4)) == "2a4678ea2a26"
+    assert config_hash(AnnotateConfig()) == config_hash(AnnotateConfig(detect_stride=4)) == "c46ae00c5f9f"
+    assert config_hash(AnnotateConfig(min_face=20)) == "2a4678ea2a26"  # the 20 px of older outputs: their hash
     assert AnnotateConfig().semantic_dict()["detect_stride"] == 4
     # what happens between scheduled frames is versioned with the stride: the smooth-motion check (version 2)
     # interpolates where version 1 (hash 62f4b0dd50ca) detected every frame, so those outputs are annotated again
@@ -218,7 +219,7 @@ def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only(
     # stride 1 leaves the stride and the sparse tracking out of the hash, as every version before the default
     # changed (which detected every frame); the face detector's version is in it (test_faces_detect.py)
     assert {"detect_stride", "sparse_tracking"}.isdisjoint(AnnotateConfig(detect_stride=1).semantic_dict())
-    assert config_hash(AnnotateConfig(detect_stride=1)) == "5a7d71f2fba6"
+    assert config_hash(AnnotateConfig(detect_stride=1, min_face=20)) == "5a7d71f2fba6"
     assert config_hash(AnnotateConfig(faces="none", detect_stride=1)) == config_hash(AnnotateConfig(faces="none", detect_stride=4))
     for bad in (0, -2, 2.5, True):
         with pytest.raises(ValueError, match="detect_stride"):
