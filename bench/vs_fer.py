@@ -49,7 +49,9 @@ of frames looked at, not the same work per frame: the peers run their detector o
 frame they analyse and classify single frames; the engine runs its detector (MTCNN, like
 PyEmotion's) on 1 sampled frame in 4 plus every cut, tracks faces in between, and scores
 8-frame clips per face and 2 s segment (``--every-frame`` adds an engine run with
-``--detect-stride 1``, the detector on every sampled frame).
+``--detect-stride 1``, the detector on every sampled frame; ``--engine-min-face N`` one with
+``--min-face N``; ``--faces-none`` one with ``--faces none``, reported as detect / none: what
+face detection costs the whole process).
 
 Runs alternate per repeat (engine, fer, PyEmotion, engine, ...; one video, then the
 corpus) so machine load hits all tools alike. Reported per tool and workload: median
@@ -303,6 +305,9 @@ def main() -> int:
     p.add_argument("--skip-pyemotion", action="store_true", help="no PyEmotion runs (no PyEmotion venv)")
     p.add_argument("--old-video", action="store_true", help="the video of the earlier results (write_two_face_cut_video) instead")
     p.add_argument("--every-frame", action="store_true", help="also run the engine with --detect-stride 1 (the old behaviour)")
+    p.add_argument("--faces-none", action="store_true",
+                   help="also run the engine with --faces none (centre crops, no detector): the whole-process cost of "
+                        "--faces detect as detect / none")
     p.add_argument("--engine-min-face", type=int, default=None,
                    help="also run the engine with --min-face N (e.g. 50: fer's own default min_face_size), compared with "
                         "the peers at the matched rate next to the default job")
@@ -329,6 +334,7 @@ def main() -> int:
     # per repeat: the engine, then at each rate (matched first) fer and PyEmotion, so load hits all tools alike
     tools = [("engine", 0)] + [("engine_detect_stride_1", 0)] * a.every_frame
     tools += [("engine_min_face", 0)] * (a.engine_min_face is not None)
+    tools += [("engine_faces_none", 0)] * a.faces_none
     for f in sorted(set(fer_freqs) | set(pye_freqs), key=lambda f: (f != matched, f)):
         tools += [(f"fer_every_{f}", f)] * (f in fer_freqs) + [(f"pyemotion_every_{f}", f)] * (f in pye_freqs)
     runs: dict[str, dict[str, list]] = {wl: {name: [] for name, _ in tools} for wl in workloads}
@@ -339,6 +345,8 @@ def main() -> int:
                     r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}"), model)
                 elif name == "engine_detect_stride_1":
                     r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}-stride1"), model, ("--detect-stride", "1"))
+                elif name == "engine_faces_none":
+                    r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}-none"), model, ("--faces", "none"))
                 elif name == "engine_min_face":
                     r = run_engine(w["dir"], os.path.join(tmp, f"out-{wl}-{k}-minface"), model,
                                    ("--min-face", str(a.engine_min_face)))
@@ -369,10 +377,18 @@ def main() -> int:
                     "engine_peak_rss_gib": max(r["peak_rss_gib"] for r in e), "peer_peak_rss_gib": max(r["peak_rss_gib"] for r in pr),
                 })
     print_table(comparisons, runs, workloads, tools, matched, a.repeats)
+    detect_over_none = {}
+    if a.faces_none:  # what face detection costs the whole process: --faces detect (the default) / --faces none
+        for wl, w in workloads.items():
+            d, n = runs[wl]["engine"], runs[wl]["engine_faces_none"]
+            detect_over_none[wl] = {"wall": _med(d, "wall_s") / _med(n, "wall_s"), "cpu": _med(d, "cpu_s") / _med(n, "cpu_s"),
+                                    "none_wall_s": _med(n, "wall_s"), "none_cpu_s": _med(n, "cpu_s")}
+            print(f"{w['label']}: --faces none {_med(n, 'wall_s'):.1f} s wall, {_med(n, 'cpu_s'):.1f} CPU s; "
+                  f"detect / none = {detect_over_none[wl]['wall']:.2f}x wall, {detect_over_none[wl]['cpu']:.2f}x CPU")
     res = {
         "comparisons": comparisons, "runs": runs, "matched_frequency": matched, "fps": FPS, "model": model,
         "fer_frequencies": fer_freqs, "pyemotion_frequencies": pye_freqs, "repeats": a.repeats,
-        "order": [n for n, _ in tools], "engine_min_face": a.engine_min_face, "video_kind": "two_face_cut" if a.old_video else "moving_faces",
+        "order": [n for n, _ in tools], "engine_min_face": a.engine_min_face, "detect_over_none": detect_over_none, "video_kind": "two_face_cut" if a.old_video else "moving_faces",
         "workloads": {wl: {k: v for k, v in w.items() if k not in ("dir", "paths")} for wl, w in workloads.items()},
         **machine(),
     }
