@@ -22,6 +22,7 @@ from cliper_batch.model.backends import (
     tensorrt_compile_kwargs,
 )
 from cliper_batch.model import Scorer, score_clips
+from cliper_batch.model.cliper import score_images
 from cliper_batch.model.factory import load_model
 from cliper_batch.model.spec import TINY_ARCH
 
@@ -254,3 +255,85 @@ def test_tensorrt_save_load_run_mixed_batches(tmp_path):
                 out = enc(x)
                 assert out.shape == ref.shape and out.dtype == torch.float32
                 assert F.cosine_similarity(out, ref).min() > 0.99
+
+
+class _ConvTower(torch.nn.Module):
+    """A conv + BatchNorm tower torch.fx can trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.proj = torch.nn.Linear(8, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.bn(self.conv(x)).mean(dim=(2, 3)))
+
+
+class _BranchyConvTower(_ConvTower):
+    """The same tower with data-dependent control flow, which torch.fx cannot trace."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        if y.mean() > 0:  # data-dependent branch: symbolic tracing raises
+            y = y * 2
+        return self.proj(y.mean(dim=(2, 3)))
+
+
+def _conv_cliper(visual: torch.nn.Module):
+    from cliper_batch.model.cliper import CLIPER
+
+    torch.manual_seed(0)
+    return CLIPER(visual, F.normalize(torch.randn(3, 2, 16), dim=-1), ("a", "b", "c"), open_clip_cfg={},
+                  image_size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).eval()
+
+
+def test_cpu_eager_folds_batchnorm_of_the_shipped_conv_tower_on_a_copy():
+    """The real-face model's ResNet tower: BatchNorm folded, channels-last, same features; the model keeps its BatchNorm."""
+    model = load_model("builtin:fer2013").model
+    bns = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.visual.modules())
+    assert bns > 0
+    enc = compile_encoder(model, "eager", "cpu")
+    assert enc.backend == "eager" and "BatchNorm folded into convolutions, channels-last" in enc.reason
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.visual.modules()) == bns  # not changed in place
+    x = torch.randn(12, 3, model.image_size, model.image_size, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(x), model.encode_frames(x), atol=1e-5, rtol=1e-4)
+        # and the clip scores the job writes
+        clips = x.view(3, 4, *x.shape[1:])
+        got, ref = score_images(model, clips, encoder=enc), score_images(model, clips)
+    torch.testing.assert_close(got.probs, ref.probs, atol=1e-5, rtol=1e-4)
+    assert torch.equal(got.descriptor, ref.descriptor)
+
+
+def test_cpu_eager_leaves_a_tower_without_batchnorm_as_is(tiny):
+    enc = compile_encoder(tiny, "eager", "cpu")
+    assert enc.backend == "eager" and enc.reason.endswith("no BatchNorm to fold")
+
+
+def test_cpu_eager_falls_back_to_plain_eager_when_the_tower_cannot_be_traced(caplog):
+    model = _conv_cliper(_BranchyConvTower().eval())
+    with caplog.at_level(logging.INFO, logger="cliper_batch.model.backends"):
+        enc = compile_encoder(model, "eager", "cpu")
+    assert enc.backend == "eager" and "BatchNorm not folded" in enc.reason
+    assert any("BatchNorm not folded" in r.getMessage() for r in caplog.records)
+    x = _images(4)
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(x), model.encode_frames(x), atol=1e-6, rtol=1e-6)
+
+
+def test_cpu_eager_rejects_a_folded_tower_that_disagrees(monkeypatch, caplog):
+    """The fold is checked against plain eager like a compiled encoder: a wrong fold leaves plain eager."""
+    import torch.fx.experimental.optimization as fx_opt
+
+    model = _conv_cliper(_ConvTower().eval())
+    with torch.no_grad():
+        model.visual.bn.running_mean.uniform_(-1, 1)
+    broken = _ConvTower().eval()  # other weights: what a wrong fold would give
+    monkeypatch.setattr(fx_opt, "fuse", lambda module, *a, **k: broken)
+    with caplog.at_level(logging.WARNING, logger="cliper_batch.model.backends"):
+        enc = compile_encoder(model, "eager", "cpu")
+    assert enc.backend == "eager" and "BatchNorm-folded tower rejected" in enc.reason
+    x = _images(4)
+    with torch.inference_mode():
+        torch.testing.assert_close(enc(x), model.encode_frames(x), atol=1e-6, rtol=1e-6)
