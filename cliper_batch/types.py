@@ -68,8 +68,9 @@ DECODERS = ("auto", "pyav", "dali")
 COMPILE_BACKENDS = ("eager", "torch.compile", "tensorrt")
 DEFAULT_FACE_DETECTOR = "mtcnn"
 # What sparse detection does between scheduled frames (faces/sparse.py); hashed with a stride != 1, so a change
-# re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated.
-SPARSE_TRACKING_VERSION = 2
+# re-annotates. 2: a gap whose ends pair under smooth motion is verified at its middle and interpolated. 3: a gap
+# whose ends pair neither way is split at its middle and each half judged again, instead of detected in full.
+SPARSE_TRACKING_VERSION = 3
 # Version of the face detector's arithmetic (cliper_batch/faces/detectors/mtcnn/), in config_hash for --faces detect.
 # Bumped by any change that moves a box, score or landmark at all - even by float rounding - so that a run
 # re-annotates outputs of the older detector instead of mixing them with new ones. Unversioned (absent from the
@@ -83,7 +84,8 @@ FACE_DETECTOR_VERSION = 2
 # 40 px costs ~0.6x of 20 px per frame. 40 by default since 2026-12-06: at stride 4 it is within 0.5 points of
 # stride 1 at 20 px on both sections of bench/stride_quality.py (20 px at stride 4 was not: -0.7), see
 # docs/benchmarks.md. Absent from config_hash means 20 (every output before): any other value enters it, the
-# default 40 too, so a default run re-annotates older outputs instead of mixing them; --min-face 20 keeps them.
+# default 40 too, so a default run re-annotates older outputs instead of mixing them (--min-face 20 kept them until
+# SPARSE_TRACKING_VERSION 3, which re-annotates every output of a stride other than 1).
 DEFAULT_MIN_FACE = 40
 HASHLESS_MIN_FACE = 20
 

@@ -24,9 +24,16 @@ second by default) barely move, or move smoothly. So the detector runs on
   (bisection, the gap's near end as the second half's anchor): a face on a
   curve or speeding up costs one detection per gap, one that turns or stops
   a few, and one that moves erratically is detected wherever needed;
-* every frame of a gap whose ends pair neither way: a face appeared or
-  vanished (it starts on the frame it was first detected and ends on its last
-  one) or jumped further than smooth motion explains;
+* the **middle frame** of a gap whose ends pair neither way (a face appeared
+  or vanished, or jumped further than smooth motion explains), then each half
+  judged on its own by these same rules, down to every frame of a half whose
+  ends still pair neither way: the change is found on the frame where it
+  happens (a face starts on the frame it was first detected and ends on its
+  last one), and the half where nothing changed is skipped or interpolated
+  like any other gap. On footage, most such gaps are a face the detector
+  missed on one scheduled frame (turned, rolled); detecting every frame of
+  both gaps around it cost 6 detections where the halves cost ~4 (version 3;
+  docs/benchmarks.md, "Mismatched gaps split");
 * every skipped frame before a detected one where the tracker would not link
   the detections to its open tracks one-to-one (a fast face that stopped far
   from where its motion model expects it, a young track whose velocity is not
@@ -85,7 +92,7 @@ class DetectionCounts:
 
     frames: int = 0  # sampled frames seen
     scheduled: int = 0  # stride, first/last frame, cuts and the frame before each cut
-    refined: int = 0  # frames of gaps detected in full (ends pair neither way, or the tracker would not link)
+    refined: int = 0  # gaps whose ends pair neither way (middles, halves that still do not) or the tracker would not link
     verified: int = 0  # middles of gaps checked against interpolation (bisection)
 
     @property
@@ -185,18 +192,21 @@ class SparseFaceTracker:
         while gaps:  # one bisection level: every open gap of the chunk judged, what it needs detected in one call
             refine: list[int] = []
             probes: list[tuple[int | None, int, int, int]] = []
+            splits: list[tuple[int | None, int, int, int]] = []
             for z, lo, hi in gaps:
                 verdict = self._judge(z, lo, hi, known)
                 if verdict == "probe":
                     probes.append((z, lo, (lo + hi) // 2, hi))
+                elif verdict == "detect" and self.gap_rule == "motion" and hi - lo > 2:
+                    splits.append((z, lo, (lo + hi) // 2, hi))  # its middle, then each half judged on its own
                 elif verdict == "detect":
                     refine.extend(range(lo + 1, hi))
-            got = self._detect(sorted(refine + [m for _, _, m, _ in probes]))
-            self.counts.refined += len(refine)
+            got = self._detect(sorted(refine + [m for _, _, m, _ in probes + splits]))
+            self.counts.refined += len(refine) + len(splits)
             self.counts.verified += len(probes)
             known.update(got)
             found.update(got)
-            gaps = []
+            gaps = [g for z, lo, m, hi in splits for g in ((z, lo, m), (lo, m, hi)) if g[2] - g[1] > 1]
             for z, lo, m, hi in probes:
                 if not self._interpolation_holds(lo, m, hi, known):
                     gaps.extend(g for g in ((z, lo, m), (lo, m, hi)) if g[2] - g[1] > 1)

@@ -140,6 +140,22 @@ def test_face_entering_mid_shot_starts_on_its_first_frame(detector, people):
     assert _on_truth(tracks[0], stay, 0.6) and _on_truth(tracks[1], enter, 0.6)
 
 
+def test_gap_where_a_face_appears_is_split_not_detected_in_full(detector, people):
+    """Ends 1 -> 2 faces: the middle is detected, then only the half where the face appears (version 3)."""
+    pa, pb = people
+    stay = [_face_box(pa, 30 + t, 40, 70) for t in range(16)]
+    enter = [None] * 6 + [_face_box(pb, 200, 60, 70)] * 10  # between scheduled frames 4 and 8
+    frames = _scene([[("happy", pa, 1.0, a)] + ([("sad", pb, 1.0, b)] if b else []) for a, b in zip(stay, enter)])
+    counting, counts = CountingDetector(detector), DetectionCounts()
+    tracks = track_sparse([frames], counting, stride=4, counts=counts)
+    assert [(t.frame_indices[0], t.frame_indices[-1]) for t in tracks] == [(0, 15), (6, 15)]
+    # the gap 4..8: its middle 6 (two faces), then the half 4..6 whose ends still differ (frame 5);
+    # the half 6..8 pairs, so frame 7 is interpolated. Before, 5, 6 and 7 were all detected.
+    assert {5, 6} <= set(counting.frames) and 7 not in counting.frames
+    assert counts.refined == 2 and counts.detected == len(counting.frames)
+    assert tracks[1].interpolated[tracks[1].frame_indices.index(7)]
+
+
 def test_face_leaving_mid_shot_ends_on_its_last_frame(detector, people):
     pa, _ = people
     truth = [_face_box(pa, 100, 40, 70)] * 7 + [None] * 9  # gone after sample 6
@@ -210,12 +226,14 @@ def test_detect_stride_is_a_validated_option_in_the_config_hash_for_detect_only(
     assert AnnotateConfig().detect_stride == DEFAULT_DETECT_STRIDE == 4
     assert config_hash(AnnotateConfig(detect_stride=1)) != config_hash(AnnotateConfig(detect_stride=4))
     # the default enters the hash like any stride != 1, and the hash is a pure function of the config
-    assert config_hash(AnnotateConfig()) == config_hash(AnnotateConfig(detect_stride=4)) == "c46ae00c5f9f"
-    assert config_hash(AnnotateConfig(min_face=20)) == "2a4678ea2a26"  # the 20 px of older outputs: their hash
+    assert config_hash(AnnotateConfig()) == config_hash(AnnotateConfig(detect_stride=4)) == "04a1924eae47"
+    assert config_hash(AnnotateConfig(min_face=20)) == "4bb16c3a884c"
     assert AnnotateConfig().semantic_dict()["detect_stride"] == 4
     # what happens between scheduled frames is versioned with the stride: the smooth-motion check (version 2)
-    # interpolates where version 1 (hash 62f4b0dd50ca) detected every frame, so those outputs are annotated again
-    assert AnnotateConfig().semantic_dict()["sparse_tracking"] == SPARSE_TRACKING_VERSION == 2
+    # interpolates where version 1 (hash 62f4b0dd50ca) detected every frame, and version 3 splits a gap whose ends
+    # pair neither way where version 2 (c46ae00c5f9f; 2a4678ea2a26 at 20 px) detected all of it, so those outputs
+    # are annotated again
+    assert AnnotateConfig().semantic_dict()["sparse_tracking"] == SPARSE_TRACKING_VERSION == 3
     # stride 1 leaves the stride and the sparse tracking out of the hash, as every version before the default
     # changed (which detected every frame); the face detector's version is in it (test_faces_detect.py)
     assert {"detect_stride", "sparse_tracking"}.isdisjoint(AnnotateConfig(detect_stride=1).semantic_dict())
