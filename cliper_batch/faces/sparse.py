@@ -206,10 +206,10 @@ class SparseFaceTracker:
             self.counts.verified += len(probes)
             known.update(got)
             found.update(got)
-            gaps = [g for z, lo, m, hi in splits for g in ((z, lo, m), (lo, m, hi)) if g[2] - g[1] > 1]
+            gaps = [g for split in splits for g in _halves(*split)]
             for z, lo, m, hi in probes:
                 if not self._interpolation_holds(lo, m, hi, known):
-                    gaps.extend(g for g in ((z, lo, m), (lo, m, hi)) if g[2] - g[1] > 1)
+                    gaps.extend(_halves(z, lo, m, hi))
         fed = self._last_fed
         for p in sorted(found):
             gap = list(range(fed + 1, p))
@@ -267,6 +267,11 @@ class SparseFaceTracker:
             return {}
         frames = _stack([self._held[p] for p in positions])
         return dict(zip(positions, self.detect(frames, frame_indices=list(positions))))
+
+
+def _halves(z: int | None, lo: int, m: int, hi: int) -> list[tuple[int | None, int, int]]:
+    """The gaps ``(lo, m)`` (anchor ``z``) and ``(m, hi)`` (anchor ``lo``) that still hold a frame to judge."""
+    return [g for g in ((z, lo, m), (lo, m, hi)) if g[2] - g[1] > 1]
 
 
 def _smooth_pairs(a: list[Detection], b: list[Detection], span: int) -> list[tuple[Box, Box]] | None:
