@@ -125,3 +125,16 @@ def test_vp9_is_unchanged(long_vp9_video):
     ts = [t for s in plan_segments(info.duration_s, 2.0, 8) for t in s.timestamps]
     got = list(PyAVDecoder().iter_frames(path, info, ts))
     assert [read_frame_code(f) for f in got] == frame_indices(ts, info.fps, spec.n_frames)
+
+
+def test_timestamps_convert_to_the_same_seconds_as_through_fractions():
+    """The reader's int arithmetic gives float(ts * time_base) bit for bit (frame choice compares these floats)."""
+    from cliper_batch.decode.pyav_backend import timestamp_seconds
+
+    rng = np.random.default_rng(5)
+    bases = [Fraction(1, 90000), Fraction(1, 12800), Fraction(1, 1000), Fraction(1001, 30000), Fraction(1, 25),
+             Fraction(1, 15360), Fraction(1, 48000), Fraction(3, 7), Fraction(1, 2**31 - 1)]
+    stamps = [0, 1, -1, -1001, 2**31, 2**53 + 1, 10**15 + 7, *rng.integers(-10**6, 10**12, 2000).tolist()]
+    for tb in bases:
+        for ts in stamps:
+            assert timestamp_seconds(ts, tb.numerator, tb.denominator) == float(ts * tb), (ts, tb)
