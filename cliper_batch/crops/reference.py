@@ -38,7 +38,8 @@ Conventions (shared bit-for-bit in intent with the Triton kernel)
 
 Implementation: per frame, one ``grid_sample`` call whose sampling grid
 stacks all boxes of that frame along the height axis (no per-box Python loop
-and no per-box copy of the frame). Because bilinear weights sum to 1 and
+and no per-box copy of the frame); only the frame's window that holds every
+tap of its boxes is converted to float (the same values, bit for bit). Because bilinear weights sum to 1 and
 normalisation is affine per channel, sampling ``frame - fill`` with zero
 padding and adding/scaling afterwards is exactly the convention above.
 """
@@ -202,12 +203,27 @@ def _sample_minus_fill(frames: torch.Tensor, boxes: torch.Tensor, size: int, fil
     order = torch.argsort(frame_idx, stable=True)
     sorted_idx = frame_idx[order]
     present, counts = torch.unique_consecutive(sorted_idx, return_counts=True)
+    # Each frame's window: the rectangle holding every bilinear tap of its boxes. A box's samples lie in
+    # [x0 - 0.5, x1 - 0.5), its taps at floor and floor + 1, so [floor(x0) - 1, ceil(x1) + 1) holds them
+    # (the rule of crops.dali.box_windows), clipped to the frame. Only the window is converted to float:
+    # the frame is mostly background (two ~100 px faces in 640x360), and grid_sample reads nothing else.
+    k = frames.shape[0]
+    lo = torch.full((k, 2), float("inf"), device=boxes.device).scatter_reduce(
+        0, frame_idx[:, None].expand(n, 2), boxes[:, 1:3], "amin")
+    hi = torch.full((k, 2), float("-inf"), device=boxes.device).scatter_reduce(
+        0, frame_idx[:, None].expand(n, 2), boxes[:, 3:5], "amax")
+    lo = (torch.floor(lo[present]) - 1).clamp(min=0).long()
+    hi = torch.minimum(torch.ceil(hi[present]) + 1, torch.tensor([float(w), float(h)], device=boxes.device)).long()
+    windows = torch.cat([lo, hi], dim=1).tolist()  # [x0, y0, x1, y1] per frame with boxes: one host sync
+    # one float frame for the call; outside a frame's window it holds zeros or an earlier frame's values, never read
+    img = torch.zeros((3, h, w), dtype=torch.float32, device=frames.device)
     start = 0
     # One grid_sample per frame that has boxes: all its boxes stacked along the grid's height.
-    for f, c in zip(present.tolist(), counts.tolist(), strict=True):
+    for f, c, (xa, ya, xb, yb) in zip(present.tolist(), counts.tolist(), windows, strict=True):
         sel = order[start : start + c]
         start += c
-        img = frames[f].permute(2, 0, 1).to(torch.float32) - fill[:, None, None]  # [3, H, W]
+        if xb > xa and yb > ya:  # (no window: every box is off the frame and reads only zero padding)
+            img[:, ya:yb, xa:xb].copy_(frames[f, ya:yb, xa:xb].permute(2, 0, 1)).sub_(fill[:, None, None])
         g = grid[sel].reshape(1, c * size, size, 2)
         res = F.grid_sample(img[None], g, mode="bilinear", padding_mode="zeros", align_corners=False)
         out[sel] = res[0].reshape(3, c, size, size).permute(1, 0, 2, 3)

@@ -216,3 +216,38 @@ def test_bad_stats_raise():
         crop_resize_normalize(frames, boxes, 4, mean=(0.5, 0.5))
     with pytest.raises(CropInputError, match="fill"):
         crop_resize(frames, boxes, 4, fill=(1, 2))
+
+
+def test_crops_read_only_the_window_of_their_taps_and_equal_full_frame_sampling():
+    """Only each frame's tap window is converted to float: the crops equal grid_sample on whole frames bit for bit."""
+    from cliper_batch.crops.reference import _sample_minus_fill
+
+    g = torch.Generator().manual_seed(2)
+    frames = torch.randint(0, 256, (160, 90, 160, 3), dtype=torch.uint8, generator=g)
+    n = 300
+    fi = (torch.arange(n) // 2).float()  # two boxes per frame: windows smaller than the frame
+    fi[250:] = 150  # and one frame with 50
+    fi[fi == 3] = 4  # a frame without boxes between frames with boxes
+    fi = fi[torch.randperm(n, generator=g)]  # in any order
+    x0 = torch.rand(n, generator=g) * 220 - 40
+    y0 = torch.rand(n, generator=g) * 130 - 30
+    side = torch.rand(n, generator=g) * 60 + 0.5
+    boxes = torch.stack([fi, x0, y0, x0 + side, y0 + side * 0.8], 1)
+    boxes[:20, 1:] = torch.round(boxes[:20, 1:])  # integer edges: taps of zero weight at a window's border
+    boxes[20] = torch.tensor([155.0, -50.0, -40.0, -10.0, -5.0])  # off the frame: zero padding only
+    boxes[21] = torch.tensor([2.0, 0.0, 0.0, 160.0, 90.0])  # the whole frame
+    boxes[22] = torch.tensor([1.0, 150.0, 80.0, 170.0, 100.0])  # over the bottom-right corner
+    fill = torch.tensor([122.5, 116.75, 104.1])
+    for size in (8, 32):
+        got = _sample_minus_fill(frames, boxes, size, fill)
+        want = torch.empty_like(got)
+        t = (torch.arange(size, dtype=torch.float32) + 0.5) / size
+        for k in range(n):  # the whole frame as float, one box at a time
+            f, bx0, by0, bx1, by1 = boxes[k].tolist()
+            gx = (bx0 + t * (bx1 - bx0)) * (2.0 / 160) - 1.0
+            gy = (by0 + t * (by1 - by0)) * (2.0 / 90) - 1.0
+            grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), dim=-1)[None]
+            img = frames[int(f)].permute(2, 0, 1).to(torch.float32) - fill[:, None, None]
+            want[k] = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0]
+        assert torch.equal(got, want)
+        assert torch.equal(got[20], torch.zeros_like(got[20]))
