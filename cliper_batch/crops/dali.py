@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .reference import CLIP_MEAN, CLIP_STD, _check_inputs, _check_stats, center_square_box
+from .reference import CLIP_MEAN, CLIP_STD, _check_inputs, _check_stats, center_square_box, tap_window
 from ..decode.base import DecodeError, DecoderUnavailable, validate_request
 from ..decode.dali_backend import CopyFence, DaliDecoder, _gpu_output_to_torch, dali_available
 from ..types import VideoInfo
@@ -69,12 +69,13 @@ def box_windows(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     ``axes=(0, 1)`` on HWC) and float32 ``roi_start``/``roi_end`` as ``(y, x)``
     relative to the window (``fn.resize``'s order). Samples lie in
     ``[x0 - 0.5, x1 - 0.5)``, taps at ``floor`` and ``floor + 1``, so the window
-    ``[floor(x0) - 1, ceil(x1) + 1)`` holds them all and DALI never clamps.
+    ``[floor(x0) - 1, ceil(x1) + 1)`` (:func:`~cliper_batch.crops.reference.tap_window`)
+    holds them all and DALI never clamps.
     """
     b = np.asarray(boxes, dtype=np.float64)
     x0, y0, x1, y1 = b[:, 1], b[:, 2], b[:, 3], b[:, 4]
-    wx, wy = np.floor(x0) - 1, np.floor(y0) - 1
-    ww, wh = np.ceil(x1) + 1 - wx, np.ceil(y1) + 1 - wy
+    (wx, x_end), (wy, y_end) = tap_window(x0, x1), tap_window(y0, y1)
+    ww, wh = x_end - wx, y_end - wy
     anchor = np.stack([wy, wx], 1).astype(np.int32)
     shape = np.stack([wh, ww], 1).astype(np.int32)
     roi_start = np.stack([y0 - wy, x0 - wx], 1).astype(np.float32)

@@ -39,9 +39,10 @@ Conventions (shared bit-for-bit in intent with the Triton kernel)
 Implementation: per frame, one ``grid_sample`` call whose sampling grid
 stacks all boxes of that frame along the height axis (no per-box Python loop
 and no per-box copy of the frame); only the frame's window that holds every
-tap of its boxes is converted to float (the same values, bit for bit). Because bilinear weights sum to 1 and
-normalisation is affine per channel, sampling ``frame - fill`` with zero
-padding and adding/scaling afterwards is exactly the convention above.
+tap of its boxes (:func:`tap_window`) is converted to float, the same values
+bit for bit. Because bilinear weights sum to 1 and normalisation is affine per
+channel, sampling ``frame - fill`` with zero padding and adding/scaling
+afterwards is exactly the convention above.
 """
 from __future__ import annotations
 
@@ -180,6 +181,17 @@ def _check_stats(mean: Sequence[float], std: Sequence[float], where: str) -> tup
     return mean_l, std_l
 
 
+def tap_window(lo, hi):
+    """The pixels ``[first, end)`` along one axis holding every bilinear tap of a box spanning ``[lo, hi)``.
+
+    The box's samples lie in ``[lo - 0.5, hi - 0.5)`` (index space), their taps at ``floor`` and
+    ``floor + 1``, so ``[floor(lo) - 1, ceil(hi) + 1)`` holds them all. Not clipped to the frame.
+    Works on numpy arrays and torch tensors alike (``// 1`` floors both); the torch crops
+    convert only this window of a frame, DALI's box cropper slices it.
+    """
+    return lo // 1 - 1, -((-hi) // 1) + 1
+
+
 def _sample_minus_fill(frames: torch.Tensor, boxes: torch.Tensor, size: int, fill: torch.Tensor) -> torch.Tensor:
     """Bilinear crops of ``frames - fill`` (0..255 units, zero padding) as float32 ``[N, 3, S, S]``.
 
@@ -203,17 +215,17 @@ def _sample_minus_fill(frames: torch.Tensor, boxes: torch.Tensor, size: int, fil
     order = torch.argsort(frame_idx, stable=True)
     sorted_idx = frame_idx[order]
     present, counts = torch.unique_consecutive(sorted_idx, return_counts=True)
-    # Each frame's window: the rectangle holding every bilinear tap of its boxes. A box's samples lie in
-    # [x0 - 0.5, x1 - 0.5), its taps at floor and floor + 1, so [floor(x0) - 1, ceil(x1) + 1) holds them
-    # (the rule of crops.dali.box_windows), clipped to the frame. Only the window is converted to float:
-    # the frame is mostly background (two ~100 px faces in 640x360), and grid_sample reads nothing else.
+    # Each frame's window: the rectangle holding every bilinear tap of its boxes (tap_window), clipped to the
+    # frame. Only the window is converted to float: the frame is mostly background (two ~100 px faces in
+    # 640x360), and grid_sample reads nothing else.
     k = frames.shape[0]
     lo = torch.full((k, 2), float("inf"), device=boxes.device).scatter_reduce(
         0, frame_idx[:, None].expand(n, 2), boxes[:, 1:3], "amin")
     hi = torch.full((k, 2), float("-inf"), device=boxes.device).scatter_reduce(
         0, frame_idx[:, None].expand(n, 2), boxes[:, 3:5], "amax")
-    lo = (torch.floor(lo[present]) - 1).clamp(min=0).long()
-    hi = torch.minimum(torch.ceil(hi[present]) + 1, torch.tensor([float(w), float(h)], device=boxes.device)).long()
+    lo, hi = tap_window(lo[present], hi[present])
+    lo = lo.clamp(min=0).long()
+    hi = torch.minimum(hi, torch.tensor([float(w), float(h)], device=boxes.device)).long()
     windows = torch.cat([lo, hi], dim=1).tolist()  # [x0, y0, x1, y1] per frame with boxes: one host sync
     # one float frame for the call; outside a frame's window it holds zeros or an earlier frame's values, never read
     img = torch.zeros((3, h, w), dtype=torch.float32, device=frames.device)
